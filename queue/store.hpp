@@ -1,0 +1,170 @@
+// store.hpp — the queue store: customers, queued messages, recipients.
+//
+// Purpose: the one narrow interface behind which the queue lives. The daemon
+// uses it only from the store thread (see store_worker.hpp); a second backend
+// (PostgreSQL, several gateway nodes sharing one queue) implements the same
+// class without the protocol code changing.
+// Security: values come from the CLI/control channel (already validated there)
+// and from SMTP envelopes (already parsed); the store binds everything as SQL
+// parameters, never as SQL text.
+// Errors: operations return boost::system::error_code / result<T> with
+// queue::errc (below). commit_messages is all-or-nothing: on error nothing of
+// the batch is stored, and every sender of the batch is told 4xx.
+// See also: ARCHITECTURE.md (domain model, invariants 1-2).
+#pragma once
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flushgate::queue {
+
+enum class errc {
+  ok = 0,
+  not_found = 1,         // no such customer / message
+  name_taken = 2,        // customer name already exists
+  domain_taken = 3,      // a domain already belongs to another customer
+  not_empty = 4,         // customer still has queued mail (remove without force)
+  disk_full = 5,         // SQLITE_FULL / ENOSPC: answer 452 4.3.1, keep nothing
+  io_error = 6,          // any other storage failure: answer 451 4.3.0
+  invalid_argument = 7,  // malformed value reached the store (a bug upstream)
+};
+const boost::system::error_category& queue_category() noexcept;
+inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), queue_category()};
+}
+
+enum class customer_state { enabled, disabled, suspended };
+enum class delivery_mode { relay, hold, odmr };
+enum class link_kind { dsl, dialup };
+
+const char* to_string(customer_state s) noexcept;
+const char* to_string(delivery_mode m) noexcept;
+const char* to_string(link_kind k) noexcept;
+std::optional<customer_state> parse_customer_state(std::string_view s) noexcept;
+std::optional<delivery_mode> parse_delivery_mode(std::string_view s) noexcept;
+std::optional<link_kind> parse_link_kind(std::string_view s) noexcept;
+
+// A RADIUS/pppd user name that marks one of the customer's lines.
+struct link_user {
+  std::string user;
+  link_kind kind = link_kind::dsl;
+  std::string allowed_net;  // CIDR the framed IP must fall in; "" = any
+};
+
+struct customer {
+  std::int64_t id = 0;                 // assigned by add_customer
+  std::string name;                    // [a-z0-9][a-z0-9._-]{0,62}
+  std::vector<std::string> domains;    // lower-case, no trailing dot, unique
+  bool subdomains = false;             // also accept *.domain
+  customer_state state = customer_state::enabled;
+  delivery_mode mode = delivery_mode::relay;
+  std::string route;                   // "host", "host:port", "mx", or "" (none)
+  std::uint16_t link_port = 25;        // port of the customer's server over a link
+  std::vector<link_user> link_users;
+  // Lower-cased addresses; nullopt: every local part of the domains is accepted.
+  std::optional<std::vector<std::string>> recipients;
+  std::uint64_t max_size = 0;          // bytes; 0: the global message_size_limit
+  std::uint64_t quota = 0;             // bytes queued at most; 0: no quota
+  std::int64_t queue_lifetime = 0;     // seconds; 0: the global queue_lifetime
+  std::int64_t delay_warning = 0;      // seconds; 0: the global delay_warning_time
+};
+
+// One RCPT of an incoming message, DSN parameters as received (RFC 3461).
+struct recipient {
+  std::string address;  // the RCPT path without <>, case kept
+  std::string orcpt;    // ORCPT value "addr-type;xtext", "" when absent
+  std::string notify;   // NOTIFY value upper-cased, "" when absent
+};
+
+// A message accepted by the SMTP server, for one customer. A message whose
+// recipients belong to several customers is committed as one entry per
+// customer, so that each customer's queue stands on its own.
+struct new_message {
+  std::int64_t customer_id = 0;
+  std::string sender;   // reverse-path without <>; "" is the null sender
+  std::vector<recipient> recipients;
+  std::string envid;    // ENVID xtext as received, "" when absent
+  std::string ret;      // "FULL", "HDRS" or ""
+  std::string body_type;  // "7BIT", "8BITMIME" or "" (not given)
+  std::string client;   // "helo-name [address]" for logs and DSNs
+  std::int64_t arrival = 0;  // unix seconds
+  std::string content;  // the message: CRLF lines, Received: prepended, not dot-stuffed
+};
+
+// A queued recipient as the queue tools show it.
+struct recipient_info {
+  std::int64_t id = 0;
+  std::string address;
+  std::string orcpt;
+  std::string notify;
+  int attempts = 0;
+  std::int64_t next_attempt = 0;   // unix seconds; 0: as soon as a route exists
+  std::string last_reply;          // last reply from the next hop, "" if none
+  bool delay_notified = false;     // a delay DSN went out for it
+};
+
+struct message_info {
+  std::string qid;
+  std::int64_t customer_id = 0;
+  std::string customer;            // customer name
+  std::string sender;
+  std::int64_t arrival = 0;
+  std::uint64_t size = 0;          // octets of content
+  bool held = false;               // on operator hold: not delivered until released
+  std::string envid;
+  std::string ret;
+  std::string body_type;
+  std::string client;
+  std::vector<recipient_info> recipients;
+};
+
+struct queue_stats {
+  std::int64_t customer_id = 0;
+  std::string customer;
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+  std::int64_t oldest_arrival = 0;  // unix seconds; 0 when empty
+};
+
+class store {
+ public:
+  virtual ~store() = default;
+
+  // Customers. add_customer assigns c.id; domains must be unused.
+  virtual boost::system::error_code add_customer(customer& c) = 0;
+  virtual boost::system::error_code update_customer(const customer& c) = 0;
+  // Refused with errc::not_empty while mail is queued unless force (which
+  // deletes that mail: the operator said so).
+  virtual boost::system::error_code remove_customer(std::string_view name, bool force) = 0;
+  virtual boost::system::result<customer> find_customer(std::string_view name) = 0;
+  virtual boost::system::result<std::vector<customer>> list_customers() = 0;
+
+  // Stores a batch in one transaction and makes it durable (fsync) before
+  // returning: this is where "250 only after fsync" holds. Returns one queue
+  // id per message, in order.
+  virtual boost::system::result<std::vector<std::string>> commit_messages(
+      std::span<const new_message> batch) = 0;
+
+  // Queue inspection and operator actions. customer_id 0 = all customers.
+  virtual boost::system::result<std::vector<message_info>> list_messages(
+      std::int64_t customer_id, std::size_t limit) = 0;
+  virtual boost::system::result<message_info> find_message(std::string_view qid) = 0;
+  virtual boost::system::result<std::string> read_content(std::string_view qid) = 0;
+  virtual boost::system::error_code set_held(std::string_view qid, bool held) = 0;
+  virtual boost::system::error_code delete_message(std::string_view qid) = 0;
+  virtual boost::system::result<std::vector<queue_stats>> queue_summary() = 0;
+  virtual boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) = 0;
+};
+
+}  // namespace flushgate::queue
+
+namespace boost::system {
+template <>
+struct is_error_code_enum<flushgate::queue::errc> : std::true_type {};
+}  // namespace boost::system
