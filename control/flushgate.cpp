@@ -1,1 +1,422 @@
-int main() { return 0; }
+// flushgate — the operator's command line.
+//
+//   flushgate [--config FILE] [--json] customer add NAME --domain D ... 
+//   flushgate [--config FILE] [--json] queue summary
+//   (run `flushgate help` for the whole list)
+//
+// Every command except `config` talks to the running daemon over its control
+// socket (control_socket in the config, $data_dir/control.sock by default).
+// The config file is FILE, else $FLUSHGATE_CONFIG, else
+// /etc/flushgate/flushgated.cf. Exit status: 0 done, 1 the daemon refused
+// (the reason is printed), 2 usage error, 3 the daemon could not be reached.
+#include "control/control_client.hpp"
+#include "core/config.hpp"
+#include "core/units.hpp"
+
+#include <Poco/JSON/Array.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
+#include <Poco/JSON/Stringifier.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace flushgate;
+using Poco::JSON::Array;
+using Poco::JSON::Object;
+
+namespace {
+
+constexpr const char* help_text = R"(usage: flushgate [--config FILE] [--json] COMMAND
+
+Customers:
+  customer add NAME --domain D [--domain D ...] [--subdomains]
+               [--route HOST[:PORT] | --route mx] [--link-port PORT]
+               [--mode relay|hold|odmr] [--recipients FILE]
+               [--max-size BYTES] [--quota BYTES]
+               [--dsl-user USER ...] [--dialup-user USER ...]
+               [--dsl-net CIDR] [--dialup-net CIDR]
+  customer set NAME [the options of add; --no-recipients drops the list]
+  customer enable|disable|suspend NAME
+  customer show NAME
+  customer list
+  customer remove NAME [--force]
+Queue:
+  queue list [--customer NAME] [--limit N]
+  queue show ID
+  queue hold|release|delete ID [ID ...]
+  queue summary
+Configuration (reads the file, no daemon needed):
+  config show [--changed]
+  config params
+
+--json prints the daemon's answer as JSON (schema in README.md).
+)";
+
+struct cli_error {
+  std::string message;
+  int status;
+};
+
+[[noreturn]] void fail(const std::string& message, int status = 2) {
+  throw cli_error{message, status};
+}
+
+std::string age(std::int64_t since) {
+  if (since == 0) return "-";
+  std::int64_t s = std::time(nullptr) - since;
+  if (s < 0) s = 0;
+  std::ostringstream os;
+  if (s >= 86400) os << s / 86400 << "d" << (s % 86400) / 3600 << "h";
+  else if (s >= 3600) os << s / 3600 << "h" << (s % 3600) / 60 << "m";
+  else if (s >= 60) os << s / 60 << "m" << s % 60 << "s";
+  else os << s << "s";
+  return os.str();
+}
+
+// Prints rows as an aligned table, the first row being the header.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  for (const auto& row : rows) {
+    width.resize(std::max(width.size(), row.size()));
+    for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  }
+}
+
+std::string join(const Array::Ptr& list, const char* sep = ",") {
+  std::string out;
+  for (std::size_t i = 0; list && i < list->size(); ++i) {
+    if (i) out += sep;
+    out += list->get(static_cast<unsigned>(i)).convert<std::string>();
+  }
+  return out;
+}
+
+std::vector<std::string> read_recipient_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("--recipients " + path + ": cannot read the file");
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto hash = line.find('#');
+    if (hash != std::string::npos) line.erase(hash);
+    auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    auto last = line.find_last_not_of(" \t\r");
+    out.push_back(line.substr(first, last - first + 1));
+  }
+  return out;
+}
+
+// Turns the options of `customer add|set` into the request's arguments.
+Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t from) {
+  Object::Ptr o = new Object;
+  Array::Ptr domains = new Array;
+  std::vector<std::pair<std::string, std::string>> users;  // (user, kind)
+  std::string dsl_net, dialup_net;
+  bool links_given = false;
+  for (std::size_t i = from; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) fail(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--domain") domains->add(value());
+    else if (a == "--subdomains") o->set("subdomains", true);
+    else if (a == "--no-subdomains") o->set("subdomains", false);
+    else if (a == "--route") o->set("route", value());
+    else if (a == "--link-port") o->set("link_port", value());
+    else if (a == "--mode") o->set("mode", value());
+    else if (a == "--max-size") o->set("max_size", value());
+    else if (a == "--quota") o->set("quota", value());
+    else if (a == "--recipients") {
+      Array::Ptr r = new Array;
+      for (const auto& addr : read_recipient_file(value())) r->add(addr);
+      o->set("recipients", r);
+    } else if (a == "--no-recipients") o->set("recipients", Poco::Dynamic::Var());
+    else if (a == "--dsl-user") { users.emplace_back(value(), "dsl"); links_given = true; }
+    else if (a == "--dialup-user") { users.emplace_back(value(), "dialup"); links_given = true; }
+    else if (a == "--dsl-net") { dsl_net = value(); links_given = true; }
+    else if (a == "--dialup-net") { dialup_net = value(); links_given = true; }
+    else fail("unknown option " + a + " (see flushgate help)");
+  }
+  if (domains->size() > 0) o->set("domains", domains);
+  if (links_given) {
+    Array::Ptr links = new Array;
+    for (const auto& [user, kind] : users) {
+      Object::Ptr l = new Object;
+      l->set("user", user);
+      l->set("kind", kind);
+      l->set("net", kind == "dsl" ? dsl_net : dialup_net);
+      links->add(l);
+    }
+    o->set("links", links);
+  }
+  // link_port, max_size and quota travel as text: the daemon parses units.
+  return o;
+}
+
+void print_customer(const Object::Ptr& c) {
+  auto q = c->getObject("queue");
+  std::vector<std::vector<std::string>> rows = {
+      {"name:", c->getValue<std::string>("name")},
+      {"state:", c->getValue<std::string>("state")},
+      {"mode:", c->getValue<std::string>("mode")},
+      {"domains:", join(c->getArray("domains"), " ") +
+                       (c->getValue<bool>("subdomains") ? " (and subdomains)" : "")},
+      {"route:", c->getValue<std::string>("route").empty() ? "(none: hold until a link comes up)"
+                                                           : c->getValue<std::string>("route")},
+      {"link port:", c->get("link_port").convert<std::string>()},
+  };
+  std::string links;
+  auto link_list = c->getArray("links");
+  for (std::size_t i = 0; link_list && i < link_list->size(); ++i) {
+    auto l = link_list->getObject(static_cast<unsigned>(i));
+    if (!links.empty()) links += ", ";
+    links += l->getValue<std::string>("user") + " (" + l->getValue<std::string>("kind");
+    if (!l->getValue<std::string>("net").empty()) links += " in " + l->getValue<std::string>("net");
+    links += ")";
+  }
+  rows.push_back({"link users:", links.empty() ? "-" : links});
+  auto recipients = c->get("recipients");
+  rows.push_back({"recipients:", recipients.isEmpty()
+                                     ? "any address in its domains"
+                                     : std::to_string(c->getArray("recipients")->size()) + " listed"});
+  auto max_size = c->getValue<std::uint64_t>("max_size");
+  auto quota = c->getValue<std::uint64_t>("quota");
+  rows.push_back({"max size:", max_size ? core::format_size(max_size) : "(message_size_limit)"});
+  rows.push_back({"quota:", quota ? core::format_size(quota) : "none"});
+  if (q) {
+    rows.push_back({"queued:", q->get("messages").convert<std::string>() + " messages, " +
+                                   q->get("bytes").convert<std::string>() + " bytes, oldest " +
+                                   age(q->getValue<std::int64_t>("oldest_arrival"))});
+  }
+  print_table(rows);
+}
+
+void print_result(const std::string& command, const Poco::Dynamic::Var& result) {
+  if (command == "customer.list") {
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "STATE", "MODE", "ROUTE", "DOMAINS", "MESSAGES", "BYTES", "OLDEST"}};
+    auto list = result.extract<Array::Ptr>();
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto c = list->getObject(static_cast<unsigned>(i));
+      auto q = c->getObject("queue");
+      std::string route = c->getValue<std::string>("route");
+      rows.push_back({c->getValue<std::string>("name"), c->getValue<std::string>("state"),
+                      c->getValue<std::string>("mode"), route.empty() ? "-" : route,
+                      join(c->getArray("domains")), q->get("messages").convert<std::string>(),
+                      q->get("bytes").convert<std::string>(),
+                      age(q->getValue<std::int64_t>("oldest_arrival"))});
+    }
+    print_table(rows);
+  } else if (command == "customer.show" || command == "customer.add" ||
+             command == "customer.set") {
+    print_customer(result.extract<Object::Ptr>());
+  } else if (command == "queue.summary") {
+    std::vector<std::vector<std::string>> rows = {{"CUSTOMER", "MESSAGES", "BYTES", "OLDEST"}};
+    auto list = result.extract<Array::Ptr>();
+    std::uint64_t messages = 0, bytes = 0;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto s = list->getObject(static_cast<unsigned>(i));
+      messages += s->getValue<std::uint64_t>("messages");
+      bytes += s->getValue<std::uint64_t>("bytes");
+      rows.push_back({s->getValue<std::string>("customer"), s->get("messages").convert<std::string>(),
+                      s->get("bytes").convert<std::string>(),
+                      age(s->getValue<std::int64_t>("oldest_arrival"))});
+    }
+    rows.push_back({"TOTAL", std::to_string(messages), std::to_string(bytes), ""});
+    print_table(rows);
+  } else if (command == "queue.list") {
+    std::vector<std::vector<std::string>> rows = {
+        {"QUEUE ID", "CUSTOMER", "SIZE", "AGE", "RCPTS", "HELD", "SENDER"}};
+    auto list = result.extract<Array::Ptr>();
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto m = list->getObject(static_cast<unsigned>(i));
+      std::string sender = m->getValue<std::string>("sender");
+      rows.push_back({m->getValue<std::string>("qid"), m->getValue<std::string>("customer"),
+                      m->get("size").convert<std::string>(), age(m->getValue<std::int64_t>("arrival")),
+                      m->get("recipient_count").convert<std::string>(),
+                      m->getValue<bool>("held") ? "held" : "", "<" + sender + ">"});
+    }
+    print_table(rows);
+  } else if (command == "queue.show") {
+    auto m = result.extract<Object::Ptr>();
+    print_table({{"queue id:", m->getValue<std::string>("qid")},
+                 {"customer:", m->getValue<std::string>("customer")},
+                 {"sender:", "<" + m->getValue<std::string>("sender") + ">"},
+                 {"arrived:", age(m->getValue<std::int64_t>("arrival")) + " ago"},
+                 {"size:", m->get("size").convert<std::string>()},
+                 {"held:", m->getValue<bool>("held") ? "yes" : "no"},
+                 {"client:", m->getValue<std::string>("client")}});
+    std::vector<std::vector<std::string>> rows = {{"RECIPIENT", "ATTEMPTS", "LAST REPLY"}};
+    auto rs = m->getArray("recipients");
+    for (std::size_t i = 0; rs && i < rs->size(); ++i) {
+      auto r = rs->getObject(static_cast<unsigned>(i));
+      rows.push_back({"<" + r->getValue<std::string>("address") + ">",
+                      r->get("attempts").convert<std::string>(), r->getValue<std::string>("last_reply")});
+    }
+    std::cout << "\n";
+    print_table(rows);
+  } else if (result.isString()) {
+    std::cout << result.convert<std::string>() << "\n";
+  } else if (!result.isEmpty()) {
+    auto list = result.extract<Array::Ptr>();
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      std::cout << list->get(static_cast<unsigned>(i)).convert<std::string>() << "\n";
+    }
+  }
+}
+
+int send(const std::string& socket_path, const std::string& command, const Object::Ptr& args,
+         bool json) {
+  Object request;
+  request.set("command", command);
+  request.set("args", args);
+  std::ostringstream os;
+  request.stringify(os);
+  std::string answer, error;
+  control::control_client client(socket_path);
+  if (!client.request(os.str(), answer, error)) {
+    std::cerr << "flushgate: " << error << "\n";
+    return 3;
+  }
+  Poco::JSON::Parser parser;
+  auto reply = parser.parse(answer).extract<Object::Ptr>();
+  if (!reply->getValue<bool>("ok")) {
+    std::cerr << "flushgate: " << reply->getValue<std::string>("error") << "\n";
+    return 1;
+  }
+  if (json) {
+    std::ostringstream out;
+    Poco::JSON::Stringifier::stringify(reply->get("result"), out, 2);
+    std::cout << out.str() << "\n";
+  } else {
+    print_result(command, reply->get("result"));
+  }
+  return 0;
+}
+
+int run(std::vector<std::string> args) {
+  std::string config_path;
+  if (const char* env = std::getenv("FLUSHGATE_CONFIG")) config_path = env;
+  if (config_path.empty()) config_path = "/etc/flushgate/flushgated.cf";
+  bool json = false;
+  std::vector<std::string> words;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config") {
+      if (i + 1 >= args.size()) fail("--config needs a file");
+      config_path = args[++i];
+    } else if (args[i] == "--json") {
+      json = true;
+    } else {
+      words.push_back(args[i]);
+    }
+  }
+  if (words.empty() || words[0] == "help" || words[0] == "--help" || words[0] == "-h") {
+    std::cout << help_text;
+    return words.empty() ? 2 : 0;
+  }
+  if (words[0] == "config" && words.size() >= 2 && words[1] == "params") {
+    std::cout << core::render_parameter_table_markdown();
+    return 0;
+  }
+  std::string error;
+  auto cfg = core::config::load_file(config_path, error);
+  if (!cfg) fail(error);
+  if (words[0] == "config") {
+    if (words.size() >= 2 && words[1] == "show") {
+      bool changed = words.size() >= 3 && words[2] == "--changed";
+      std::cout << core::render_config(*cfg, changed);
+      return 0;
+    }
+    fail("usage: flushgate config show [--changed] | config params");
+  }
+  const std::string socket_path = cfg->text("control_socket");
+  auto need = [&](std::size_t n, const char* usage) {
+    if (words.size() < n) fail(std::string("usage: flushgate ") + usage);
+  };
+  Object::Ptr a = new Object;
+  const std::string& group = words[0];
+  const std::string verb = words.size() > 1 ? words[1] : "";
+  if (group == "customer") {
+    if (verb == "add" || verb == "set") {
+      need(3, "customer add|set NAME [options]");
+      a = customer_options(words, 3);
+      a->set("name", words[2]);
+      return send(socket_path, "customer." + verb, a, json);
+    }
+    if (verb == "enable" || verb == "disable" || verb == "suspend") {
+      need(3, "customer enable|disable|suspend NAME");
+      a->set("name", words[2]);
+      a->set("state", verb == "enable" ? "enabled" : verb == "disable" ? "disabled" : "suspended");
+      return send(socket_path, "customer.set", a, json);
+    }
+    if (verb == "show") {
+      need(3, "customer show NAME");
+      a->set("name", words[2]);
+      return send(socket_path, "customer.show", a, json);
+    }
+    if (verb == "list") return send(socket_path, "customer.list", a, json);
+    if (verb == "remove") {
+      need(3, "customer remove NAME [--force]");
+      a->set("name", words[2]);
+      for (std::size_t i = 3; i < words.size(); ++i) {
+        if (words[i] == "--force") a->set("force", true);
+        else fail("unknown option " + words[i]);
+      }
+      return send(socket_path, "customer.remove", a, json);
+    }
+  } else if (group == "queue") {
+    if (verb == "list") {
+      for (std::size_t i = 2; i < words.size(); ++i) {
+        if (words[i] == "--customer" && i + 1 < words.size()) a->set("customer", words[++i]);
+        else if (words[i] == "--limit" && i + 1 < words.size()) a->set("limit", words[++i]);
+        else fail("usage: flushgate queue list [--customer NAME] [--limit N]");
+      }
+      return send(socket_path, "queue.list", a, json);
+    }
+    if (verb == "show") {
+      need(3, "queue show ID");
+      a->set("qid", words[2]);
+      return send(socket_path, "queue.show", a, json);
+    }
+    if (verb == "hold" || verb == "release" || verb == "delete") {
+      need(3, "queue hold|release|delete ID [ID ...]");
+      Array::Ptr ids = new Array;
+      for (std::size_t i = 2; i < words.size(); ++i) ids->add(words[i]);
+      a->set("qids", ids);
+      return send(socket_path, "queue." + verb, a, json);
+    }
+    if (verb == "summary") return send(socket_path, "queue.summary", a, json);
+  }
+  fail("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\" (see flushgate help)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const cli_error& e) {
+    std::cerr << "flushgate: " << e.message << "\n";
+    return e.status;
+  } catch (const std::exception& e) {
+    std::cerr << "flushgate: " << e.what() << "\n";
+    return 1;
+  }
+}

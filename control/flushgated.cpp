@@ -1,1 +1,269 @@
-int main() { return 0; }
+// flushgated — the flushgate daemon.
+//
+//   flushgated --config FILE     run in the foreground (the way a supervisor wants it)
+//   flushgated --config FILE --check   validate the configuration and exit
+//   flushgated --params          print the parameter table (Markdown) and exit
+//
+// Start-up order: read and validate the configuration (refuse to start on any
+// error, naming file and line); bind every listener; drop privileges to
+// run_user when started as root; open the store; load customers; serve.
+// SIGTERM/SIGINT: graceful shutdown (smtp_server::shutdown), then exit 0.
+#include "control/commands.hpp"
+#include "control/control_server.hpp"
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "gateway/customer_directory.hpp"
+#include "gateway/smtp_server.hpp"
+#include "queue/disk_guard.hpp"
+#include "queue/sqlite_store.hpp"
+#include "queue/store_worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+namespace asio = boost::asio;
+using namespace flushgate;
+using namespace std::chrono_literals;
+
+namespace {
+
+int usage() {
+  std::cerr << "usage: flushgated --config FILE [--check]\n"
+               "       flushgated --params\n";
+  return 2;
+}
+
+std::string system_hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// Creates data_dir (mode 0750) and hands it to the run user.
+bool prepare_data_dir(const std::string& dir, const passwd* run_as, std::string& error) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    error = "data_dir " + dir + ": " + ec.message();
+    return false;
+  }
+  ::chmod(dir.c_str(), 0750);
+  if (run_as != nullptr && ::chown(dir.c_str(), run_as->pw_uid, run_as->pw_gid) != 0) {
+    error = "data_dir " + dir + ": cannot give it to " + run_as->pw_name + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+bool drop_privileges(const passwd* run_as, std::string& error) {
+  if (::setgroups(0, nullptr) != 0 || ::setgid(run_as->pw_gid) != 0 ||
+      ::setuid(run_as->pw_uid) != 0) {
+    error = std::string("cannot drop privileges to ") + run_as->pw_name + ": " + std::strerror(errno);
+    return false;
+  }
+  if (::setuid(0) == 0) {
+    error = "privileges were not dropped (setuid(0) still works)";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<asio::ssl::context> make_tls_context(const core::config& cfg, std::string& error) {
+  std::string cert = cfg.text("smtpd_tls_cert_file");
+  std::string key = cfg.text("smtpd_tls_key_file");
+  if (cert.empty() && key.empty()) return nullptr;
+  if (cert.empty() || key.empty()) {
+    error = "smtpd_tls_cert_file and smtpd_tls_key_file must be set together";
+    return nullptr;
+  }
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  ctx->use_certificate_chain_file(cert, ec);
+  if (ec) {
+    error = "smtpd_tls_cert_file " + cert + ": " + ec.message();
+    return nullptr;
+  }
+  ctx->use_private_key_file(key, asio::ssl::context::pem, ec);
+  if (ec) {
+    error = "smtpd_tls_key_file " + key + ": " + ec.message();
+    return nullptr;
+  }
+  return ctx;
+}
+
+int run_daemon(core::config& cfg) {
+  if (cfg.text("myhostname").empty()) {
+    std::string error;
+    cfg.set("myhostname", system_hostname(), error);
+  }
+  const std::string hostname = cfg.text("myhostname");
+  core::log_level level = core::log_level::info;
+  core::parse_log_level(cfg.text("log_level"), level);
+  core::set_log_level(level);
+  if (!core::set_log_target(cfg.text("log_target"), "flushgated")) {
+    std::cerr << "flushgated: log_target " << cfg.text("log_target") << ": cannot open\n";
+    return 1;
+  }
+
+  std::string error;
+  const passwd* run_as = nullptr;
+  const std::string run_user = cfg.text("run_user");
+  if (!run_user.empty() && ::geteuid() == 0) {
+    run_as = ::getpwnam(run_user.c_str());
+    if (run_as == nullptr) {
+      core::log_error("run_user: no user named \"{}\"", run_user);
+      return 1;
+    }
+  }
+  const std::string data_dir = cfg.text("data_dir");
+  if (!prepare_data_dir(data_dir, run_as, error)) {
+    core::log_error("{}", error);
+    return 1;
+  }
+  auto tls = make_tls_context(cfg, error);
+  if (!error.empty()) {
+    core::log_error("{}", error);
+    return 1;
+  }
+
+  asio::io_context io;
+  // Bind first (port 25 needs root), then drop privileges, then open the
+  // store as the user that will write it from now on.
+  auto acceptors = gateway::bind_listeners(io, cfg.list("smtpd_listen"), error);
+  if (acceptors.empty()) {
+    core::log_error("{}", error);
+    return 1;
+  }
+  if (run_as != nullptr && !drop_privileges(run_as, error)) {
+    core::log_error("{}", error);
+    return 1;
+  }
+  auto opened = queue::sqlite_store::open(data_dir);
+  if (!opened) {
+    core::log_error("store in {}: {}", data_dir, opened.error().message());
+    return 1;
+  }
+  std::unique_ptr<queue::store> store = std::move(*opened);
+  auto customers_loaded = store->list_customers();
+  auto stats_loaded = store->queue_summary();
+  if (!customers_loaded || !stats_loaded) {
+    core::log_error("store in {}: cannot load customers", data_dir);
+    return 1;
+  }
+  gateway::customer_directory customers;
+  customers.replace_all(*customers_loaded, *stats_loaded);
+  std::uint64_t queued = 0;
+  for (const auto& s : *stats_loaded) queued += s.messages;
+  queue::store_worker worker(std::move(store), static_cast<std::size_t>(cfg.count("queue_commit_batch")));
+
+  queue::disk_guard disk(data_dir, cfg.size("queue_min_free"));
+  disk.refresh();
+
+  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname),
+                             gateway::intake_services{customers, worker, disk, tls.get()},
+                             std::move(acceptors));
+  control::daemon_context context{worker, customers};
+  control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
+  if (!control.listen(error)) {
+    core::log_error("{}", error);
+    return 1;
+  }
+
+  smtpd.start();
+  control.start();
+  core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
+                 hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
+
+  // Disk headroom is re-read once a second (cheap statvfs), not per command.
+  asio::steady_timer disk_timer(io);
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    for (;;) {
+      bool was_low = disk.low();
+      bool low = disk.refresh();
+      if (low != was_low) {
+        if (low) {
+          core::log_warning("disk: {} bytes free under {}, below queue_min_free: answering 452",
+                            disk.free_bytes(), data_dir);
+        } else {
+          core::log_info("disk: space is back ({} bytes free): accepting mail again", disk.free_bytes());
+        }
+      }
+      disk_timer.expires_after(1s);
+      auto [ec] = co_await disk_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+    }
+  }, asio::detached);
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    core::log_info("flushgated: signal {}: shutting down", sig);
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+      co_await smtpd.shutdown();
+      control.stop();
+      disk_timer.cancel();
+      io.stop();
+    }, asio::detached);
+  });
+  ::signal(SIGPIPE, SIG_IGN);
+
+  io.run();
+  core::log_info("flushgated stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<std::string> config_path;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg == "--check") {
+      check_only = true;
+    } else if (arg == "--params") {
+      std::cout << core::render_parameter_table_markdown();
+      return 0;
+    } else {
+      return usage();
+    }
+  }
+  if (!config_path) return usage();
+  std::string error;
+  auto cfg = core::config::load_file(*config_path, error);
+  if (!cfg) {
+    std::cerr << "flushgated: " << error << "\n";
+    return 2;
+  }
+  if (check_only) {
+    std::cout << "flushgated: " << *config_path << ": ok\n";
+    return 0;
+  }
+  try {
+    return run_daemon(*cfg);
+  } catch (const std::exception& e) {
+    core::log_error("flushgated: fatal: {}", e.what());
+    return 1;
+  }
+}

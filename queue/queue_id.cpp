@@ -1,1 +1,58 @@
-// placeholder: being written
+// queue_id.cpp — see queue_id.hpp.
+#include "queue/queue_id.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace flushgate::queue {
+
+namespace {
+
+// Crockford's base32 alphabet: digits and upper-case letters without I, L, O
+// and U, so that an id read aloud or retyped is not misread. Its characters
+// are in ASCII order, which makes string order equal numeric order.
+constexpr std::string_view alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+constexpr int sequence_bits = 8;
+constexpr int id_bits = 60;  // 12 characters of 5 bits
+
+// The last value handed out; every new value is strictly greater.
+std::atomic<std::uint64_t> last_value{0};
+
+std::uint64_t now_microseconds() {
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(now).count());
+}
+
+}  // namespace
+
+std::string make_queue_id() {
+  // Time in the high bits, a sequence in the low 8: more than 256 ids in one
+  // microsecond borrow from the next microsecond, which keeps the ids unique
+  // and increasing without ever waiting.
+  constexpr std::uint64_t mask = (std::uint64_t{1} << id_bits) - 1;
+  std::uint64_t candidate = (now_microseconds() << sequence_bits) & mask;
+  std::uint64_t previous = last_value.load(std::memory_order_relaxed);
+  std::uint64_t value = 0;
+  do {
+    value = candidate > previous ? candidate : previous + 1;
+  } while (!last_value.compare_exchange_weak(previous, value, std::memory_order_relaxed));
+
+  std::string id(queue_id_length, '0');
+  for (std::size_t i = queue_id_length; i-- > 0;) {
+    id[i] = alphabet[value & 31];
+    value >>= 5;
+  }
+  return id;
+}
+
+bool is_queue_id(std::string_view s) noexcept {
+  if (s.size() != queue_id_length) return false;
+  for (char ch : s) {
+    if (alphabet.find(ch) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+}  // namespace flushgate::queue

@@ -1,1 +1,946 @@
-// placeholder: being written
+// sqlite_store.cpp — see sqlite_store.hpp.
+//
+// Schema, version 1 (PRAGMA user_version = 1):
+//
+//   customers           one row per customer; its list-valued fields live in
+//                       the three child tables below (ON DELETE CASCADE).
+//                       has_recipients tells an empty recipient list (refuse
+//                       everyone) from none at all (accept every local part).
+//   domains             domain PRIMARY KEY -> customer: a domain belongs to at
+//                       most one customer, enforced by the key itself.
+//                       position keeps the operator's order.
+//   link_users          RADIUS/pppd user PRIMARY KEY -> customer, kind, net.
+//   allowed_recipients  (customer, address) pairs of the optional list.
+//   messages            one row per queued message for one customer: the
+//                       envelope and, as the last column, the body as a BLOB,
+//                       written in the same transaction so that one fsync
+//                       covers both. customer_id has no cascade: a customer
+//                       with mail cannot vanish by accident (remove_customer
+//                       deletes the mail first when forced).
+//   recipients          one row per RCPT with its delivery state; deleting a
+//                       message deletes them (ON DELETE CASCADE).
+//
+// Indexes: messages_by_customer (customer_id, arrival, id, size) covers
+// customer_stats (count, sum(size), min(arrival) read from the index alone,
+// never touching the body pages) and lists one customer's messages in
+// arrival order without a sort; messages_by_arrival lists all customers'
+// messages in arrival order; recipients_by_message serves the per-message
+// lookups and the cascade; the customer_id indexes of the child tables serve
+// loading a customer and the cascades.
+#include "queue/sqlite_store.hpp"
+
+#include "core/log.hpp"
+#include "queue/queue_id.hpp"
+
+#include <sqlite3.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <limits>
+#include <set>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+namespace flushgate::queue {
+
+namespace {
+
+using boost::system::error_code;
+
+constexpr const char* schema_v1 = R"sql(
+CREATE TABLE customers (
+  id              INTEGER PRIMARY KEY,
+  name            TEXT    NOT NULL UNIQUE,
+  subdomains      INTEGER NOT NULL DEFAULT 0,
+  state           TEXT    NOT NULL,
+  mode            TEXT    NOT NULL,
+  route           TEXT    NOT NULL DEFAULT '',
+  link_port       INTEGER NOT NULL DEFAULT 25,
+  has_recipients  INTEGER NOT NULL DEFAULT 0,
+  max_size        INTEGER NOT NULL DEFAULT 0,
+  quota           INTEGER NOT NULL DEFAULT 0,
+  queue_lifetime  INTEGER NOT NULL DEFAULT 0,
+  delay_warning   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE domains (
+  domain       TEXT    PRIMARY KEY,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  position     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX domains_by_customer ON domains(customer_id, position);
+CREATE TABLE link_users (
+  user         TEXT    PRIMARY KEY,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  position     INTEGER NOT NULL,
+  kind         TEXT    NOT NULL,
+  allowed_net  TEXT    NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX link_users_by_customer ON link_users(customer_id, position);
+CREATE TABLE allowed_recipients (
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  address      TEXT    NOT NULL,
+  PRIMARY KEY (customer_id, address)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+  id           INTEGER PRIMARY KEY,
+  qid          TEXT    NOT NULL UNIQUE,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id),
+  sender       TEXT    NOT NULL,
+  arrival      INTEGER NOT NULL,
+  size         INTEGER NOT NULL,
+  held         INTEGER NOT NULL DEFAULT 0,
+  envid        TEXT    NOT NULL DEFAULT '',
+  ret          TEXT    NOT NULL DEFAULT '',
+  body_type    TEXT    NOT NULL DEFAULT '',
+  client       TEXT    NOT NULL DEFAULT '',
+  content      BLOB    NOT NULL
+);
+CREATE INDEX messages_by_customer ON messages(customer_id, arrival, id, size);
+CREATE INDEX messages_by_arrival ON messages(arrival);
+CREATE TABLE recipients (
+  id              INTEGER PRIMARY KEY,
+  message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+  address         TEXT    NOT NULL,
+  orcpt           TEXT    NOT NULL DEFAULT '',
+  notify          TEXT    NOT NULL DEFAULT '',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt    INTEGER NOT NULL DEFAULT 0,
+  last_reply      TEXT    NOT NULL DEFAULT '',
+  delay_notified  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX recipients_by_message ON recipients(message_id);
+)sql";
+
+// migrations[k] takes the schema from version k to version k + 1.
+constexpr const char* migrations[] = {schema_v1};
+static_assert(std::size(migrations) == sqlite_store::schema_version);
+
+// Statements, prepared once per connection and kept in the cache.
+constexpr const char* sql_begin = "BEGIN IMMEDIATE";
+constexpr const char* sql_commit = "COMMIT";
+constexpr const char* sql_rollback = "ROLLBACK";
+
+constexpr const char* sql_customer_by_name =
+    "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
+    "quota, queue_lifetime, delay_warning FROM customers WHERE name = ?1";
+constexpr const char* sql_customers_all =
+    "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
+    "quota, queue_lifetime, delay_warning FROM customers ORDER BY name";
+constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
+constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
+constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
+constexpr const char* sql_domain_owner =
+    "SELECT customer_id FROM domains WHERE domain = ?1 AND customer_id <> ?2";
+constexpr const char* sql_user_owner =
+    "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
+constexpr const char* sql_insert_customer =
+    "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
+    "max_size, quota, queue_lifetime, delay_warning) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+constexpr const char* sql_update_customer =
+    "UPDATE customers SET name = ?2, subdomains = ?3, state = ?4, mode = ?5, route = ?6, "
+    "link_port = ?7, has_recipients = ?8, max_size = ?9, quota = ?10, queue_lifetime = ?11, "
+    "delay_warning = ?12 WHERE id = ?1";
+constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
+constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
+constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
+constexpr const char* sql_insert_domain =
+    "INSERT INTO domains (domain, customer_id, position) VALUES (?1, ?2, ?3)";
+constexpr const char* sql_insert_user =
+    "INSERT INTO link_users (user, customer_id, position, kind, allowed_net) "
+    "VALUES (?1, ?2, ?3, ?4, ?5)";
+constexpr const char* sql_insert_allowed =
+    "INSERT OR IGNORE INTO allowed_recipients (customer_id, address) VALUES (?1, ?2)";
+constexpr const char* sql_domains_one =
+    "SELECT customer_id, domain FROM domains WHERE customer_id = ?1 ORDER BY position";
+constexpr const char* sql_domains_all =
+    "SELECT customer_id, domain FROM domains ORDER BY customer_id, position";
+constexpr const char* sql_users_one =
+    "SELECT customer_id, user, kind, allowed_net FROM link_users WHERE customer_id = ?1 "
+    "ORDER BY position";
+constexpr const char* sql_users_all =
+    "SELECT customer_id, user, kind, allowed_net FROM link_users ORDER BY customer_id, position";
+constexpr const char* sql_allowed_one =
+    "SELECT customer_id, address FROM allowed_recipients WHERE customer_id = ?1 ORDER BY address";
+constexpr const char* sql_allowed_all =
+    "SELECT customer_id, address FROM allowed_recipients ORDER BY customer_id, address";
+constexpr const char* sql_customer_has_mail =
+    "SELECT EXISTS (SELECT 1 FROM messages WHERE customer_id = ?1)";
+constexpr const char* sql_delete_customer_mail = "DELETE FROM messages WHERE customer_id = ?1";
+constexpr const char* sql_delete_customer = "DELETE FROM customers WHERE id = ?1";
+
+constexpr const char* sql_insert_message =
+    "INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
+    "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10)";
+constexpr const char* sql_insert_recipient =
+    "INSERT INTO recipients (message_id, address, orcpt, notify) VALUES (?1, ?2, ?3, ?4)";
+// The three message queries select the columns read_messages expects.
+constexpr const char* sql_messages_of_customer =
+    "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "WHERE m.customer_id = ?1 ORDER BY m.arrival, m.id LIMIT ?2";
+constexpr const char* sql_messages_all =
+    "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "ORDER BY m.arrival, m.id LIMIT ?2";
+constexpr const char* sql_message_by_qid =
+    "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "WHERE m.qid = ?1";
+constexpr const char* sql_recipients_of =
+    "SELECT id, address, orcpt, notify, attempts, next_attempt, last_reply, delay_notified "
+    "FROM recipients WHERE message_id = ?1 ORDER BY id";
+constexpr const char* sql_content_by_qid = "SELECT content FROM messages WHERE qid = ?1";
+constexpr const char* sql_set_held = "UPDATE messages SET held = ?2 WHERE qid = ?1";
+constexpr const char* sql_delete_message = "DELETE FROM messages WHERE qid = ?1";
+// Aggregate first (from the covering index), then name the customers.
+constexpr const char* sql_summary =
+    "SELECT s.customer_id, c.name, s.n, s.bytes, s.oldest FROM "
+    "(SELECT customer_id, count(*) AS n, sum(size) AS bytes, min(arrival) AS oldest "
+    " FROM messages GROUP BY customer_id) s "
+    "JOIN customers c ON c.id = s.customer_id ORDER BY c.name";
+constexpr const char* sql_customer_name = "SELECT name FROM customers WHERE id = ?1";
+constexpr const char* sql_customer_stats =
+    "SELECT count(*), coalesce(sum(size), 0), coalesce(min(arrival), 0) FROM messages "
+    "WHERE customer_id = ?1";
+
+bool has_upper(std::string_view s) {
+  for (char ch : s) {
+    if (ch >= 'A' && ch <= 'Z') return true;
+  }
+  return false;
+}
+
+// [a-z0-9][a-z0-9._-]{0,62}, as store.hpp documents for customer names.
+bool valid_customer_name(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
+  if (!alnum(name.front())) return false;
+  for (char ch : name) {
+    if (!alnum(ch) && ch != '.' && ch != '_' && ch != '-') return false;
+  }
+  return true;
+}
+
+// The checks the store can make on its own; the CLI validates fully first.
+bool valid_customer(const customer& c) {
+  if (!valid_customer_name(c.name)) return false;
+  std::set<std::string_view> seen;
+  for (const auto& d : c.domains) {
+    if (d.empty() || d.back() == '.' || has_upper(d) || !seen.insert(d).second) return false;
+  }
+  seen.clear();
+  for (const auto& u : c.link_users) {
+    if (u.user.empty() || !seen.insert(u.user).second) return false;
+  }
+  if (c.recipients) {
+    for (const auto& r : *c.recipients) {
+      if (r.empty() || has_upper(r)) return false;
+    }
+  }
+  return c.queue_lifetime >= 0 && c.delay_warning >= 0;
+}
+
+}  // namespace
+
+// A borrowed cached statement: bound on the way in, reset and unbound on the
+// way out, so the next user of the cache finds it clean.
+class sqlite_store::statement {
+ public:
+  explicit statement(sqlite3_stmt* s) noexcept : s_(s) {}
+  ~statement() {
+    if (s_ != nullptr) {
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+    }
+  }
+  statement(const statement&) = delete;
+  statement& operator=(const statement&) = delete;
+
+  explicit operator bool() const noexcept { return s_ != nullptr; }
+  sqlite3_stmt* get() const noexcept { return s_; }
+
+  // Text is bound without a copy (SQLITE_STATIC): the value outlives step().
+  void bind(int i, std::string_view v) {
+    note(sqlite3_bind_text(s_, i, v.data() != nullptr ? v.data() : "",
+                           static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+  void bind(int i, std::int64_t v) { note(sqlite3_bind_int64(s_, i, v)); }
+  void bind_blob(int i, std::string_view v) {
+    // Bodies above SQLite's 1 GB limit fail here with SQLITE_TOOBIG.
+    if (v.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+      note(SQLITE_TOOBIG);
+      return;
+    }
+    note(sqlite3_bind_blob(s_, i, v.data() != nullptr ? v.data() : "",
+                           static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error (a failed bind included).
+  int step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(s_); }
+
+  std::int64_t int64(int col) const { return sqlite3_column_int64(s_, col); }
+  std::string text(int col) const {
+    const auto* p = sqlite3_column_text(s_, col);
+    const int n = sqlite3_column_bytes(s_, col);
+    return p != nullptr ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n))
+                        : std::string();
+  }
+  std::string blob(int col) const {
+    const void* p = sqlite3_column_blob(s_, col);
+    const int n = sqlite3_column_bytes(s_, col);
+    return p != nullptr ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(n))
+                        : std::string();
+  }
+
+ private:
+  void note(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+  sqlite3_stmt* s_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when left without a commit. IMMEDIATE
+// takes the write lock at once, so a COMMIT never meets SQLITE_BUSY halfway.
+class sqlite_store::transaction {
+ public:
+  explicit transaction(sqlite_store& st) noexcept : st_(st) {}
+  ~transaction() {
+    if (open_) rollback();
+  }
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+
+  error_code begin() {
+    statement s{st_.prepare(sql_begin)};
+    if (!s) return st_.fail(st_.last_rc_, "prepare BEGIN");
+    const int rc = s.step();
+    if (rc != SQLITE_DONE) return st_.fail(rc, "BEGIN IMMEDIATE");
+    open_ = true;
+    return {};
+  }
+
+  // With synchronous=FULL in WAL mode, COMMIT returns after the WAL is fsync'd.
+  error_code commit() {
+    statement s{st_.prepare(sql_commit)};
+    if (!s) return st_.fail(st_.last_rc_, "prepare COMMIT");
+    const int rc = s.step();
+    if (rc != SQLITE_DONE) return st_.fail(rc, "COMMIT");
+    open_ = false;
+    return {};
+  }
+
+ private:
+  // After some errors (SQLITE_FULL, SQLITE_IOERR) SQLite has already rolled
+  // the transaction back itself; a second ROLLBACK would only fail.
+  void rollback() {
+    open_ = false;
+    if (sqlite3_get_autocommit(st_.db_) != 0) return;
+    statement s{st_.prepare(sql_rollback)};
+    if (!s) {
+      sqlite3_exec(st_.db_, sql_rollback, nullptr, nullptr, nullptr);
+      return;
+    }
+    if (const int rc = s.step(); rc != SQLITE_DONE) st_.fail(rc, "ROLLBACK");
+  }
+
+  sqlite_store& st_;
+  bool open_ = false;
+};
+
+sqlite_store::sqlite_store(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+
+sqlite_store::~sqlite_store() {
+  for (auto& entry : cache_) sqlite3_finalize(entry.second);
+  cache_.clear();
+  sqlite3_close_v2(db_);
+}
+
+boost::system::result<std::unique_ptr<sqlite_store>> sqlite_store::open(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code fec;
+  // A spool we create is private: queued mail is nobody else's business.
+  if (fs::create_directories(dir, fec)) {
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, fec);
+  }
+  if (fec) {
+    core::log_error("queue store: cannot create {}: {}", dir, fec.message());
+    return errc::io_error;
+  }
+  std::string path = (fs::path(dir) / "queue.db").string();
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    core::log_error("queue store: cannot open {}: {}", path,
+                    db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close_v2(db);
+    return (rc & 0xff) == SQLITE_FULL ? errc::disk_full : errc::io_error;
+  }
+  std::unique_ptr<sqlite_store> s(new sqlite_store(db, std::move(path)));
+  sqlite3_extended_result_codes(db, 1);
+  // Another process (an operator's sqlite3 shell, a backup) may hold the
+  // lock for a moment; wait for it rather than failing a commit at once.
+  sqlite3_busy_timeout(db, 5000);
+
+  // WAL: readers never block the writer, and a commit is one sequential
+  // append. synchronous=FULL: the WAL is fsync'd at every COMMIT, which is
+  // what "250 only after fsync" rests on (NORMAL would sync only at
+  // checkpoints and could lose the last commits in a power cut).
+  {
+    sqlite3_stmt* raw = nullptr;
+    int prc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &raw, nullptr);
+    std::string mode;
+    if (prc == SQLITE_OK && (prc = sqlite3_step(raw)) == SQLITE_ROW) {
+      const auto* p = sqlite3_column_text(raw, 0);
+      mode = p != nullptr ? reinterpret_cast<const char*>(p) : "";
+      prc = SQLITE_OK;
+    }
+    sqlite3_finalize(raw);
+    if (prc != SQLITE_OK) return s->fail(prc, "PRAGMA journal_mode=WAL");
+    if (mode != "wal") {
+      core::log_error("queue store {}: journal mode is {}, want wal", s->path_, mode);
+      return errc::io_error;
+    }
+  }
+  // secure_delete=FAST: zero deleted content only where that costs no extra
+  // writes. Debian builds SQLite with secure_delete on, which would write
+  // every freed body page once more: twice the I/O for every delivered
+  // message, and a full disk that deleting mail cannot relieve.
+  if (auto ec = s->exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+                        "PRAGMA secure_delete=FAST;",
+                        "PRAGMA")) {
+    return ec;
+  }
+  if (auto ec = s->migrate()) return ec;
+  return s;
+}
+
+sqlite3_stmt* sqlite_store::prepare(const char* sql) {
+  if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
+  sqlite3_stmt* s = nullptr;
+  last_rc_ = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+  if (last_rc_ != SQLITE_OK) {
+    sqlite3_finalize(s);
+    return nullptr;
+  }
+  cache_.emplace(sql, s);
+  return s;
+}
+
+error_code sqlite_store::fail(int rc, std::string_view what) {
+  const int primary = rc & 0xff;
+  const int sys = sqlite3_system_errno(db_);
+  const bool full =
+      primary == SQLITE_FULL || (primary == SQLITE_IOERR && (sys == ENOSPC || sys == EDQUOT));
+  core::log_warning("queue store {}: {} failed: {} (sqlite {}, errno {})", path_, what,
+                    sqlite3_errmsg(db_), rc, sys);
+  return full ? errc::disk_full : errc::io_error;
+}
+
+error_code sqlite_store::exec(const char* sql, std::string_view what) {
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? error_code{} : fail(rc, what);
+}
+
+// Brings the schema to schema_version, one step per version, all in one
+// transaction: a crash halfway leaves the old version intact.
+error_code sqlite_store::migrate() {
+  auto read_version = [this](int& out) -> error_code {
+    statement s{prepare("PRAGMA user_version")};
+    if (!s) return fail(last_rc_, "prepare PRAGMA user_version");
+    const int rc = s.step();
+    if (rc != SQLITE_ROW) return fail(rc, "PRAGMA user_version");
+    out = static_cast<int>(s.int64(0));
+    return {};
+  };
+  int version = 0;
+  if (auto ec = read_version(version)) return ec;
+  if (version == schema_version) return {};
+
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  // Read again under the write lock: another process may have migrated.
+  if (auto ec = read_version(version)) return ec;
+  if (version > schema_version || version < 0) {
+    core::log_error("queue store {}: schema version {} is newer than this flushgate's {}", path_,
+                    version, schema_version);
+    return errc::io_error;
+  }
+  for (int v = version; v < schema_version; ++v) {
+    if (auto ec = exec(migrations[v], "schema migration")) return ec;
+    core::log_info("queue store {}: schema migrated to version {}", path_, v + 1);
+  }
+  const std::string set_version = "PRAGMA user_version = " + std::to_string(schema_version);
+  if (auto ec = exec(set_version.c_str(), "PRAGMA user_version")) return ec;
+  // The cached statements were prepared against the old schema; SQLite
+  // re-prepares them on its own, but there are none worth keeping yet.
+  return tx.commit();
+}
+
+boost::system::result<std::int64_t> sqlite_store::customer_id_of(std::string_view name) {
+  statement s{prepare(sql_customer_id_by_name)};
+  if (!s) return fail(last_rc_, "prepare customer lookup");
+  s.bind(1, name);
+  const int rc = s.step();
+  if (rc == SQLITE_ROW) return s.int64(0);
+  if (rc == SQLITE_DONE) return errc::not_found;
+  return fail(rc, "customer lookup");
+}
+
+// Inside a transaction: is c's name, each domain and each link user free
+// for customer `self` (0 for a new customer)?
+error_code sqlite_store::check_customer_free(const customer& c, std::int64_t self) {
+  auto taken = [this, self](const char* sql, std::string_view value, bool& out) -> error_code {
+    statement s{prepare(sql)};
+    if (!s) return fail(last_rc_, "prepare ownership check");
+    s.bind(1, value);
+    s.bind(2, self);
+    const int rc = s.step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "ownership check");
+    out = rc == SQLITE_ROW;
+    return {};
+  };
+  bool is_taken = false;
+  if (auto ec = taken(sql_name_owner, c.name, is_taken)) return ec;
+  if (is_taken) return errc::name_taken;
+  for (const auto& d : c.domains) {
+    if (auto ec = taken(sql_domain_owner, d, is_taken)) return ec;
+    if (is_taken) return errc::domain_taken;
+  }
+  for (const auto& u : c.link_users) {
+    if (auto ec = taken(sql_user_owner, u.user, is_taken)) return ec;
+    if (is_taken) return errc::name_taken;
+  }
+  return {};
+}
+
+error_code sqlite_store::write_customer_details(std::int64_t id, const customer& c) {
+  std::int64_t position = 0;
+  for (const auto& d : c.domains) {
+    statement s{prepare(sql_insert_domain)};
+    if (!s) return fail(last_rc_, "prepare insert domain");
+    s.bind(1, d);
+    s.bind(2, id);
+    s.bind(3, position++);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert domain");
+  }
+  position = 0;
+  for (const auto& u : c.link_users) {
+    statement s{prepare(sql_insert_user)};
+    if (!s) return fail(last_rc_, "prepare insert link user");
+    s.bind(1, u.user);
+    s.bind(2, id);
+    s.bind(3, position++);
+    s.bind(4, to_string(u.kind));
+    s.bind(5, u.allowed_net);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert link user");
+  }
+  if (c.recipients) {
+    for (const auto& r : *c.recipients) {
+      statement s{prepare(sql_insert_allowed)};
+      if (!s) return fail(last_rc_, "prepare insert recipient");
+      s.bind(1, id);
+      s.bind(2, r);
+      if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert recipient");
+    }
+  }
+  return {};
+}
+
+error_code sqlite_store::add_customer(customer& c) {
+  if (!valid_customer(c)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  // Checked inside the write transaction, so no other writer can take the
+  // name or a domain between the check and the insert.
+  if (auto ec = check_customer_free(c, 0)) return ec;
+  std::int64_t id = 0;
+  {
+    statement s{prepare(sql_insert_customer)};
+    if (!s) return fail(last_rc_, "prepare insert customer");
+    s.bind(1, c.name);
+    s.bind(2, std::int64_t{c.subdomains});
+    s.bind(3, to_string(c.state));
+    s.bind(4, to_string(c.mode));
+    s.bind(5, c.route);
+    s.bind(6, std::int64_t{c.link_port});
+    s.bind(7, std::int64_t{c.recipients.has_value()});
+    s.bind(8, static_cast<std::int64_t>(c.max_size));
+    s.bind(9, static_cast<std::int64_t>(c.quota));
+    s.bind(10, c.queue_lifetime);
+    s.bind(11, c.delay_warning);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert customer");
+    id = sqlite3_last_insert_rowid(db_);
+  }
+  if (auto ec = write_customer_details(id, c)) return ec;
+  if (auto ec = tx.commit()) return ec;
+  c.id = id;
+  return {};
+}
+
+error_code sqlite_store::update_customer(const customer& c) {
+  if (!valid_customer(c)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  {
+    statement s{prepare(sql_customer_exists)};
+    if (!s) return fail(last_rc_, "prepare customer lookup");
+    s.bind(1, c.id);
+    const int rc = s.step();
+    if (rc == SQLITE_DONE) return errc::not_found;
+    if (rc != SQLITE_ROW) return fail(rc, "customer lookup");
+  }
+  if (auto ec = check_customer_free(c, c.id)) return ec;
+  {
+    statement s{prepare(sql_update_customer)};
+    if (!s) return fail(last_rc_, "prepare update customer");
+    s.bind(1, c.id);
+    s.bind(2, c.name);
+    s.bind(3, std::int64_t{c.subdomains});
+    s.bind(4, to_string(c.state));
+    s.bind(5, to_string(c.mode));
+    s.bind(6, c.route);
+    s.bind(7, std::int64_t{c.link_port});
+    s.bind(8, std::int64_t{c.recipients.has_value()});
+    s.bind(9, static_cast<std::int64_t>(c.max_size));
+    s.bind(10, static_cast<std::int64_t>(c.quota));
+    s.bind(11, c.queue_lifetime);
+    s.bind(12, c.delay_warning);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "update customer");
+  }
+  // The lists are replaced whole: simpler than a diff, and still atomic.
+  for (const char* sql : {sql_delete_domains, sql_delete_users, sql_delete_allowed}) {
+    statement s{prepare(sql)};
+    if (!s) return fail(last_rc_, "prepare clear customer lists");
+    s.bind(1, c.id);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "clear customer lists");
+  }
+  if (auto ec = write_customer_details(c.id, c)) return ec;
+  return tx.commit();
+}
+
+error_code sqlite_store::remove_customer(std::string_view name, bool force) {
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  auto id = customer_id_of(name);
+  if (!id) return id.error();
+  {
+    statement s{prepare(sql_customer_has_mail)};
+    if (!s) return fail(last_rc_, "prepare queued-mail check");
+    s.bind(1, *id);
+    const int rc = s.step();
+    if (rc != SQLITE_ROW) return fail(rc, "queued-mail check");
+    if (s.int64(0) != 0 && !force) return errc::not_empty;
+  }
+  // Forced: the mail goes first (its recipients by cascade), then the
+  // customer with its domains, link users and recipient list (cascade).
+  for (const char* sql : {sql_delete_customer_mail, sql_delete_customer}) {
+    statement s{prepare(sql)};
+    if (!s) return fail(last_rc_, "prepare remove customer");
+    s.bind(1, *id);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "remove customer");
+  }
+  return tx.commit();
+}
+
+boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite3_stmt* raw) {
+  statement s{raw};
+  std::vector<customer> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    customer c;
+    c.id = s.int64(0);
+    c.name = s.text(1);
+    c.subdomains = s.int64(2) != 0;
+    auto state = parse_customer_state(s.text(3));
+    auto mode = parse_delivery_mode(s.text(4));
+    if (!state || !mode) {
+      core::log_error("queue store {}: customer {} has a bad state or mode", path_, c.name);
+      return errc::io_error;
+    }
+    c.state = *state;
+    c.mode = *mode;
+    c.route = s.text(5);
+    c.link_port = static_cast<std::uint16_t>(s.int64(6));
+    if (s.int64(7) != 0) c.recipients.emplace();
+    c.max_size = static_cast<std::uint64_t>(s.int64(8));
+    c.quota = static_cast<std::uint64_t>(s.int64(9));
+    c.queue_lifetime = s.int64(10);
+    c.delay_warning = s.int64(11);
+    out.push_back(std::move(c));
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "read customers");
+  if (auto ec = read_customer_details(out)) return ec;
+  return out;
+}
+
+// One query per child table for all customers at once (not one per
+// customer), distributed by customer id; for a single customer, a query on
+// the customer_id indexes instead of a whole table.
+error_code sqlite_store::read_customer_details(std::vector<customer>& customers) {
+  if (customers.empty()) return {};
+  const std::int64_t only_id = customers.size() == 1 ? customers.front().id : 0;
+  std::unordered_map<std::int64_t, customer*> by_id;
+  for (auto& c : customers) by_id.emplace(c.id, &c);
+  auto for_each_row = [&](const char* sql_one, const char* sql_all, auto&& use) -> error_code {
+    statement s{prepare(only_id != 0 ? sql_one : sql_all)};
+    if (!s) return fail(last_rc_, "prepare read customer lists");
+    if (only_id != 0) s.bind(1, only_id);
+    int rc = 0;
+    while ((rc = s.step()) == SQLITE_ROW) {
+      if (auto it = by_id.find(s.int64(0)); it != by_id.end()) use(*it->second, s);
+    }
+    return rc == SQLITE_DONE ? error_code{} : fail(rc, "read customer lists");
+  };
+  if (auto ec = for_each_row(sql_domains_one, sql_domains_all,
+                             [](customer& c, statement& s) { c.domains.push_back(s.text(1)); })) {
+    return ec;
+  }
+  bool bad_kind = false;
+  if (auto ec = for_each_row(sql_users_one, sql_users_all, [&](customer& c, statement& s) {
+        link_user u;
+        u.user = s.text(1);
+        auto kind = parse_link_kind(s.text(2));
+        bad_kind = bad_kind || !kind;
+        u.kind = kind.value_or(link_kind::dsl);
+        u.allowed_net = s.text(3);
+        c.link_users.push_back(std::move(u));
+      })) {
+    return ec;
+  }
+  if (bad_kind) {
+    core::log_error("queue store {}: a link user has a bad kind", path_);
+    return errc::io_error;
+  }
+  return for_each_row(sql_allowed_one, sql_allowed_all, [](customer& c, statement& s) {
+    if (c.recipients) c.recipients->push_back(s.text(1));
+  });
+}
+
+boost::system::result<customer> sqlite_store::find_customer(std::string_view name) {
+  sqlite3_stmt* raw = prepare(sql_customer_by_name);
+  if (raw == nullptr) return fail(last_rc_, "prepare find customer");
+  // Bound here, stepped (and reset) in read_customers.
+  sqlite3_bind_text(raw, 1, name.data() != nullptr ? name.data() : "",
+                    static_cast<int>(name.size()), SQLITE_STATIC);
+  auto found = read_customers(raw);
+  if (!found) return found.error();
+  if (found->empty()) return errc::not_found;
+  return std::move(found->front());
+}
+
+boost::system::result<std::vector<customer>> sqlite_store::list_customers() {
+  sqlite3_stmt* raw = prepare(sql_customers_all);
+  if (raw == nullptr) return fail(last_rc_, "prepare list customers");
+  return read_customers(raw);
+}
+
+boost::system::result<std::vector<std::string>> sqlite_store::commit_messages(
+    std::span<const new_message> batch) {
+  std::vector<std::string> qids;
+  if (batch.empty()) return qids;
+  for (const auto& m : batch) {
+    if (m.recipients.empty()) return errc::invalid_argument;
+  }
+  qids.reserve(batch.size());
+
+  // A failed insert: a customer that is gone (removed while the session was
+  // in DATA) is not_found; everything else is a storage failure.
+  auto insert_failed = [this](int rc, std::string_view what) -> error_code {
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      core::log_info("queue store {}: {}: no such customer", path_, what);
+      return errc::not_found;
+    }
+    return fail(rc, what);
+  };
+
+  // One transaction for the whole batch: one fsync at COMMIT makes every
+  // envelope and body in it durable together, and any failure rolls all of
+  // it back (the transaction's destructor), leaving nothing half-stored.
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  for (const auto& m : batch) {
+    std::string qid = make_queue_id();
+    std::int64_t message_id = 0;
+    {
+      statement s{prepare(sql_insert_message)};
+      if (!s) return fail(last_rc_, "prepare insert message");
+      s.bind(1, qid);
+      s.bind(2, m.customer_id);
+      s.bind(3, m.sender);
+      s.bind(4, m.arrival);
+      s.bind(5, static_cast<std::int64_t>(m.content.size()));
+      s.bind(6, m.envid);
+      s.bind(7, m.ret);
+      s.bind(8, m.body_type);
+      s.bind(9, m.client);
+      s.bind_blob(10, m.content);
+      if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert message");
+      message_id = sqlite3_last_insert_rowid(db_);
+    }
+    for (const auto& r : m.recipients) {
+      statement s{prepare(sql_insert_recipient)};
+      if (!s) return fail(last_rc_, "prepare insert recipient");
+      s.bind(1, message_id);
+      s.bind(2, r.address);
+      s.bind(3, r.orcpt);
+      s.bind(4, r.notify);
+      if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert recipient");
+    }
+    qids.push_back(std::move(qid));
+  }
+  if (auto ec = tx.commit()) return ec;
+  return qids;
+}
+
+error_code sqlite_store::read_recipients(message_info& m, std::int64_t message_id) {
+  statement s{prepare(sql_recipients_of)};
+  if (!s) return fail(last_rc_, "prepare read recipients");
+  s.bind(1, message_id);
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    recipient_info r;
+    r.id = s.int64(0);
+    r.address = s.text(1);
+    r.orcpt = s.text(2);
+    r.notify = s.text(3);
+    r.attempts = static_cast<int>(s.int64(4));
+    r.next_attempt = s.int64(5);
+    r.last_reply = s.text(6);
+    r.delay_notified = s.int64(7) != 0;
+    m.recipients.push_back(std::move(r));
+  }
+  return rc == SQLITE_DONE ? error_code{} : fail(rc, "read recipients");
+}
+
+// Reads the rows of a statement selecting the message columns (bound by
+// the caller), then each message's recipients.
+boost::system::result<std::vector<message_info>> sqlite_store::read_messages(
+    sqlite3_stmt* raw, std::string_view what) {
+  std::vector<message_info> out;
+  std::vector<std::int64_t> ids;
+  {
+    statement s{raw};
+    int rc = 0;
+    while ((rc = s.step()) == SQLITE_ROW) {
+      message_info m;
+      ids.push_back(s.int64(0));
+      m.qid = s.text(1);
+      m.customer_id = s.int64(2);
+      m.customer = s.text(3);
+      m.sender = s.text(4);
+      m.arrival = s.int64(5);
+      m.size = static_cast<std::uint64_t>(s.int64(6));
+      m.held = s.int64(7) != 0;
+      m.envid = s.text(8);
+      m.ret = s.text(9);
+      m.body_type = s.text(10);
+      m.client = s.text(11);
+      out.push_back(std::move(m));
+    }
+    if (rc != SQLITE_DONE) return fail(rc, what);
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (auto ec = read_recipients(out[i], ids[i])) return ec;
+  }
+  return out;
+}
+
+boost::system::result<std::vector<message_info>> sqlite_store::list_messages(
+    std::int64_t customer_id, std::size_t limit) {
+  sqlite3_stmt* raw = prepare(customer_id != 0 ? sql_messages_of_customer : sql_messages_all);
+  if (raw == nullptr) return fail(last_rc_, "prepare list messages");
+  // A negative LIMIT is no limit in SQLite.
+  const std::int64_t sql_limit =
+      limit == 0 || limit > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())
+          ? -1
+          : static_cast<std::int64_t>(limit);
+  if (customer_id != 0) sqlite3_bind_int64(raw, 1, customer_id);
+  sqlite3_bind_int64(raw, 2, sql_limit);
+  return read_messages(raw, "list messages");
+}
+
+boost::system::result<message_info> sqlite_store::find_message(std::string_view qid) {
+  sqlite3_stmt* raw = prepare(sql_message_by_qid);
+  if (raw == nullptr) return fail(last_rc_, "prepare find message");
+  sqlite3_bind_text(raw, 1, qid.data() != nullptr ? qid.data() : "", static_cast<int>(qid.size()),
+                    SQLITE_STATIC);
+  auto found = read_messages(raw, "find message");
+  if (!found) return found.error();
+  if (found->empty()) return errc::not_found;
+  return std::move(found->front());
+}
+
+boost::system::result<std::string> sqlite_store::read_content(std::string_view qid) {
+  statement s{prepare(sql_content_by_qid)};
+  if (!s) return fail(last_rc_, "prepare read content");
+  s.bind(1, qid);
+  const int rc = s.step();
+  if (rc == SQLITE_ROW) return s.blob(0);
+  if (rc == SQLITE_DONE) return errc::not_found;
+  return fail(rc, "read content");
+}
+
+error_code sqlite_store::set_held(std::string_view qid, bool held) {
+  statement s{prepare(sql_set_held)};
+  if (!s) return fail(last_rc_, "prepare set held");
+  s.bind(1, qid);
+  s.bind(2, std::int64_t{held});
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "set held");
+  return sqlite3_changes(db_) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+error_code sqlite_store::delete_message(std::string_view qid) {
+  statement s{prepare(sql_delete_message)};
+  if (!s) return fail(last_rc_, "prepare delete message");
+  s.bind(1, qid);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "delete message");
+  return sqlite3_changes(db_) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::vector<queue_stats>> sqlite_store::queue_summary() {
+  statement s{prepare(sql_summary)};
+  if (!s) return fail(last_rc_, "prepare queue summary");
+  std::vector<queue_stats> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    queue_stats q;
+    q.customer_id = s.int64(0);
+    q.customer = s.text(1);
+    q.messages = static_cast<std::uint64_t>(s.int64(2));
+    q.bytes = static_cast<std::uint64_t>(s.int64(3));
+    q.oldest_arrival = s.int64(4);
+    out.push_back(std::move(q));
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "queue summary");
+  return out;
+}
+
+boost::system::result<queue_stats> sqlite_store::customer_stats(std::int64_t customer_id) {
+  queue_stats q;
+  q.customer_id = customer_id;
+  {
+    statement s{prepare(sql_customer_name)};
+    if (!s) return fail(last_rc_, "prepare customer stats");
+    s.bind(1, customer_id);
+    const int rc = s.step();
+    if (rc == SQLITE_DONE) return errc::not_found;
+    if (rc != SQLITE_ROW) return fail(rc, "customer stats");
+    q.customer = s.text(0);
+  }
+  statement s{prepare(sql_customer_stats)};
+  if (!s) return fail(last_rc_, "prepare customer stats");
+  s.bind(1, customer_id);
+  const int rc = s.step();
+  if (rc != SQLITE_ROW) return fail(rc, "customer stats");
+  q.messages = static_cast<std::uint64_t>(s.int64(0));
+  q.bytes = static_cast<std::uint64_t>(s.int64(1));
+  q.oldest_arrival = s.int64(2);
+  return q;
+}
+
+}  // namespace flushgate::queue

@@ -1,0 +1,102 @@
+// sqlite_store.hpp — the queue store on SQLite: one database file per spool.
+//
+// Purpose: the embedded default backend of store (store.hpp). The database is
+// DIR/queue.db in WAL mode with synchronous=FULL, so every COMMIT is fsync'd
+// before it returns: commit_messages returning a qid means the message and
+// its envelope are on disk ("250 only after fsync", ARCHITECTURE.md
+// invariant 1). Message bodies are BLOBs written in the same transaction as
+// their envelope, so one fsync per group commit covers both.
+// Security: a new spool directory is created mode 0700 (queued mail is
+// private). All values are bound as SQL parameters. Bodies are stored and
+// returned byte for byte (binary-safe).
+// Errors: queue::errc. SQLITE_FULL, or SQLITE_IOERR with ENOSPC/EDQUOT, gives
+// disk_full; a message naming a customer that does not exist gives not_found;
+// any other SQLite failure gives io_error (details go to the log). A failed
+// write rolls its transaction back: nothing of it remains. A link user name
+// held by another customer gives name_taken (errc has no code of its own).
+// Input that breaks the documented forms (customer name, lower-case domains,
+// a message without recipients) gives invalid_argument.
+// Threads: one sqlite_store is used by one thread at a time (the store
+// thread, store_worker.hpp); it may be created on another thread first.
+// Limitations: list_messages with limit 0 returns every message. The schema
+// is versioned with PRAGMA user_version; a database from a newer flushgate
+// is refused (io_error) rather than guessed at.
+// See also: store.hpp, store_worker.hpp, https://sqlite.org/wal.html.
+#pragma once
+
+#include "queue/store.hpp"
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace flushgate::queue {
+
+class sqlite_store final : public store {
+ public:
+  // Schema version this build writes (PRAGMA user_version).
+  static constexpr int schema_version = 1;
+
+  // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
+  static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
+  ~sqlite_store() override;
+  sqlite_store(const sqlite_store&) = delete;
+  sqlite_store& operator=(const sqlite_store&) = delete;
+
+  // Path of the database file.
+  const std::string& path() const noexcept { return path_; }
+
+  boost::system::error_code add_customer(customer& c) override;
+  boost::system::error_code update_customer(const customer& c) override;
+  boost::system::error_code remove_customer(std::string_view name, bool force) override;
+  boost::system::result<customer> find_customer(std::string_view name) override;
+  boost::system::result<std::vector<customer>> list_customers() override;
+
+  boost::system::result<std::vector<std::string>> commit_messages(
+      std::span<const new_message> batch) override;
+
+  boost::system::result<std::vector<message_info>> list_messages(std::int64_t customer_id,
+                                                                 std::size_t limit) override;
+  boost::system::result<message_info> find_message(std::string_view qid) override;
+  boost::system::result<std::string> read_content(std::string_view qid) override;
+  boost::system::error_code set_held(std::string_view qid, bool held) override;
+  boost::system::error_code delete_message(std::string_view qid) override;
+  boost::system::result<std::vector<queue_stats>> queue_summary() override;
+  boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) override;
+
+ private:
+  class statement;
+  class transaction;
+
+  sqlite_store(sqlite3* db, std::string path);
+
+  // The cached prepared statement for sql (a string literal), reset and
+  // unbound; nullptr (and last_rc_ set) when it cannot be prepared.
+  sqlite3_stmt* prepare(const char* sql);
+  // Maps a failed SQLite result to errc and logs what failed.
+  boost::system::error_code fail(int rc, std::string_view what);
+  boost::system::error_code migrate();
+  boost::system::error_code exec(const char* sql, std::string_view what);
+  boost::system::result<std::int64_t> customer_id_of(std::string_view name);
+  boost::system::error_code check_customer_free(const customer& c, std::int64_t self);
+  // Writes domains, link users and the recipient list of c (inside a transaction).
+  boost::system::error_code write_customer_details(std::int64_t id, const customer& c);
+  // Fills in the domains, link users and recipient lists of customers.
+  boost::system::error_code read_customer_details(std::vector<customer>& customers);
+  // Reads the customer rows of s (bound by the caller) with their lists.
+  boost::system::result<std::vector<customer>> read_customers(sqlite3_stmt* s);
+  boost::system::error_code read_recipients(message_info& m, std::int64_t message_id);
+  boost::system::result<std::vector<message_info>> read_messages(sqlite3_stmt* s,
+                                                                 std::string_view what);
+
+  sqlite3* db_;
+  std::string path_;
+  int last_rc_ = 0;
+  std::unordered_map<std::string_view, sqlite3_stmt*> cache_;  // keys: string literals
+};
+
+}  // namespace flushgate::queue

@@ -1,0 +1,90 @@
+// queue_id_test.cpp — tests for queue/queue_id.cpp: form, order, uniqueness
+// across threads, and the time in the high bits.
+#include "queue/queue_id.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+namespace flushgate::queue {
+namespace {
+
+constexpr std::string_view crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+std::uint64_t decode(const std::string& id) {
+  std::uint64_t value = 0;
+  for (char ch : id) value = (value << 5) | crockford.find(ch);
+  return value;
+}
+
+std::uint64_t now_us() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+TEST(QueueId, IsTwelveCrockfordCharacters) {
+  const auto id = make_queue_id();
+  EXPECT_EQ(id.size(), 12u) << "length: got " << id.size() << ", want 12";
+  EXPECT_TRUE(is_queue_id(id)) << "got " << id;
+  EXPECT_EQ(id.find_first_of("ILOUilou"), std::string::npos) << "got " << id;
+}
+
+TEST(QueueId, HighBitsAreCreationTimeInMicroseconds) {
+  const auto before = now_us();
+  const auto id = make_queue_id();
+  const auto after = now_us();
+  const auto stamp = decode(id) >> 8;
+  EXPECT_GE(stamp, before) << "id " << id;
+  // Earlier tests in this process may have borrowed a few microseconds ahead.
+  EXPECT_LE(stamp, after + 1000) << "id " << id;
+}
+
+TEST(QueueId, IncreaseAsStrings) {
+  std::string previous = make_queue_id();
+  for (int i = 0; i < 10000; ++i) {
+    auto id = make_queue_id();
+    ASSERT_LT(previous, id) << "got " << id << " after " << previous << ", want increasing";
+    previous = std::move(id);
+  }
+}
+
+TEST(QueueId, UniqueAcrossTwoThreads) {
+  constexpr int per_thread = 50000;
+  std::vector<std::string> a(per_thread);
+  std::vector<std::string> b(per_thread);
+  std::thread ta([&] {
+    for (auto& id : a) id = make_queue_id();
+  });
+  std::thread tb([&] {
+    for (auto& id : b) id = make_queue_id();
+  });
+  ta.join();
+  tb.join();
+  std::unordered_set<std::string> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  EXPECT_EQ(all.size(), 2u * per_thread) << "distinct ids: got " << all.size() << ", want "
+                                         << 2 * per_thread;
+}
+
+TEST(QueueId, IsQueueIdRejectsOtherForms) {
+  const struct {
+    std::string_view text;
+    bool valid;
+  } cases[] = {
+      {"0123456789AB", true},  {"ZZZZZZZZZZZZ", true},   {"0123456789A", false},
+      {"0123456789ABC", false}, {"0123456789ab", false}, {"01234567890I", false},
+      {"0123456789OL", false}, {"0123456789 U", false},  {"", false},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(is_queue_id(c.text), c.valid) << "'" << c.text << "'";
+  }
+}
+
+}  // namespace
+}  // namespace flushgate::queue
