@@ -14,6 +14,7 @@
 // See also: store.hpp (message_info::qid).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 

@@ -179,15 +179,18 @@ constexpr const char* sql_insert_recipient =
 // The three message queries select the columns read_messages expects.
 constexpr const char* sql_messages_of_customer =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "m.envid, m.ret, m.body_type, m.client "
+    "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.customer_id = ?1 ORDER BY m.arrival, m.id LIMIT ?2";
 constexpr const char* sql_messages_all =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "m.envid, m.ret, m.body_type, m.client "
+    "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "ORDER BY m.arrival, m.id LIMIT ?2";
 constexpr const char* sql_message_by_qid =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "m.envid, m.ret, m.body_type, m.client "
+    "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.qid = ?1";
 constexpr const char* sql_recipients_of =
     "SELECT id, address, orcpt, notify, attempts, next_attempt, last_reply, delay_notified "
@@ -476,8 +479,6 @@ error_code sqlite_store::migrate() {
   }
   const std::string set_version = "PRAGMA user_version = " + std::to_string(schema_version);
   if (auto ec = exec(set_version.c_str(), "PRAGMA user_version")) return ec;
-  // The cached statements were prepared against the old schema; SQLite
-  // re-prepares them on its own, but there are none worth keeping yet.
   return tx.commit();
 }
 

@@ -20,7 +20,9 @@
 // thread, store_worker.hpp); it may be created on another thread first.
 // Limitations: list_messages with limit 0 returns every message. The schema
 // is versioned with PRAGMA user_version; a database from a newer flushgate
-// is refused (io_error) rather than guessed at.
+// is refused (io_error) rather than guessed at. On a disk that is full to the
+// last byte even delete_message can fail with disk_full (the WAL must grow
+// by a few pages); freeing some space elsewhere first always works.
 // See also: store.hpp, store_worker.hpp, https://sqlite.org/wal.html.
 #pragma once
 

@@ -16,7 +16,10 @@
 // rethrows in the caller whatever fn threw.
 // Limitations: once posted, work is never cancelled — a durable step is not
 // abandoned halfway (STYLE.md, Sessions). The destructor waits for all queued
-// work; the executors of waiting coroutines must still be running by then.
+// work, so the io_contexts of waiting coroutines must still run until it has
+// returned, and must be destroyed after the worker (the store thread may
+// still be inside a post() to them). Call commit()/run() only while the
+// worker is alive.
 // See also: store.hpp, core/blocking.hpp, ARCHITECTURE.md invariant 1.
 #pragma once
 
@@ -31,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -46,7 +50,7 @@ class store_worker {
   store_worker(const store_worker&) = delete;
   store_worker& operator=(const store_worker&) = delete;
 
-  // Runs fn(store&) on the store thread; resumes the calling coroutine on its own executor with fn's result.
+  // Runs fn(store&) on the store thread; resumes the caller on its executor with fn's result.
   template <typename F>
   boost::asio::awaitable<std::invoke_result_t<F&, store&>> run(F fn) {
     using result_type = std::invoke_result_t<F&, store&>;

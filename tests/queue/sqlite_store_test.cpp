@@ -140,7 +140,8 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   c.mode = delivery_mode::odmr;
   c.route = "mx.acme.example:2525";
   c.link_port = 587;
-  c.link_users = {{"acme-dsl", link_kind::dsl, "198.51.100.0/24"}, {"acme-isdn", link_kind::dialup, ""}};
+  c.link_users = {{"acme-dsl", link_kind::dsl, "198.51.100.0/24"},
+                  {"acme-isdn", link_kind::dialup, ""}};
   c.recipients = std::vector<std::string>{"boss@acme.example", "info@acme.example"};
   c.max_size = 10'000'000;
   c.quota = 500'000'000;
