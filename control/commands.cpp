@@ -3,6 +3,8 @@
 // thread, then updates the in-memory customer directory on the network thread.
 #include "control/commands.hpp"
 
+#include "control/link_events.hpp"
+
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "gateway/address.hpp"
@@ -313,6 +315,10 @@ asio::awaitable<command_result> customer_add(daemon_context& ctx, const Object::
         "customer name \"" + c.name +
         "\": use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit");
   }
+  if (c.name == queue::notices_customer) {
+    co_return command_result::failure("customer name " + c.name +
+                                      " is reserved for the gateway's own delivery status notifications");
+  }
   std::string error;
   if (!apply_customer_args(args, c, error)) co_return command_result::failure(error);
   if (ctx.customers.find_by_name(c.name) != nullptr) {
@@ -339,6 +345,9 @@ asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::
   std::string name = args->optValue<std::string>("name", "");
   const auto* entry = ctx.customers.find_by_name(name);
   if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (name == queue::notices_customer) {
+    co_return command_result::failure(name + " is the gateway's own notices queue; it cannot be changed");
+  }
   queue::customer c = entry->info;
   std::string error;
   if (!apply_customer_args(args, c, error)) co_return command_result::failure(error);
@@ -355,6 +364,8 @@ asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::
   ctx.customers.upsert(c);
   core::log_info("control: customer {} changed (state {}, mode {})", c.name,
                  queue::to_string(c.state), queue::to_string(c.mode));
+  // A new route, mode or link port applies to the mail already queued.
+  ctx.scheduler.route_changed(c.id, "customer changed");
   co_return command_result::success(to_json(c, nullptr));
 }
 
@@ -377,7 +388,9 @@ asio::awaitable<command_result> customer_show(daemon_context& ctx, const Object:
     return out;
   });
   if (!found) co_return command_result::failure(describe(found.error(), "customer " + name));
-  co_return command_result::success(to_json(found->first, &found->second));
+  auto out = to_json(found->first, &found->second);
+  out->set("current_route", ctx.router.route_for(found->first).describe());
+  co_return command_result::success(out);
 }
 
 asio::awaitable<command_result> customer_list(daemon_context& ctx, const Object::Ptr&) {
@@ -412,6 +425,9 @@ asio::awaitable<command_result> customer_remove(daemon_context& ctx, const Objec
   bool force = args->optValue<bool>("force", false);
   const auto* entry = ctx.customers.find_by_name(name);
   if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (name == queue::notices_customer) {
+    co_return command_result::failure(name + " is the gateway's own notices queue; it cannot be removed");
+  }
   std::int64_t id = entry->info.id;
   auto ec = co_await ctx.store.run([&](queue::store& s) { return s.remove_customer(name, force); });
   if (ec == queue::errc::not_empty) {
@@ -499,6 +515,7 @@ asio::awaitable<command_result> act_on_messages(daemon_context& ctx, const Objec
     } else {
       core::log_info("{}: {} by the operator", o.qid,
                      action == queue_action::hold ? "held" : "released");
+      if (action == queue_action::release) ctx.scheduler.mail_queued(o.customer_id);
     }
   }
   if (!failed.empty()) co_return command_result::failure(failed);
@@ -523,6 +540,118 @@ asio::awaitable<command_result> queue_summary(daemon_context& ctx, const Object:
   co_return command_result::success(out);
 }
 
+// ------------------------------------------------------------ links
+
+Object::Ptr to_json(const queue::link_record& l, const gateway::customer_directory& customers) {
+  Object::Ptr o = new Object;
+  const auto* owner = customers.find_by_id(l.customer_id);
+  o->set("customer", owner ? owner->info.name : std::string());
+  o->set("user", l.user);
+  o->set("kind", std::string(queue::to_string(l.kind)));
+  o->set("address", l.address);
+  o->set("session", l.session_id);
+  o->set("nas", l.nas);
+  o->set("source", l.source);
+  o->set("since", l.since);
+  return o;
+}
+
+asio::awaitable<command_result> link_change(daemon_context& ctx, const Object::Ptr& args,
+                                            linkmon::link_event::kind kind) {
+  linkmon::link_event e;
+  e.k = kind;
+  e.user = args->optValue<std::string>("user", "");
+  e.address = args->optValue<std::string>("address", "");
+  e.session_id = args->optValue<std::string>("session", "");
+  e.nas = args->optValue<std::string>("nas", "");
+  e.source = args->optValue<std::string>("source", "script");
+  if (e.user.empty()) co_return command_result::failure("a link user is needed");
+  if (kind == linkmon::link_event::kind::up && e.address.empty()) {
+    co_return command_result::failure("link up needs --ip ADDRESS");
+  }
+  auto r = co_await apply_link_event(ctx, e);
+  if (!r.ok) co_return command_result::failure(r.error);
+  Object::Ptr o = new Object;
+  o->set("customer", r.customer);
+  o->set("changed", r.changed);
+  if (const auto* entry = ctx.customers.find_by_name(r.customer)) {
+    o->set("route", ctx.router.route_for(entry->info).describe());
+  }
+  co_return command_result::success(o);
+}
+
+asio::awaitable<command_result> link_up(daemon_context& ctx, const Object::Ptr& args) {
+  return link_change(ctx, args, linkmon::link_event::kind::up);
+}
+asio::awaitable<command_result> link_down(daemon_context& ctx, const Object::Ptr& args) {
+  return link_change(ctx, args, linkmon::link_event::kind::down);
+}
+
+asio::awaitable<command_result> link_list(daemon_context& ctx, const Object::Ptr&) {
+  Array::Ptr out = new Array;
+  for (const auto& l : ctx.router.links()) out->add(to_json(l, ctx.customers));
+  co_return command_result::success(out);
+}
+
+// ------------------------------------------------------------ flush
+
+Object::Ptr to_json(const gateway::flush_progress& p) {
+  Object::Ptr o = new Object;
+  o->set("running", p.running);
+  o->set("trigger", p.trigger);
+  o->set("route", p.route);
+  o->set("messages_done", p.messages_done);
+  o->set("bytes_done", p.bytes_done);
+  o->set("recipients_delivered", p.recipients_delivered);
+  o->set("recipients_failed", p.recipients_failed);
+  o->set("recipients_deferred", p.recipients_deferred);
+  o->set("messages_at_start", p.messages_at_start);
+  o->set("bytes_at_start", p.bytes_at_start);
+  o->set("error", p.error);
+  o->set("started", p.started);
+  o->set("finished", p.finished);
+  return o;
+}
+
+asio::awaitable<command_result> flush_status(daemon_context& ctx, const Object::Ptr& args) {
+  std::string name = args->optValue<std::string>("name", "");
+  const auto* entry = ctx.customers.find_by_name(name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  std::int64_t id = entry->info.id;
+  auto stats = co_await ctx.store.run([id](queue::store& s) { return s.customer_stats(id); });
+  if (!stats) co_return command_result::failure(describe(stats.error(), "customer " + name));
+  Object::Ptr o = new Object;
+  o->set("customer", name);
+  o->set("route", ctx.router.route_for(entry->info).describe());
+  o->set("messages_left", stats->messages);
+  o->set("bytes_left", stats->bytes);
+  o->set("next_attempt_in", ctx.scheduler.next_attempt_in(id));
+  const auto* p = ctx.scheduler.progress(id);
+  o->set("flush", p ? to_json(*p) : to_json(gateway::flush_progress{}));
+  co_return command_result::success(o);
+}
+
+asio::awaitable<command_result> flush(daemon_context& ctx, const Object::Ptr& args) {
+  std::string name = args->optValue<std::string>("name", "");
+  const auto* entry = ctx.customers.find_by_name(name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  switch (ctx.scheduler.request_flush(entry->info.id, "operator")) {
+    case gateway::flush_refusal::none:
+    case gateway::flush_refusal::already_running:
+      break;
+    case gateway::flush_refusal::unknown_customer:
+      co_return command_result::failure("no customer " + name);
+    case gateway::flush_refusal::no_route:
+      co_return command_result::failure("customer " + name +
+                                        " has no route now (no live link and no primary route): its mail stays held");
+    case gateway::flush_refusal::odmr_only:
+      co_return command_result::failure("customer " + name +
+                                        " is an ODMR customer: its mail goes out only over its own ATRN session");
+  }
+  core::log_info("control: flush of customer {} requested", name);
+  co_return co_await flush_status(ctx, args);
+}
+
 struct command_entry {
   const char* name;
   handler run;
@@ -535,6 +664,9 @@ constexpr command_entry command_table[] = {
     {"queue.list", &queue_list},         {"queue.show", &queue_show},
     {"queue.hold", &queue_hold},         {"queue.release", &queue_release},
     {"queue.delete", &queue_delete},     {"queue.summary", &queue_summary},
+    {"link.up", &link_up},               {"link.down", &link_down},
+    {"link.list", &link_list},
+    {"flush", &flush},                   {"flush.status", &flush_status},
 };
 
 }  // namespace

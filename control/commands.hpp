@@ -13,6 +13,8 @@
 #pragma once
 
 #include "gateway/customer_directory.hpp"
+#include "gateway/router.hpp"
+#include "gateway/scheduler.hpp"
 #include "queue/store_worker.hpp"
 
 #include <Poco/Dynamic/Var.h>
@@ -28,6 +30,8 @@ namespace flushgate::control {
 struct daemon_context {
   queue::store_worker& store;
   gateway::customer_directory& customers;
+  gateway::router& router;
+  gateway::scheduler& scheduler;
 };
 
 struct command_result {

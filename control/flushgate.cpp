@@ -25,6 +25,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace flushgate;
@@ -47,6 +48,12 @@ Customers:
   customer show NAME
   customer list
   customer remove NAME [--force]
+Links (what pppd ip-up/ip-down scripts call):
+  link up USER --ip ADDRESS [--session ID] [--nas NAS]
+  link down USER [--session ID]
+  link list
+Delivery:
+  flush NAME [--wait] [--timeout SECONDS]
 Queue:
   queue list [--customer NAME] [--limit N]
   queue show ID
@@ -182,6 +189,7 @@ void print_customer(const Object::Ptr& c) {
                                                            : c->getValue<std::string>("route")},
       {"link port:", c->get("link_port").convert<std::string>()},
   };
+  if (c->has("current_route")) rows.push_back({"current route:", c->getValue<std::string>("current_route")});
   std::string links;
   auto link_list = c->getArray("links");
   for (std::size_t i = 0; link_list && i < link_list->size(); ++i) {
@@ -272,6 +280,32 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
     }
     std::cout << "\n";
     print_table(rows);
+  } else if (command == "link.list") {
+    std::vector<std::vector<std::string>> rows = {
+        {"USER", "CUSTOMER", "KIND", "ADDRESS", "NAS", "SINCE", "SOURCE"}};
+    auto list = result.extract<Array::Ptr>();
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto l = list->getObject(static_cast<unsigned>(i));
+      std::string nas = l->getValue<std::string>("nas");
+      rows.push_back({l->getValue<std::string>("user"), l->getValue<std::string>("customer"),
+                      l->getValue<std::string>("kind"), l->getValue<std::string>("address"),
+                      nas.empty() ? "-" : nas, age(l->getValue<std::int64_t>("since")) + " ago",
+                      l->getValue<std::string>("source")});
+    }
+    print_table(rows);
+  } else if (command == "link.up" || command == "link.down") {
+    auto o = result.extract<Object::Ptr>();
+    std::cout << "customer " << o->getValue<std::string>("customer") << ": route now "
+              << o->optValue<std::string>("route", "?")
+              << (o->getValue<bool>("changed") ? "" : " (nothing changed)") << "\n";
+  } else if (command == "flush" || command == "flush.status") {
+    auto o = result.extract<Object::Ptr>();
+    auto f = o->getObject("flush");
+    std::cout << "customer " << o->getValue<std::string>("customer") << ": route "
+              << o->getValue<std::string>("route") << ", "
+              << o->get("messages_left").convert<std::string>() << " messages ("
+              << o->get("bytes_left").convert<std::string>() << " bytes) queued"
+              << (f->getValue<bool>("running") ? ", flush running" : "") << "\n";
   } else if (result.isString()) {
     std::cout << result.convert<std::string>() << "\n";
   } else if (!result.isEmpty()) {
@@ -280,6 +314,75 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
       std::cout << list->get(static_cast<unsigned>(i)).convert<std::string>() << "\n";
     }
   }
+}
+
+// One request; returns the answer's "result", or throws cli_error.
+Poco::Dynamic::Var request(const std::string& socket_path, const std::string& command,
+                           const Object::Ptr& args) {
+  Object req;
+  req.set("command", command);
+  req.set("args", args);
+  std::ostringstream os;
+  req.stringify(os);
+  std::string answer, error;
+  control::control_client client(socket_path);
+  if (!client.request(os.str(), answer, error)) fail(error, 3);
+  Poco::JSON::Parser parser;
+  auto reply = parser.parse(answer).extract<Object::Ptr>();
+  if (!reply->getValue<bool>("ok")) fail(reply->getValue<std::string>("error"), 1);
+  return reply->get("result");
+}
+
+std::string human_bytes(std::uint64_t n) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1);
+  if (n >= (1ull << 20)) os << static_cast<double>(n) / (1 << 20) << " MB";
+  else if (n >= 1024) os << static_cast<double>(n) / 1024 << " KB";
+  else os << n << " B";
+  return os.str();
+}
+
+// `flush NAME --wait`: start the flush, show progress until it ends, and
+// exit 1 when mail is left (with the reason the daemon gave).
+int flush_and_wait(const std::string& socket_path, const Object::Ptr& args, long timeout_seconds) {
+  auto first = request(socket_path, "flush", args).extract<Object::Ptr>();
+  const std::string name = first->getValue<std::string>("customer");
+  std::cout << "flushing " << name << " over " << first->getValue<std::string>("route") << ": "
+            << first->get("messages_left").convert<std::string>() << " messages queued\n";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  std::string last_line;
+  Object::Ptr status = first;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // polling interval, not synchronisation
+    status = request(socket_path, "flush.status", args).extract<Object::Ptr>();
+    auto f = status->getObject("flush");
+    std::ostringstream line;
+    line << "  delivered " << f->get("messages_done").convert<std::string>() << "/"
+         << f->get("messages_at_start").convert<std::string>() << " messages, "
+         << human_bytes(f->getValue<std::uint64_t>("bytes_done")) << "/"
+         << human_bytes(f->getValue<std::uint64_t>("bytes_at_start")) << "; left "
+         << status->get("messages_left").convert<std::string>() << " messages, "
+         << human_bytes(status->getValue<std::uint64_t>("bytes_left"));
+    if (line.str() != last_line) {
+      std::cout << line.str() << "\n" << std::flush;
+      last_line = line.str();
+    }
+    if (!f->getValue<bool>("running")) break;
+  }
+  auto f = status->getObject("flush");
+  auto left = status->getValue<std::uint64_t>("messages_left");
+  if (f->getValue<bool>("running")) {
+    std::cerr << "flushgate: still running after " << timeout_seconds << "s\n";
+    return 1;
+  }
+  if (left > 0) {
+    std::string why = f->getValue<std::string>("error");
+    std::cerr << "flushgate: " << left << " messages left for " << name
+              << (why.empty() ? "" : ": " + why) << "\n";
+    return 1;
+  }
+  std::cout << "done: the queue of " << name << " is empty\n";
+  return 0;
 }
 
 int send(const std::string& socket_path, const std::string& command, const Object::Ptr& args,
@@ -381,6 +484,35 @@ int run(std::vector<std::string> args) {
       }
       return send(socket_path, "customer.remove", a, json);
     }
+  } else if (group == "link") {
+    if (verb == "up" || verb == "down") {
+      need(3, "link up USER --ip ADDRESS [--session ID] [--nas NAS] | link down USER [--session ID]");
+      a->set("user", words[2]);
+      for (std::size_t i = 3; i < words.size(); ++i) {
+        auto value = [&]() -> std::string {
+          if (i + 1 >= words.size()) fail(words[i] + " needs a value");
+          return words[++i];
+        };
+        if (words[i] == "--ip") a->set("address", value());
+        else if (words[i] == "--session") a->set("session", value());
+        else if (words[i] == "--nas") a->set("nas", value());
+        else fail("unknown option " + words[i]);
+      }
+      return send(socket_path, "link." + verb, a, json);
+    }
+    if (verb == "list") return send(socket_path, "link.list", a, json);
+  } else if (group == "flush") {
+    need(2, "flush NAME [--wait] [--timeout SECONDS]");
+    a->set("name", words[1]);
+    bool wait = false;
+    long timeout = 3600;
+    for (std::size_t i = 2; i < words.size(); ++i) {
+      if (words[i] == "--wait") wait = true;
+      else if (words[i] == "--timeout" && i + 1 < words.size()) timeout = std::stol(words[++i]);
+      else fail("usage: flushgate flush NAME [--wait] [--timeout SECONDS]");
+    }
+    if (!wait) return send(socket_path, "flush", a, json);
+    return flush_and_wait(socket_path, a, timeout);
   } else if (group == "queue") {
     if (verb == "list") {
       for (std::size_t i = 2; i < words.size(); ++i) {

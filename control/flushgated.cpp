@@ -13,6 +13,10 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "gateway/customer_directory.hpp"
+#include "gateway/delivery.hpp"
+#include "gateway/mx_resolver.hpp"
+#include "gateway/router.hpp"
+#include "gateway/scheduler.hpp"
 #include "gateway/smtp_server.hpp"
 #include "queue/disk_guard.hpp"
 #include "queue/sqlite_store.hpp"
@@ -110,6 +114,39 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const core::config& cfg, st
   return ctx;
 }
 
+// The client side of STARTTLS toward next hops (smtp_tls, smtp_tls_ca_file).
+std::unique_ptr<asio::ssl::context> make_client_tls_context(const core::config& cfg,
+                                                            std::string& error) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  std::string ca = cfg.text("smtp_tls_ca_file");
+  if (auto ec = gateway::prepare_client_tls_context(*ctx, ca)) {
+    error = "smtp_tls_ca_file " + (ca.empty() ? std::string("(system store)") : ca) + ": " + ec.message();
+    return nullptr;
+  }
+  return ctx;
+}
+
+gateway::tls_policy parse_tls_policy(const std::string& s) {
+  if (s == "none") return gateway::tls_policy::none;
+  if (s == "encrypt") return gateway::tls_policy::encrypt;
+  if (s == "verify") return gateway::tls_policy::verify;
+  return gateway::tls_policy::may;
+}
+
+// The system customer that owns the gateway's own notices (DSNs).
+std::int64_t ensure_notices_customer(queue::store& store, gateway::customer_directory& customers) {
+  if (const auto* e = customers.find_by_name(queue::notices_customer)) return e->info.id;
+  queue::customer c;
+  c.name = queue::notices_customer;
+  c.mode = queue::delivery_mode::relay;
+  c.route = "mx";
+  if (auto ec = store.add_customer(c)) {
+    throw std::runtime_error(std::string("cannot create the notices queue: ") + ec.message());
+  }
+  customers.upsert(c);
+  return c.id;
+}
+
 int run_daemon(core::config& cfg) {
   if (cfg.text("myhostname").empty()) {
     std::string error;
@@ -173,15 +210,66 @@ int run_daemon(core::config& cfg) {
   customers.replace_all(*customers_loaded, *stats_loaded);
   std::uint64_t queued = 0;
   for (const auto& s : *stats_loaded) queued += s.messages;
+  const std::int64_t notices_id = ensure_notices_customer(*store, customers);
+  auto links_loaded = store->list_links();
+  if (!links_loaded) {
+    core::log_error("store in {}: cannot load links: {}", data_dir, links_loaded.error().message());
+    return 1;
+  }
+  gateway::router router;
+  router.set_links(*links_loaded);
   queue::store_worker worker(std::move(store), static_cast<std::size_t>(cfg.count("queue_commit_batch")));
 
   queue::disk_guard disk(data_dir, cfg.size("queue_min_free"));
   disk.refresh();
 
-  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname),
-                             gateway::intake_services{customers, worker, disk, tls.get()},
+  // Delivery: MX resolution, the SMTP client's settings, the agent and the scheduler.
+  gateway::mx_options mx_opts;
+  mx_opts.servers = cfg.list("dns_servers");
+  mx_opts.self_names = cfg.list("smtp_self_names");
+  for (const auto& ep : acceptors) {
+    boost::system::error_code ec;
+    auto a = ep->local_endpoint(ec).address();
+    if (!ec && !a.is_unspecified()) mx_opts.self_addresses.push_back(a);
+  }
+  gateway::mx_resolver mx(io.get_executor(), mx_opts);
+  auto client_tls = make_client_tls_context(cfg, error);
+  if (!client_tls) {
+    core::log_error("{}", error);
+    return 1;
+  }
+  gateway::delivery_settings ds;
+  ds.hostname = hostname;
+  ds.client.helo_name = hostname;
+  ds.client.greeting_timeout = cfg.duration("smtp_helo_timeout");
+  ds.client.helo_timeout = cfg.duration("smtp_helo_timeout");
+  ds.client.mail_timeout = cfg.duration("smtp_mail_timeout");
+  ds.client.rcpt_timeout = cfg.duration("smtp_rcpt_timeout");
+  ds.client.data_init_timeout = cfg.duration("smtp_data_init_timeout");
+  ds.client.data_block_timeout = cfg.duration("smtp_data_block_timeout");
+  ds.client.data_done_timeout = cfg.duration("smtp_data_done_timeout");
+  ds.client.tls = parse_tls_policy(cfg.text("smtp_tls"));
+  ds.client.tls_context = client_tls.get();
+  ds.connect_timeout = cfg.duration("smtp_connect_timeout");
+  ds.queue_lifetime = cfg.duration("queue_lifetime");
+  ds.delay_warning = cfg.duration("delay_warning_time");
+  ds.bounce_relay = cfg.text("bounce_relay");
+  gateway::delivery_agent agent(io, ds, customers, worker, mx, notices_id);
+  gateway::scheduler::settings ss;
+  ss.retry_schedule = cfg.durations("retry_schedule");
+  ss.max_runs = static_cast<std::size_t>(cfg.count("delivery_max_runs"));
+  gateway::scheduler sched(
+      io, customers, router, ss,
+      [&agent](std::int64_t id, gateway::route r, gateway::flush_progress& p,
+               gateway::run_control& c) { return agent.run(id, std::move(r), p, c); },
+      [&agent]() { return agent.sweep(); });
+  agent.on_notice_queued([&sched](std::int64_t id) { sched.mail_queued(id); });
+
+  gateway::intake_services intake{customers, worker, disk, tls.get(), {}};
+  intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
+  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
                              std::move(acceptors));
-  control::daemon_context context{worker, customers};
+  control::daemon_context context{worker, customers, router, sched};
   control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
   if (!control.listen(error)) {
     core::log_error("{}", error);
@@ -190,6 +278,7 @@ int run_daemon(core::config& cfg) {
 
   smtpd.start();
   control.start();
+  sched.start();
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
                  hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
 
@@ -219,6 +308,7 @@ int run_daemon(core::config& cfg) {
     core::log_info("flushgated: signal {}: shutting down", sig);
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       co_await smtpd.shutdown();
+      sched.stop();
       control.stop();
       disk_timer.cancel();
       io.stop();

@@ -179,7 +179,7 @@ const std::vector<param>& parameter_table() {
       {.name = "smtpd_error_limit",
        .kind = k::count,
        .default_value = "20",
-       .doc = "Errors (4xx/5xx replies) after which a session is closed with 421.",
+       .doc = "Error replies (5xx) after which a session is closed with 421.",
        .min = 1},
       {.name = "smtpd_shutdown_grace",
        .kind = k::duration,
@@ -277,6 +277,17 @@ const std::vector<param>& parameter_table() {
        .default_value = "5m,10m,30m,1h,2h,3h",
        .doc = "Waits between delivery attempts, in order; the last one repeats.",
        .check = check_duration_list},
+      {.name = "delivery_max_runs",
+       .kind = k::count,
+       .default_value = "20",
+       .doc = "Customers whose queues are delivered at the same time, at most (one connection each).",
+       .min = 1,
+       .max = 10000},
+      {.name = "smtp_self_names",
+       .kind = k::string,
+       .default_value = "$myhostname",
+       .doc = "Names (comma or space separated) under which this gateway appears in MX lists; "
+              "MX hosts at or below its preference are never tried (no mail loops)."},
   };
   return table;
 }

@@ -20,6 +20,7 @@ void customer_directory::replace_all(const std::vector<queue::customer>& custome
   by_id_.clear();
   by_domain_.clear();
   by_name_.clear();
+  by_link_user_.clear();
   for (const auto& c : customers) upsert(c);
   for (const auto& s : stats) {
     if (auto it = by_id_.find(s.customer_id); it != by_id_.end()) {
@@ -54,6 +55,7 @@ void customer_directory::remove(std::int64_t customer_id) {
 
 void customer_directory::index(customer_entry& e) {
   for (const auto& d : e.info.domains) by_domain_[lower(d)] = &e;
+  for (const auto& u : e.info.link_users) by_link_user_[u.user] = &e;
   by_name_[e.info.name] = &e;
 }
 
@@ -61,6 +63,10 @@ void customer_directory::unindex(const customer_entry& e) {
   for (const auto& d : e.info.domains) {
     auto it = by_domain_.find(lower(d));
     if (it != by_domain_.end() && it->second == &e) by_domain_.erase(it);
+  }
+  for (const auto& u : e.info.link_users) {
+    auto lu = by_link_user_.find(u.user);
+    if (lu != by_link_user_.end() && lu->second == &e) by_link_user_.erase(lu);
   }
   auto it = by_name_.find(e.info.name);
   if (it != by_name_.end() && it->second == &e) by_name_.erase(it);
@@ -110,6 +116,17 @@ rcpt_verdict customer_directory::check_recipient(std::string_view local, std::st
   }
   if (e->info.quota != 0 && e->queued_bytes >= e->info.quota) return rcpt_verdict::over_quota;
   return rcpt_verdict::accept;
+}
+
+const customer_entry* customer_directory::find_by_link_user(std::string_view user) const {
+  auto it = by_link_user_.find(std::string(user));
+  return it == by_link_user_.end() ? nullptr : it->second;
+}
+
+std::vector<const customer_entry*> customer_directory::all() const {
+  std::vector<const customer_entry*> out;
+  for (const auto& [id, e] : by_id_) out.push_back(e.get());
+  return out;
 }
 
 void customer_directory::add_queued_bytes(std::int64_t customer_id, std::int64_t delta) {

@@ -53,6 +53,10 @@ class customer_directory {
   const customer_entry* find_by_domain(std::string_view domain) const;
   const customer_entry* find_by_name(std::string_view name) const;
   const customer_entry* find_by_id(std::int64_t id) const;
+  // The customer on which `user` is registered as a link user.
+  const customer_entry* find_by_link_user(std::string_view user) const;
+  // Every customer, in id order.
+  std::vector<const customer_entry*> all() const;
 
   // Decides whether RCPT `address` (local@domain, domain lower-cased) is accepted.
   rcpt_verdict check_recipient(std::string_view local, std::string_view domain,
@@ -72,6 +76,7 @@ class customer_directory {
   std::map<std::int64_t, std::unique_ptr<customer_entry>> by_id_;
   std::unordered_map<std::string, customer_entry*> by_domain_;
   std::unordered_map<std::string, customer_entry*> by_name_;
+  std::unordered_map<std::string, customer_entry*> by_link_user_;
 };
 
 }  // namespace flushgate::gateway

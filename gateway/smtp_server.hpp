@@ -64,6 +64,8 @@ struct intake_services {
   queue::store_worker& store;
   queue::disk_guard& disk;
   boost::asio::ssl::context* tls = nullptr;  // nullptr: STARTTLS not offered
+  // Told about every committed message (the scheduler sends relay mail at once).
+  std::function<void(std::int64_t customer_id)> queued;
 };
 
 using acceptor_list = std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>;

@@ -479,11 +479,15 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     }
     co_return reply_text{451, "4.3.0", "Error: local error in processing, try again later"};
   }
+  // The commit just used disk space: re-read it now, so that a burst of
+  // messages meets 452 at queue_min_free rather than at a full disk.
+  services.disk.refresh();
   std::string queued;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const auto& m = batch[i];
     const auto& qid = (*qids)[i];
     services.customers.add_queued_bytes(m.customer_id, static_cast<std::int64_t>(m.content.size()));
+    if (services.queued) services.queued(m.customer_id);
     core::log_info("{}: client={}, from=<{}>, size={}, nrcpt={} (queue active)", qid, client_,
                    m.sender, m.content.size(), m.recipients.size());
     if (!queued.empty()) queued += ' ';

@@ -1,6 +1,10 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 1 (PRAGMA user_version = 1):
+// Schema, version 2 (PRAGMA user_version = 2): version 1 below, then the
+// v1 -> v2 migration (schema_v2). A released version is never edited: an
+// existing database only ever moves forward through migrations[].
+//
+// Version 1:
 //
 //   customers           one row per customer; its list-valued fields live in
 //                       the three child tables below (ON DELETE CASCADE).
@@ -27,6 +31,21 @@
 // messages in arrival order; recipients_by_message serves the per-message
 // lookups and the cascade; the customer_id indexes of the child tables serve
 // loading a customer and the cascades.
+//
+// Version 2 adds:
+//
+//   links               one live session per RADIUS/pppd user (PRIMARY KEY):
+//                       a newer session of the same user replaces the row.
+//                       Goes with its customer (ON DELETE CASCADE, served by
+//                       links_by_customer).
+//   messages_deliverable  (customer_id, held, qid): list_deliverable reads
+//                       one customer's unheld mail after a qid in qid order
+//                       straight from the index, without a sort and without
+//                       touching held messages' rows.
+//
+// list_due_notices needs no index of its own: it walks messages_by_customer
+// in arrival order up to the later of its two thresholds, so the young mail
+// of a large queue (the bulk of it) is never read.
 #include "queue/sqlite_store.hpp"
 
 #include "core/log.hpp"
@@ -34,6 +53,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <limits>
@@ -113,8 +133,24 @@ CREATE TABLE recipients (
 CREATE INDEX recipients_by_message ON recipients(message_id);
 )sql";
 
+// Version 1 -> 2: live links, and the index of deliverable mail.
+constexpr const char* schema_v2 = R"sql(
+CREATE TABLE links (
+  user         TEXT    PRIMARY KEY,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  kind         TEXT    NOT NULL,
+  session_id   TEXT    NOT NULL DEFAULT '',
+  address      TEXT    NOT NULL DEFAULT '',
+  nas          TEXT    NOT NULL DEFAULT '',
+  source       TEXT    NOT NULL DEFAULT '',
+  since        INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX links_by_customer ON links(customer_id);
+CREATE INDEX messages_deliverable ON messages(customer_id, held, qid);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-constexpr const char* migrations[] = {schema_v1};
+constexpr const char* migrations[] = {schema_v1, schema_v2};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -192,6 +228,49 @@ constexpr const char* sql_message_by_qid =
     "m.envid, m.ret, m.body_type, m.client "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.qid = ?1";
+// held = 0 as an equality keeps the whole WHERE on messages_deliverable, so
+// the rows come in qid order from the index (no sort) and the LIMIT stops
+// the walk.
+constexpr const char* sql_deliverable =
+    "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+    "m.envid, m.ret, m.body_type, m.client "
+    "FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "WHERE m.customer_id = ?1 AND m.held = 0 AND m.qid > ?2 ORDER BY m.qid LIMIT ?3";
+// ?2 is the later of the two thresholds: the range on messages_by_customer
+// ends there, so younger mail is never read. Within it a message is due when
+// expired (arrival <= ?3) or, failing that (so it is older than the delay
+// threshold), when a recipient has not been delay-notified; the OR tests the
+// cheap term first.
+constexpr const char* sql_due_notices =
+    "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+    "m.envid, m.ret, m.body_type, m.client "
+    "FROM messages m JOIN customers c ON c.id = m.customer_id "
+    "WHERE m.customer_id = ?1 AND m.arrival <= ?2 AND (m.arrival <= ?3 OR EXISTS "
+    "(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.delay_notified = 0)) "
+    "ORDER BY m.arrival, m.id LIMIT ?4";
+constexpr const char* sql_message_id_by_qid = "SELECT id FROM messages WHERE qid = ?1";
+// The message_id term makes a recipient of another message match nothing.
+constexpr const char* sql_delete_recipient =
+    "DELETE FROM recipients WHERE id = ?1 AND message_id = ?2";
+constexpr const char* sql_defer_recipient =
+    "UPDATE recipients SET attempts = attempts + 1, last_reply = ?3, next_attempt = ?4 "
+    "WHERE id = ?1 AND message_id = ?2";
+constexpr const char* sql_mark_delay_notified =
+    "UPDATE recipients SET delay_notified = 1 WHERE id = ?1 AND message_id = ?2";
+constexpr const char* sql_delete_if_done =
+    "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS "
+    "(SELECT 1 FROM recipients WHERE message_id = ?1)";
+constexpr const char* sql_save_link =
+    "INSERT INTO links (user, customer_id, kind, session_id, address, nas, source, since) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (user) DO UPDATE SET "
+    "customer_id = excluded.customer_id, kind = excluded.kind, session_id = excluded.session_id, "
+    "address = excluded.address, nas = excluded.nas, source = excluded.source, "
+    "since = excluded.since";
+constexpr const char* sql_remove_link =
+    "DELETE FROM links WHERE user = ?1 AND (?2 = '' OR session_id = ?2)";
+constexpr const char* sql_links_all =
+    "SELECT user, customer_id, kind, session_id, address, nas, source, since FROM links "
+    "ORDER BY user";
 constexpr const char* sql_recipients_of =
     "SELECT id, address, orcpt, notify, attempts, next_attempt, last_reply, delay_notified "
     "FROM recipients WHERE message_id = ?1 ORDER BY id";
@@ -208,6 +287,44 @@ constexpr const char* sql_customer_name = "SELECT name FROM customers WHERE id =
 constexpr const char* sql_customer_stats =
     "SELECT count(*), coalesce(sum(size), 0), coalesce(min(arrival), 0) FROM messages "
     "WHERE customer_id = ?1";
+
+// SQLite reads a negative LIMIT as no limit; the store's limit 0 means the same.
+std::int64_t sql_limit(std::size_t limit) {
+  return limit == 0 || limit > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())
+             ? -1
+             : static_cast<std::int64_t>(limit);
+}
+
+// Notices are stored like any message: they need a recipient.
+bool all_have_recipients(std::span<const new_message> batch) {
+  for (const auto& m : batch) {
+    if (m.recipients.empty()) return false;
+  }
+  return true;
+}
+
+// No id twice: a recipient has one fate per attempt.
+bool unique_ids(std::vector<std::int64_t> ids) {
+  std::sort(ids.begin(), ids.end());
+  return std::adjacent_find(ids.begin(), ids.end()) == ids.end();
+}
+
+// Checks what can be checked before the transaction: notices need a
+// recipient, and no recipient has two fates in one attempt.
+bool valid_attempt(std::span<const recipient_update> updates,
+                   std::span<const new_message> notices) {
+  if (!all_have_recipients(notices)) return false;
+  std::vector<std::int64_t> ids;
+  ids.reserve(updates.size());
+  for (const auto& u : updates) {
+    if (u.fate != recipient_fate::delivered && u.fate != recipient_fate::deferred &&
+        u.fate != recipient_fate::failed) {
+      return false;
+    }
+    ids.push_back(u.recipient_id);
+  }
+  return unique_ids(std::move(ids));
+}
 
 bool has_upper(std::string_view s) {
   for (char ch : s) {
@@ -744,26 +861,29 @@ boost::system::result<std::vector<std::string>> sqlite_store::commit_messages(
     std::span<const new_message> batch) {
   std::vector<std::string> qids;
   if (batch.empty()) return qids;
-  for (const auto& m : batch) {
-    if (m.recipients.empty()) return errc::invalid_argument;
-  }
+  if (!all_have_recipients(batch)) return errc::invalid_argument;
   qids.reserve(batch.size());
+  // One transaction for the whole batch: one fsync at COMMIT makes every
+  // envelope and body in it durable together, and any failure rolls all of
+  // it back (the transaction's destructor), leaving nothing half-stored. A
+  // customer that is gone (removed while the session was in DATA) is
+  // not_found; everything else is a storage failure.
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  if (auto ec = insert_messages(batch, errc::not_found, qids)) return ec;
+  if (auto ec = tx.commit()) return ec;
+  return qids;
+}
 
-  // A failed insert: a customer that is gone (removed while the session was
-  // in DATA) is not_found; everything else is a storage failure.
-  auto insert_failed = [this](int rc, std::string_view what) -> error_code {
+error_code sqlite_store::insert_messages(std::span<const new_message> batch, errc missing,
+                                         std::vector<std::string>& qids) {
+  auto insert_failed = [this, missing](int rc, std::string_view what) -> error_code {
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
       core::log_info("queue store {}: {}: no such customer", path_, what);
-      return errc::not_found;
+      return missing;
     }
     return fail(rc, what);
   };
-
-  // One transaction for the whole batch: one fsync at COMMIT makes every
-  // envelope and body in it durable together, and any failure rolls all of
-  // it back (the transaction's destructor), leaving nothing half-stored.
-  transaction tx(*this);
-  if (auto ec = tx.begin()) return ec;
   for (const auto& m : batch) {
     std::string qid = make_queue_id();
     std::int64_t message_id = 0;
@@ -794,8 +914,7 @@ boost::system::result<std::vector<std::string>> sqlite_store::commit_messages(
     }
     qids.push_back(std::move(qid));
   }
-  if (auto ec = tx.commit()) return ec;
-  return qids;
+  return {};
 }
 
 error_code sqlite_store::read_recipients(message_info& m, std::int64_t message_id) {
@@ -855,13 +974,8 @@ boost::system::result<std::vector<message_info>> sqlite_store::list_messages(
     std::int64_t customer_id, std::size_t limit) {
   sqlite3_stmt* raw = prepare(customer_id != 0 ? sql_messages_of_customer : sql_messages_all);
   if (raw == nullptr) return fail(last_rc_, "prepare list messages");
-  // A negative LIMIT is no limit in SQLite.
-  const std::int64_t sql_limit =
-      limit == 0 || limit > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())
-          ? -1
-          : static_cast<std::int64_t>(limit);
   if (customer_id != 0) sqlite3_bind_int64(raw, 1, customer_id);
-  sqlite3_bind_int64(raw, 2, sql_limit);
+  sqlite3_bind_int64(raw, 2, sql_limit(limit));
   return read_messages(raw, "list messages");
 }
 
@@ -942,6 +1056,202 @@ boost::system::result<queue_stats> sqlite_store::customer_stats(std::int64_t cus
   q.bytes = static_cast<std::uint64_t>(s.int64(1));
   q.oldest_arrival = s.int64(2);
   return q;
+}
+
+const char* sqlite_store::deliverable_sql() noexcept { return sql_deliverable; }
+const char* sqlite_store::due_notices_sql() noexcept { return sql_due_notices; }
+
+boost::system::result<std::int64_t> sqlite_store::message_id_of(std::string_view qid) {
+  statement s{prepare(sql_message_id_by_qid)};
+  if (!s) return fail(last_rc_, "prepare message lookup");
+  s.bind(1, qid);
+  const int rc = s.step();
+  if (rc == SQLITE_ROW) return s.int64(0);
+  if (rc == SQLITE_DONE) return errc::not_found;
+  return fail(rc, "message lookup");
+}
+
+boost::system::result<std::vector<message_info>> sqlite_store::list_deliverable(
+    std::int64_t customer_id, std::string_view after_qid, std::size_t limit) {
+  sqlite3_stmt* raw = prepare(sql_deliverable);
+  if (raw == nullptr) return fail(last_rc_, "prepare list deliverable");
+  // Bound here, stepped (and reset) in read_messages; after_qid outlives it.
+  sqlite3_bind_int64(raw, 1, customer_id);
+  sqlite3_bind_text(raw, 2, after_qid.data() != nullptr ? after_qid.data() : "",
+                    static_cast<int>(after_qid.size()), SQLITE_STATIC);
+  sqlite3_bind_int64(raw, 3, sql_limit(limit));
+  return read_messages(raw, "list deliverable");
+}
+
+// Steps, inside the caller's transaction: the notices first (the DSNs that
+// let failed recipients go), then each recipient's fate, then the message
+// if no recipient is left. Every recipient statement names the message too,
+// so a foreign id matches nothing, and the caller rolls everything back.
+error_code sqlite_store::apply_attempt(std::string_view qid,
+                                       std::span<const recipient_update> updates,
+                                       std::int64_t next_attempt,
+                                       std::span<const new_message> notices, attempt_result& out) {
+  auto message_id = message_id_of(qid);
+  if (!message_id) return message_id.error();
+  if (auto ec = insert_messages(notices, errc::invalid_argument, out.notice_qids)) return ec;
+  for (const auto& u : updates) {
+    const bool stays = u.fate == recipient_fate::deferred;
+    statement s{prepare(stays ? sql_defer_recipient : sql_delete_recipient)};
+    if (!s) return fail(last_rc_, "prepare record attempt");
+    s.bind(1, u.recipient_id);
+    s.bind(2, *message_id);
+    if (stays) {
+      s.bind(3, u.reply);
+      s.bind(4, next_attempt);
+    }
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "record attempt");
+    if (sqlite3_changes(db_) != 1) {
+      core::log_warning("queue store {}: attempt on {}: recipient {} is not queued for it", path_,
+                        qid, u.recipient_id);
+      return errc::invalid_argument;
+    }
+  }
+  statement s{prepare(sql_delete_if_done)};
+  if (!s) return fail(last_rc_, "prepare remove delivered message");
+  s.bind(1, *message_id);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "remove delivered message");
+  out.message_removed = sqlite3_changes(db_) == 1;
+  return {};
+}
+
+// COMMIT makes the notices durable in the same fsync that removes the
+// recipients they report on (invariant 2): a crash before it leaves
+// everything queued, and delivery stays at-least-once.
+boost::system::result<store::attempt_result> sqlite_store::record_attempt(
+    std::string_view qid, std::span<const recipient_update> updates, std::int64_t next_attempt,
+    std::span<const new_message> notices) {
+  if (!valid_attempt(updates, notices)) return errc::invalid_argument;
+  attempt_result out;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  if (auto ec = apply_attempt(qid, updates, next_attempt, notices, out)) return ec;
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+// The attempts apply in order, so a qid named twice sees the first
+// attempt's result (a recipient already removed is then invalid_argument,
+// a message already removed not_found); any error rolls back the batch.
+boost::system::result<std::vector<store::attempt_result>> sqlite_store::record_attempts(
+    std::span<const attempt> attempts) {
+  for (const auto& a : attempts) {
+    if (!valid_attempt(a.updates, a.notices)) return errc::invalid_argument;
+  }
+  std::vector<attempt_result> out(attempts.size());
+  if (attempts.empty()) return out;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    const auto& a = attempts[i];
+    if (auto ec = apply_attempt(a.qid, a.updates, a.next_attempt, a.notices, out[i])) return ec;
+  }
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+boost::system::result<std::vector<std::string>> sqlite_store::record_delay_notice(
+    std::string_view qid, std::span<const std::int64_t> recipient_ids,
+    std::span<const new_message> notices) {
+  if (!all_have_recipients(notices)) return errc::invalid_argument;
+  if (!unique_ids(std::vector<std::int64_t>(recipient_ids.begin(), recipient_ids.end()))) {
+    return errc::invalid_argument;
+  }
+  std::vector<std::string> qids;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  auto message_id = message_id_of(qid);
+  if (!message_id) return message_id.error();
+  if (auto ec = insert_messages(notices, errc::invalid_argument, qids)) return ec;
+  for (const std::int64_t id : recipient_ids) {
+    statement s{prepare(sql_mark_delay_notified)};
+    if (!s) return fail(last_rc_, "prepare mark delay notified");
+    s.bind(1, id);
+    s.bind(2, *message_id);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "mark delay notified");
+    if (sqlite3_changes(db_) != 1) {
+      core::log_warning("queue store {}: delay notice on {}: recipient {} is not queued for it",
+                        path_, qid, id);
+      return errc::invalid_argument;
+    }
+  }
+  if (auto ec = tx.commit()) return ec;
+  return qids;
+}
+
+boost::system::result<std::vector<message_info>> sqlite_store::list_due_notices(
+    std::int64_t customer_id, std::int64_t delay_before, std::int64_t expire_before,
+    std::size_t limit) {
+  // delay_before 0 switches delay notices off: no arrival is that old then.
+  const std::int64_t delay =
+      delay_before != 0 ? delay_before : std::numeric_limits<std::int64_t>::min();
+  sqlite3_stmt* raw = prepare(sql_due_notices);
+  if (raw == nullptr) return fail(last_rc_, "prepare list due notices");
+  sqlite3_bind_int64(raw, 1, customer_id);
+  sqlite3_bind_int64(raw, 2, std::max(delay, expire_before));
+  sqlite3_bind_int64(raw, 3, expire_before);
+  sqlite3_bind_int64(raw, 4, sql_limit(limit));
+  return read_messages(raw, "list due notices");
+}
+
+error_code sqlite_store::save_link(const link_record& link) {
+  if (link.user.empty()) return errc::invalid_argument;
+  statement s{prepare(sql_save_link)};
+  if (!s) return fail(last_rc_, "prepare save link");
+  s.bind(1, link.user);
+  s.bind(2, link.customer_id);
+  s.bind(3, to_string(link.kind));
+  s.bind(4, link.session_id);
+  s.bind(5, link.address);
+  s.bind(6, link.nas);
+  s.bind(7, link.source);
+  s.bind(8, link.since);
+  const int rc = s.step();
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+    core::log_info("queue store {}: link {}: no such customer {}", path_, link.user,
+                   link.customer_id);
+    return errc::not_found;
+  }
+  return rc == SQLITE_DONE ? error_code{} : fail(rc, "save link");
+}
+
+error_code sqlite_store::remove_link(std::string_view user, std::string_view session_id) {
+  statement s{prepare(sql_remove_link)};
+  if (!s) return fail(last_rc_, "prepare remove link");
+  s.bind(1, user);
+  s.bind(2, session_id);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "remove link");
+  return sqlite3_changes(db_) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::vector<link_record>> sqlite_store::list_links() {
+  statement s{prepare(sql_links_all)};
+  if (!s) return fail(last_rc_, "prepare list links");
+  std::vector<link_record> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    link_record l;
+    l.user = s.text(0);
+    l.customer_id = s.int64(1);
+    auto kind = parse_link_kind(s.text(2));
+    if (!kind) {
+      core::log_error("queue store {}: link {} has a bad kind", path_, l.user);
+      return errc::io_error;
+    }
+    l.kind = *kind;
+    l.session_id = s.text(3);
+    l.address = s.text(4);
+    l.nas = s.text(5);
+    l.source = s.text(6);
+    l.since = s.int64(7);
+    out.push_back(std::move(l));
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "list links");
+  return out;
 }
 
 }  // namespace flushgate::queue

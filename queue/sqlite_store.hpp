@@ -15,10 +15,22 @@
 // write rolls its transaction back: nothing of it remains. A link user name
 // held by another customer gives name_taken (errc has no code of its own).
 // Input that breaks the documented forms (customer name, lower-case domains,
-// a message without recipients) gives invalid_argument.
+// a message without recipients) gives invalid_argument. record_attempt(s) and
+// record_delay_notice give not_found for an unknown qid and invalid_argument
+// for a recipient id that is not one of the message's queued recipients (or
+// is named twice), and for a notice naming a customer that does not exist
+// (not_found is kept for "no such message"); on any error nothing of the
+// attempt is stored — a failed recipient whose DSN could not be stored stays
+// queued (ARCHITECTURE.md invariant 2). save_link for a customer that does
+// not exist gives not_found.
 // Threads: one sqlite_store is used by one thread at a time (the store
 // thread, store_worker.hpp); it may be created on another thread first.
-// Limitations: list_messages with limit 0 returns every message. The schema
+// Limitations: list_messages, list_deliverable and list_due_notices with
+// limit 0 return every match. list_due_notices reads the customer's messages
+// in arrival order up to the later of its two thresholds and stops there (or
+// at the limit): young mail is never read, but messages between the expiry
+// and the delay threshold whose recipients were all delay-notified are read
+// (index only, plus one recipient probe each) on every call. The schema
 // is versioned with PRAGMA user_version; a database from a newer flushgate
 // is refused (io_error) rather than guessed at. On a disk that is full to the
 // last byte even delete_message can fail with disk_full (the WAL must grow
@@ -41,7 +53,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 1;
+  static constexpr int schema_version = 2;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
@@ -70,6 +82,30 @@ class sqlite_store final : public store {
   boost::system::result<std::vector<queue_stats>> queue_summary() override;
   boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) override;
 
+  boost::system::result<std::vector<message_info>> list_deliverable(
+      std::int64_t customer_id, std::string_view after_qid, std::size_t limit) override;
+  boost::system::result<attempt_result> record_attempt(
+      std::string_view qid, std::span<const recipient_update> updates, std::int64_t next_attempt,
+      std::span<const new_message> notices) override;
+  boost::system::result<std::vector<attempt_result>> record_attempts(
+      std::span<const attempt> attempts) override;
+  boost::system::result<std::vector<std::string>> record_delay_notice(
+      std::string_view qid, std::span<const std::int64_t> recipient_ids,
+      std::span<const new_message> notices) override;
+  boost::system::result<std::vector<message_info>> list_due_notices(
+      std::int64_t customer_id, std::int64_t delay_before, std::int64_t expire_before,
+      std::size_t limit) override;
+
+  boost::system::error_code save_link(const link_record& link) override;
+  boost::system::error_code remove_link(std::string_view user,
+                                        std::string_view session_id) override;
+  boost::system::result<std::vector<link_record>> list_links() override;
+
+  // The exact SQL of list_deliverable (customer, after_qid, limit), for query-plan tests.
+  static const char* deliverable_sql() noexcept;
+  // The exact SQL of list_due_notices (customer, arrival bound, expire_before, limit), ditto.
+  static const char* due_notices_sql() noexcept;
+
  private:
   class statement;
   class transaction;
@@ -91,6 +127,18 @@ class sqlite_store final : public store {
   boost::system::error_code read_customer_details(std::vector<customer>& customers);
   // Reads the customer rows of s (bound by the caller) with their lists.
   boost::system::result<std::vector<customer>> read_customers(sqlite3_stmt* s);
+  // Inserts batch inside the caller's transaction, appending one qid per
+  // message; a message naming a customer that does not exist gives missing.
+  boost::system::error_code insert_messages(std::span<const new_message> batch, errc missing,
+                                            std::vector<std::string>& qids);
+  // Applies one attempt inside the caller's transaction, filling out.
+  boost::system::error_code apply_attempt(std::string_view qid,
+                                          std::span<const recipient_update> updates,
+                                          std::int64_t next_attempt,
+                                          std::span<const new_message> notices,
+                                          attempt_result& out);
+  // The row id of the message qid (inside a transaction), or not_found.
+  boost::system::result<std::int64_t> message_id_of(std::string_view qid);
   boost::system::error_code read_recipients(message_info& m, std::int64_t message_id);
   boost::system::result<std::vector<message_info>> read_messages(sqlite3_stmt* s,
                                                                  std::string_view what);

@@ -124,6 +124,35 @@ struct message_info {
   std::vector<recipient_info> recipients;
 };
 
+// What became of one recipient in a delivery attempt.
+enum class recipient_fate {
+  delivered,  // the next hop said 2xx: it leaves the queue
+  deferred,   // 4xx, or not tried (connection lost): it stays, attempts + 1
+  failed,     // 5xx or expired: it leaves the queue, together with its DSN
+};
+
+struct recipient_update {
+  std::int64_t recipient_id = 0;
+  recipient_fate fate = recipient_fate::deferred;
+  std::string reply;  // the next hop's reply (or our reason), kept as last_reply
+};
+
+// One live session of a customer's line (from RADIUS, pcap or a script).
+struct link_record {
+  std::string user;          // RADIUS User-Name / pppd peer name
+  std::int64_t customer_id = 0;
+  link_kind kind = link_kind::dsl;
+  std::string session_id;    // Acct-Session-Id, "" when the source has none
+  std::string address;       // framed IP address
+  std::string nas;           // NAS-IP-Address or NAS-Identifier, "" when unknown
+  std::string source;        // "radius", "pcap" or "script"
+  std::int64_t since = 0;    // unix seconds
+};
+
+// The name of the system customer that owns DSNs and other notices the
+// gateway itself originates. It has no domains, so no mail is accepted for it.
+inline constexpr const char* notices_customer = "mailer-daemon";
+
 struct queue_stats {
   std::int64_t customer_id = 0;
   std::string customer;
@@ -160,6 +189,52 @@ class store {
   virtual boost::system::error_code delete_message(std::string_view qid) = 0;
   virtual boost::system::result<std::vector<queue_stats>> queue_summary() = 0;
   virtual boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) = 0;
+
+  // Delivery. Messages of a customer that are not held, with qid > after_qid
+  // (qids sort by arrival), at most limit, recipients included.
+  virtual boost::system::result<std::vector<message_info>> list_deliverable(
+      std::int64_t customer_id, std::string_view after_qid, std::size_t limit) = 0;
+  // Records one delivery attempt of `qid` in ONE transaction: delivered and
+  // failed recipients are deleted; deferred ones get attempts + 1, last_reply
+  // and next_attempt; `notices` (the DSNs this attempt produced) are inserted
+  // as new messages in the same transaction, so a recipient never leaves the
+  // queue without its DSN being durable (ARCHITECTURE.md invariant 2). The
+  // message goes when no recipient is left. Returns the queue ids of the
+  // notices and whether the message is gone (its bytes freed).
+  struct attempt_result {
+    std::vector<std::string> notice_qids;
+    bool message_removed = false;
+  };
+  virtual boost::system::result<attempt_result> record_attempt(
+      std::string_view qid, std::span<const recipient_update> updates, std::int64_t next_attempt,
+      std::span<const new_message> notices) = 0;
+  // Several attempts in ONE transaction (one fsync for a batch of delivered
+  // messages), all or nothing; same rules as record_attempt for each.
+  struct attempt {
+    std::string qid;
+    std::vector<recipient_update> updates;
+    std::int64_t next_attempt = 0;
+    std::vector<new_message> notices;
+  };
+  virtual boost::system::result<std::vector<attempt_result>> record_attempts(
+      std::span<const attempt> attempts) = 0;
+  // Marks recipients as delay-notified and inserts the delay DSN, in one transaction.
+  virtual boost::system::result<std::vector<std::string>> record_delay_notice(
+      std::string_view qid, std::span<const std::int64_t> recipient_ids,
+      std::span<const new_message> notices) = 0;
+  // The customer's messages that need a notice: arrival <= delay_before with a
+  // recipient not yet delay-notified, or arrival <= expire_before. Oldest first.
+  virtual boost::system::result<std::vector<message_info>> list_due_notices(
+      std::int64_t customer_id, std::int64_t delay_before, std::int64_t expire_before,
+      std::size_t limit) = 0;
+
+  // Live links, one per user: save replaces the user's link; remove deletes it
+  // only when session_id matches (or is ""), so a late Stop of an old session
+  // never ends a newer one. remove returns not_found when nothing matched.
+  virtual boost::system::error_code save_link(const link_record& link) = 0;
+  virtual boost::system::error_code remove_link(std::string_view user,
+                                                std::string_view session_id) = 0;
+  virtual boost::system::result<std::vector<link_record>> list_links() = 0;
 };
 
 }  // namespace flushgate::queue

@@ -1,6 +1,8 @@
 // sqlite_store_test.cpp — tests for queue/sqlite_store.cpp: customers,
 // commit/read round trips, batch atomicity, figures, hold/delete, reopening,
-// schema versioning and a real full disk (a small tmpfs).
+// schema versioning and the v1 -> v2 migration, delivery bookkeeping
+// (record_attempt, delay notices, due and deliverable listings, with their
+// query plans), live links, and a real full disk (a small tmpfs).
 #include "queue/sqlite_store.hpp"
 
 #include "queue/queue_id.hpp"
@@ -16,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -96,10 +99,68 @@ class SqliteStoreTest : public ::testing::Test {
     return r && r->size() == 1 ? r->front() : std::string();
   }
 
+  // A DSN-like notice for the system customer: null sender, one recipient.
+  static new_message notice(std::int64_t customer_id, std::string content,
+                            std::int64_t arrival = 1700000100) {
+    new_message m;
+    m.customer_id = customer_id;
+    m.sender = "";
+    m.recipients = {{"alice@example.org", "", ""}};
+    m.arrival = arrival;
+    m.content = std::move(content);
+    return m;
+  }
+
+  // The system customer that owns notices: no domains (store.hpp).
+  std::int64_t add_notices_customer() { return add(notices_customer, {}); }
+
+  std::vector<std::int64_t> recipient_ids(const std::string& qid) {
+    std::vector<std::int64_t> ids;
+    auto m = store_->find_message(qid);
+    EXPECT_TRUE(m) << "find_message " << qid << ": got " << m.error().message();
+    if (m) {
+      for (const auto& r : m->recipients) ids.push_back(r.id);
+    }
+    return ids;
+  }
+
+  static std::vector<std::string> qids_of(const std::vector<message_info>& ms) {
+    std::vector<std::string> out;
+    for (const auto& m : ms) out.push_back(m.qid);
+    return out;
+  }
+
+  // The detail lines of EXPLAIN QUERY PLAN for sql, from a separate connection.
+  std::vector<std::string> query_plan(const std::string& sql) {
+    std::vector<std::string> lines;
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2((spool_ + "/queue.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
+        SQLITE_OK) {
+      sqlite3_stmt* s = nullptr;
+      const std::string explain = "EXPLAIN QUERY PLAN " + sql;
+      if (sqlite3_prepare_v2(db, explain.c_str(), -1, &s, nullptr) == SQLITE_OK) {
+        while (sqlite3_step(s) == SQLITE_ROW) {
+          lines.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(s, 3)));
+        }
+      } else {
+        ADD_FAILURE() << "EXPLAIN QUERY PLAN: " << sqlite3_errmsg(db);
+      }
+      sqlite3_finalize(s);
+    }
+    sqlite3_close_v2(db);
+    return lines;
+  }
+
   fs::path root_;
   std::string spool_;
   std::unique_ptr<sqlite_store> store_;
 };
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "; ";
+  return out;
+}
 
 TEST_F(SqliteStoreTest, OpenCreatesPrivateSpoolInWalMode) {
   struct stat st {};
@@ -520,6 +581,596 @@ TEST_F(SqliteStoreTest, ReopenedStoreFindsEverything) {
   EXPECT_EQ(store_->add_customer(c), errc::name_taken);
 }
 
+// The released version-1 schema, frozen here as a fixture: a database
+// written by the first flushgate release must keep opening (migrated)
+// whatever later versions change. Never edit it.
+constexpr const char* released_schema_v1 = R"sql(
+CREATE TABLE customers (
+  id              INTEGER PRIMARY KEY,
+  name            TEXT    NOT NULL UNIQUE,
+  subdomains      INTEGER NOT NULL DEFAULT 0,
+  state           TEXT    NOT NULL,
+  mode            TEXT    NOT NULL,
+  route           TEXT    NOT NULL DEFAULT '',
+  link_port       INTEGER NOT NULL DEFAULT 25,
+  has_recipients  INTEGER NOT NULL DEFAULT 0,
+  max_size        INTEGER NOT NULL DEFAULT 0,
+  quota           INTEGER NOT NULL DEFAULT 0,
+  queue_lifetime  INTEGER NOT NULL DEFAULT 0,
+  delay_warning   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE domains (
+  domain       TEXT    PRIMARY KEY,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  position     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX domains_by_customer ON domains(customer_id, position);
+CREATE TABLE link_users (
+  user         TEXT    PRIMARY KEY,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  position     INTEGER NOT NULL,
+  kind         TEXT    NOT NULL,
+  allowed_net  TEXT    NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX link_users_by_customer ON link_users(customer_id, position);
+CREATE TABLE allowed_recipients (
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  address      TEXT    NOT NULL,
+  PRIMARY KEY (customer_id, address)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+  id           INTEGER PRIMARY KEY,
+  qid          TEXT    NOT NULL UNIQUE,
+  customer_id  INTEGER NOT NULL REFERENCES customers(id),
+  sender       TEXT    NOT NULL,
+  arrival      INTEGER NOT NULL,
+  size         INTEGER NOT NULL,
+  held         INTEGER NOT NULL DEFAULT 0,
+  envid        TEXT    NOT NULL DEFAULT '',
+  ret          TEXT    NOT NULL DEFAULT '',
+  body_type    TEXT    NOT NULL DEFAULT '',
+  client       TEXT    NOT NULL DEFAULT '',
+  content      BLOB    NOT NULL
+);
+CREATE INDEX messages_by_customer ON messages(customer_id, arrival, id, size);
+CREATE INDEX messages_by_arrival ON messages(arrival);
+CREATE TABLE recipients (
+  id              INTEGER PRIMARY KEY,
+  message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+  address         TEXT    NOT NULL,
+  orcpt           TEXT    NOT NULL DEFAULT '',
+  notify          TEXT    NOT NULL DEFAULT '',
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt    INTEGER NOT NULL DEFAULT 0,
+  last_reply      TEXT    NOT NULL DEFAULT '',
+  delay_notified  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX recipients_by_message ON recipients(message_id);
+)sql";
+
+TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
+  // A spool as the v1 release left it: WAL, user_version 1, one customer
+  // with a domain and a link user, one message with two recipients.
+  store_.reset();
+  fs::remove_all(spool_);
+  fs::create_directories(spool_);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
+    const std::string setup =
+        std::string("PRAGMA journal_mode=WAL; BEGIN;") + released_schema_v1 +
+        "INSERT INTO customers (id, name, state, mode, route) "
+        "  VALUES (7, 'acme', 'enabled', 'relay', 'mx');"
+        "INSERT INTO domains VALUES ('acme.example', 7, 0);"
+        "INSERT INTO link_users VALUES ('acme-dsl', 7, 0, 'dsl', '');"
+        "INSERT INTO messages (id, qid, customer_id, sender, arrival, size, content) "
+        "  VALUES (3, '0000000000AB', 7, 'alice@example.org', 1700000000, 4, X'68690D0A');"
+        "INSERT INTO recipients (id, message_id, address, attempts, last_reply) "
+        "  VALUES (11, 3, 'bob@acme.example', 2, '451 later'),"
+        "         (12, 3, 'carol@acme.example', 0, '');"
+        "PRAGMA user_version = 1; COMMIT;";
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, setup.c_str(), nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << "v1 setup: " << (err != nullptr ? err : "");
+    sqlite3_free(err);
+    sqlite3_close_v2(db);
+    ASSERT_EQ(rc, SQLITE_OK);
+  }
+  ASSERT_EQ(query_int("PRAGMA user_version"), 1);
+
+  open_store();
+  ASSERT_TRUE(store_);
+  EXPECT_EQ(query_int("PRAGMA user_version"), 2);
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name IN "
+                      "('links', 'links_by_customer', 'messages_deliverable')"),
+            3);
+
+  // Everything v1 stored is still there.
+  auto c = store_->find_customer("acme");
+  ASSERT_TRUE(c) << "find_customer after migration: got " << c.error().message();
+  EXPECT_EQ(c->id, 7);
+  EXPECT_EQ(c->domains, std::vector<std::string>{"acme.example"});
+  ASSERT_EQ(c->link_users.size(), 1u);
+  EXPECT_EQ(c->route, "mx");
+  auto m = store_->find_message("0000000000AB");
+  ASSERT_TRUE(m) << "find_message after migration: got " << m.error().message();
+  ASSERT_EQ(m->recipients.size(), 2u);
+  EXPECT_EQ(m->recipients[0].attempts, 2);
+  EXPECT_EQ(m->recipients[0].last_reply, "451 later");
+  EXPECT_EQ(*store_->read_content("0000000000AB"), "hi\r\n");
+
+  // The new methods work on the old data.
+  auto deliverable = store_->list_deliverable(7, "", 10);
+  ASSERT_TRUE(deliverable);
+  EXPECT_EQ(qids_of(*deliverable), std::vector<std::string>{"0000000000AB"});
+  EXPECT_FALSE(store_->save_link({.user = "acme-dsl", .customer_id = 7, .session_id = "s1"}));
+  const std::vector<recipient_update> updates = {{11, recipient_fate::delivered, "250 ok"},
+                                                 {12, recipient_fate::deferred, "421 busy"}};
+  auto attempt = store_->record_attempt("0000000000AB", updates, 1700000900, {});
+  ASSERT_TRUE(attempt) << "record_attempt after migration: got " << attempt.error().message();
+  EXPECT_FALSE(attempt->message_removed);
+  m = store_->find_message("0000000000AB");
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->recipients.size(), 1u);
+  EXPECT_EQ(m->recipients[0].id, 12);
+  EXPECT_EQ(m->recipients[0].attempts, 1);
+
+  // Reopening a migrated spool is a no-op.
+  open_store();
+  EXPECT_EQ(query_int("PRAGMA user_version"), 2);
+  auto links = store_->list_links();
+  ASSERT_TRUE(links);
+  EXPECT_EQ(links->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, NoticesCustomerNeedsNoDomains) {
+  const auto daemon = add_notices_customer();
+  ASSERT_GT(daemon, 0);
+  auto found = store_->find_customer(notices_customer);
+  ASSERT_TRUE(found) << "find_customer: got " << found.error().message();
+  EXPECT_TRUE(found->domains.empty());
+  const auto qid = commit_one(notice(daemon, "a DSN"));
+  EXPECT_FALSE(qid.empty());
+  EXPECT_EQ(store_->find_message(qid)->customer, notices_customer);
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptAppliesEachFate) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto daemon = add_notices_customer();
+  auto m = message(acme, "body");
+  m.recipients.push_back({"dave@customer.example", "", ""});
+  const auto qid = commit_one(m);
+  const auto other = commit_one(message(acme, "other"));
+  const auto ids = recipient_ids(qid);
+  ASSERT_EQ(ids.size(), 3u);
+
+  // Bob delivered, Carol failed (her DSN goes with it), Dave deferred.
+  const std::vector<recipient_update> first = {
+      {ids[0], recipient_fate::delivered, "250 2.0.0 ok"},
+      {ids[1], recipient_fate::failed, "550 5.1.1 no such user"},
+      {ids[2], recipient_fate::deferred, "451 4.3.0 try later"}};
+  const std::vector<new_message> dsn = {notice(daemon, "failure DSN for carol")};
+  auto r = store_->record_attempt(qid, first, 1700000600, dsn);
+  ASSERT_TRUE(r) << "record_attempt: got " << r.error().message() << ", want success";
+  EXPECT_FALSE(r->message_removed);
+  ASSERT_EQ(r->notice_qids.size(), 1u);
+
+  auto after = store_->find_message(qid);
+  ASSERT_TRUE(after);
+  ASSERT_EQ(after->recipients.size(), 1u)
+      << "recipients left: got " << after->recipients.size() << ", want 1";
+  EXPECT_EQ(after->recipients[0].id, ids[2]);
+  EXPECT_EQ(after->recipients[0].attempts, 1);
+  EXPECT_EQ(after->recipients[0].last_reply, "451 4.3.0 try later");
+  EXPECT_EQ(after->recipients[0].next_attempt, 1700000600);
+  auto dsn_stored = store_->find_message(r->notice_qids[0]);
+  ASSERT_TRUE(dsn_stored) << "notice: got " << dsn_stored.error().message();
+  EXPECT_EQ(dsn_stored->customer_id, daemon);
+  EXPECT_EQ(dsn_stored->sender, "");
+  EXPECT_EQ(*store_->read_content(r->notice_qids[0]), "failure DSN for carol");
+
+  // Deferred again: attempts count up; the other message is untouched.
+  const std::vector<recipient_update> second = {{ids[2], recipient_fate::deferred, "421 busy"}};
+  r = store_->record_attempt(qid, second, 1700001200, {});
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->notice_qids.empty());
+  after = store_->find_message(qid);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->recipients[0].attempts, 2);
+  EXPECT_EQ(after->recipients[0].last_reply, "421 busy");
+  EXPECT_EQ(after->recipients[0].next_attempt, 1700001200);
+  EXPECT_EQ(store_->find_message(other)->recipients.size(), 2u);
+
+  // The last recipient delivered: the message and its body go.
+  const std::vector<recipient_update> last = {{ids[2], recipient_fate::delivered, "250 ok"}};
+  r = store_->record_attempt(qid, last, 0, {});
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->message_removed);
+  EXPECT_EQ(store_->find_message(qid).error(), errc::not_found);
+  EXPECT_EQ(store_->read_content(qid).error(), errc::not_found);
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
+  EXPECT_EQ(query_int("SELECT count(*) FROM recipients"), 3);  // other's two, the DSN's one
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptFailingAllRecipientsRemovesMessage) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto daemon = add_notices_customer();
+  const auto qid = commit_one(message(acme, "body"));
+  const auto ids = recipient_ids(qid);
+  ASSERT_EQ(ids.size(), 2u);
+  const std::vector<recipient_update> updates = {{ids[0], recipient_fate::failed, "expired"},
+                                                 {ids[1], recipient_fate::failed, "expired"}};
+  const std::vector<new_message> dsns = {notice(daemon, "dsn one"), notice(daemon, "dsn two")};
+  auto r = store_->record_attempt(qid, updates, 0, dsns);
+  ASSERT_TRUE(r) << "record_attempt: got " << r.error().message();
+  EXPECT_TRUE(r->message_removed);
+  EXPECT_EQ(r->notice_qids.size(), 2u);
+  EXPECT_EQ(store_->find_message(qid).error(), errc::not_found);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 2u);
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptKeepsEverythingWhenNoticeCannotBeStored) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto qid = commit_one(message(acme, "body"));
+  const auto ids = recipient_ids(qid);
+  ASSERT_EQ(ids.size(), 2u);
+  // Fault injection: the DSN names a customer that does not exist, so its
+  // insert fails inside the attempt's transaction.
+  const std::vector<recipient_update> updates = {{ids[0], recipient_fate::delivered, "250 ok"},
+                                                 {ids[1], recipient_fate::failed, "550 no"}};
+  const std::vector<new_message> dsn = {notice(9999, "failure DSN")};
+  auto r = store_->record_attempt(qid, updates, 0, dsn);
+  ASSERT_FALSE(r) << "record_attempt: got success, want invalid_argument";
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+
+  // Invariant 2: the failed recipient is still queued, untouched, and so is
+  // the delivered one (the attempt is recorded whole or not at all).
+  auto m = store_->find_message(qid);
+  ASSERT_TRUE(m);
+  ASSERT_EQ(m->recipients.size(), 2u) << "recipients: got " << m->recipients.size() << ", want 2";
+  EXPECT_EQ(m->recipients[1].attempts, 0);
+  EXPECT_EQ(m->recipients[1].last_reply, "");
+  EXPECT_EQ(query_int("SELECT count(*) FROM messages"), 1);
+  // And the store goes on working.
+  const auto daemon = add_notices_customer();
+  const std::vector<new_message> good = {notice(daemon, "failure DSN")};
+  r = store_->record_attempt(qid, updates, 0, good);
+  ASSERT_TRUE(r) << "retry: got " << r.error().message();
+  EXPECT_TRUE(r->message_removed);
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptRefusesUnknownMessageAndForeignRecipient) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto daemon = add_notices_customer();
+  const auto qid = commit_one(message(acme, "mine"));
+  const auto other = commit_one(message(acme, "other"));
+  const auto mine = recipient_ids(qid);
+  const auto foreign = recipient_ids(other);
+  ASSERT_EQ(mine.size(), 2u);
+  ASSERT_EQ(foreign.size(), 2u);
+  const std::vector<new_message> dsn = {notice(daemon, "dsn")};
+
+  const std::vector<recipient_update> ok = {{mine[0], recipient_fate::delivered, "250"}};
+  auto r = store_->record_attempt("0000000000ZZ", ok, 0, dsn);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::not_found);
+
+  // A recipient of another message, after a valid one: nothing changes.
+  const std::vector<recipient_update> mixed = {{mine[0], recipient_fate::delivered, "250"},
+                                               {foreign[0], recipient_fate::failed, "550"}};
+  r = store_->record_attempt(qid, mixed, 0, dsn);
+  ASSERT_FALSE(r) << "foreign recipient: got success, want invalid_argument";
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+  const std::vector<recipient_update> twice = {{mine[0], recipient_fate::delivered, "250"},
+                                               {mine[0], recipient_fate::deferred, "421"}};
+  r = store_->record_attempt(qid, twice, 0, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+  const std::vector<recipient_update> gone = {{999999, recipient_fate::delivered, "250"}};
+  r = store_->record_attempt(qid, gone, 0, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+  auto empty_notice = notice(daemon, "dsn");
+  empty_notice.recipients.clear();
+  r = store_->record_attempt(qid, ok, 0, std::span<const new_message>(&empty_notice, 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+
+  EXPECT_EQ(recipient_ids(qid), mine);
+  EXPECT_EQ(recipient_ids(other), foreign);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 0u) << "no notice may be stored";
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptsAppliesABatchInOneTransaction) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto daemon = add_notices_customer();
+  const auto first = commit_one(message(acme, "first"));
+  const auto second = commit_one(message(acme, "second"));
+  const auto a = recipient_ids(first);
+  const auto b = recipient_ids(second);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+
+  std::vector<store::attempt> batch(2);
+  batch[0].qid = first;
+  batch[0].updates = {{a[0], recipient_fate::delivered, "250"},
+                      {a[1], recipient_fate::failed, "550"}};
+  batch[0].notices = {notice(daemon, "dsn for first")};
+  batch[1].qid = second;
+  batch[1].updates = {{b[0], recipient_fate::deferred, "451"}};
+  batch[1].next_attempt = 1700000700;
+  auto r = store_->record_attempts(batch);
+  ASSERT_TRUE(r) << "record_attempts: got " << r.error().message() << ", want success";
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_TRUE((*r)[0].message_removed);
+  EXPECT_EQ((*r)[0].notice_qids.size(), 1u);
+  EXPECT_FALSE((*r)[1].message_removed);
+  EXPECT_TRUE((*r)[1].notice_qids.empty());
+  EXPECT_EQ(store_->find_message(first).error(), errc::not_found);
+  auto left = store_->find_message(second);
+  ASSERT_TRUE(left);
+  ASSERT_EQ(left->recipients.size(), 2u);
+  EXPECT_EQ(left->recipients[0].attempts, 1);
+  EXPECT_EQ(left->recipients[0].next_attempt, 1700000700);
+  EXPECT_EQ(left->recipients[1].attempts, 0);
+
+  auto none = store_->record_attempts({});
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(SqliteStoreTest, RecordAttemptsIsAllOrNothing) {
+  const auto acme = add("acme", {"customer.example"});
+  const auto daemon = add_notices_customer();
+  const auto qid = commit_one(message(acme, "body"));
+  const auto ids = recipient_ids(qid);
+  ASSERT_EQ(ids.size(), 2u);
+
+  // The second attempt names a message that is gone: the first is undone too.
+  std::vector<store::attempt> batch(2);
+  batch[0].qid = qid;
+  batch[0].updates = {{ids[0], recipient_fate::failed, "550"}};
+  batch[0].notices = {notice(daemon, "dsn")};
+  batch[1].qid = "0000000000ZZ";
+  auto r = store_->record_attempts(batch);
+  ASSERT_FALSE(r) << "record_attempts: got success, want not_found";
+  EXPECT_EQ(r.error(), errc::not_found);
+  EXPECT_EQ(recipient_ids(qid), ids);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 0u);
+
+  // The same recipient in two attempts of one batch: the second finds it gone.
+  batch[1].qid = qid;
+  batch[1].updates = {{ids[0], recipient_fate::delivered, "250"}};
+  r = store_->record_attempts(batch);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+  EXPECT_EQ(recipient_ids(qid), ids);
+
+  // A malformed attempt anywhere refuses the batch before it starts.
+  batch[1].updates = {{ids[1], recipient_fate::delivered, "250"},
+                      {ids[1], recipient_fate::deferred, "421"}};
+  r = store_->record_attempts(batch);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_argument);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 0u);
+
+  // Two attempts on one message apply in order.
+  batch[1].updates = {{ids[1], recipient_fate::delivered, "250"}};
+  r = store_->record_attempts(batch);
+  ASSERT_TRUE(r) << "record_attempts: got " << r.error().message();
+  EXPECT_FALSE((*r)[0].message_removed);
+  EXPECT_TRUE((*r)[1].message_removed);
+  EXPECT_EQ(store_->find_message(qid).error(), errc::not_found);
+}
+
+TEST_F(SqliteStoreTest, ListDeliverablePagesPastHeldMessages) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  std::vector<std::string> qids;
+  for (int i = 0; i < 7; ++i) {
+    qids.push_back(commit_one(message(acme, "m" + std::to_string(i), 1700000000 + i)));
+    commit_one(message(bravo, "b" + std::to_string(i), 1700000000 + i));  // interleaved
+  }
+  for (int held : {1, 3, 4}) ASSERT_FALSE(store_->set_held(qids[held], true));
+  const std::vector<std::string> want = {qids[0], qids[2], qids[5], qids[6]};
+
+  std::vector<std::string> got;
+  std::string after;
+  for (int page = 0; page < 10; ++page) {  // bounded: 2 pages expected, then an empty one
+    auto r = store_->list_deliverable(acme, after, 2);
+    ASSERT_TRUE(r) << "list_deliverable: got " << r.error().message();
+    ASSERT_LE(r->size(), 2u);
+    if (r->empty()) break;
+    for (const auto& m : *r) {
+      EXPECT_EQ(m.customer_id, acme);
+      EXPECT_FALSE(m.held);
+      EXPECT_EQ(m.recipients.size(), 2u);
+      got.push_back(m.qid);
+    }
+    after = r->back().qid;
+  }
+  EXPECT_EQ(got, want);
+
+  auto all = store_->list_deliverable(acme, "", 0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(qids_of(*all), want);
+  ASSERT_FALSE(store_->set_held(qids[3], false));
+  all = store_->list_deliverable(acme, qids[2], 0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(qids_of(*all), (std::vector<std::string>{qids[3], qids[5], qids[6]}));
+  auto none = store_->list_deliverable(9999, "", 10);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(SqliteStoreTest, ListDueNoticesAppliesBothThresholds) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  const auto expired = commit_one(message(acme, "expired", 1000));
+  const auto delayed = commit_one(message(acme, "delayed", 2000));
+  const auto held = commit_one(message(acme, "held", 2500));
+  const auto notified = commit_one(message(acme, "notified", 3000));
+  const auto half = commit_one(message(acme, "half notified", 3500));
+  const auto young = commit_one(message(acme, "young", 5000));
+  commit_one(message(bravo, "someone else's", 1000));
+  ASSERT_FALSE(store_->set_held(held, true));
+  const std::vector<std::int64_t> all_of_notified = recipient_ids(notified);
+  const std::vector<std::int64_t> first_of_half = {recipient_ids(half)[0]};
+  ASSERT_TRUE(store_->record_delay_notice(notified, all_of_notified, {}));
+  ASSERT_TRUE(store_->record_delay_notice(half, first_of_half, {}));
+
+  // Delay warnings for mail up to 4000, expiry up to 1200.
+  auto due = store_->list_due_notices(acme, 4000, 1200, 0);
+  ASSERT_TRUE(due) << "list_due_notices: got " << due.error().message();
+  EXPECT_EQ(qids_of(*due), (std::vector<std::string>{expired, delayed, held, half}));
+  ASSERT_EQ(due->size(), 4u);
+  EXPECT_EQ((*due)[0].recipients.size(), 2u);
+  EXPECT_TRUE((*due)[2].held);
+  ASSERT_EQ((*due)[3].recipients.size(), 2u);
+  EXPECT_TRUE((*due)[3].recipients[0].delay_notified);
+  EXPECT_FALSE((*due)[3].recipients[1].delay_notified);
+
+  // Expiry takes notified mail too.
+  due = store_->list_due_notices(acme, 4000, 3200, 0);
+  ASSERT_TRUE(due);
+  EXPECT_EQ(qids_of(*due), (std::vector<std::string>{expired, delayed, held, notified, half}));
+
+  // Oldest first, at most limit.
+  due = store_->list_due_notices(acme, 4000, 1200, 2);
+  ASSERT_TRUE(due);
+  EXPECT_EQ(qids_of(*due), (std::vector<std::string>{expired, delayed}));
+
+  // delay_before 0: delay notices off, only expiry.
+  due = store_->list_due_notices(acme, 0, 1200, 0);
+  ASSERT_TRUE(due);
+  EXPECT_EQ(qids_of(*due), std::vector<std::string>{expired});
+
+  // Everything is due when both thresholds pass the youngest.
+  due = store_->list_due_notices(acme, 0, 5000, 0);
+  ASSERT_TRUE(due);
+  EXPECT_EQ(due->size(), 6u);
+  EXPECT_EQ(due->back().qid, young);
+  due = store_->list_due_notices(acme, 900, 900, 0);
+  ASSERT_TRUE(due);
+  EXPECT_TRUE(due->empty());
+}
+
+TEST_F(SqliteStoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto daemon = add_notices_customer();
+  const auto qid = commit_one(message(acme, "slow"));
+  const auto other = commit_one(message(acme, "other"));
+  const auto ids = recipient_ids(qid);
+  ASSERT_EQ(ids.size(), 2u);
+
+  const std::vector<std::int64_t> bob = {ids[0]};
+  const std::vector<new_message> dsn = {notice(daemon, "delay DSN")};
+  auto r = store_->record_delay_notice(qid, bob, dsn);
+  ASSERT_TRUE(r) << "record_delay_notice: got " << r.error().message();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(*store_->read_content(r->front()), "delay DSN");
+  auto m = store_->find_message(qid);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->recipients[0].delay_notified);
+  EXPECT_FALSE(m->recipients[1].delay_notified);
+  EXPECT_EQ(m->recipients[0].attempts, 0);
+
+  EXPECT_EQ(store_->record_delay_notice("0000000000ZZ", bob, dsn).error(), errc::not_found);
+  // A foreign recipient or an unstorable notice: nothing is marked or stored.
+  const std::vector<std::int64_t> foreign = {ids[1], recipient_ids(other)[0]};
+  EXPECT_EQ(store_->record_delay_notice(qid, foreign, dsn).error(), errc::invalid_argument);
+  const std::vector<std::int64_t> carol = {ids[1]};
+  const std::vector<new_message> ghost = {notice(9999, "delay DSN")};
+  EXPECT_EQ(store_->record_delay_notice(qid, carol, ghost).error(), errc::invalid_argument);
+  EXPECT_FALSE(store_->find_message(qid)->recipients[1].delay_notified);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 1u);
+}
+
+TEST_F(SqliteStoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  link_record first{.user = "acme-dsl", .customer_id = acme, .kind = link_kind::dsl,
+                    .session_id = "s1", .address = "198.51.100.7", .nas = "192.0.2.10",
+                    .source = "radius", .since = 1700000000};
+  ASSERT_FALSE(store_->save_link(first));
+  ASSERT_FALSE(store_->save_link({.user = "bravo-isdn", .customer_id = bravo,
+                                  .kind = link_kind::dialup, .session_id = "",
+                                  .address = "203.0.113.9", .source = "script", .since = 5}));
+  // A new session of the same user replaces the old one.
+  link_record second = first;
+  second.session_id = "s2";
+  second.address = "198.51.100.8";
+  second.since = 1700000500;
+  ASSERT_FALSE(store_->save_link(second));
+
+  auto links = store_->list_links();
+  ASSERT_TRUE(links) << "list_links: got " << links.error().message();
+  ASSERT_EQ(links->size(), 2u) << "links: got " << links->size() << ", want 2";
+  EXPECT_EQ((*links)[0].user, "acme-dsl");
+  EXPECT_EQ((*links)[0].customer_id, acme);
+  EXPECT_EQ((*links)[0].kind, link_kind::dsl);
+  EXPECT_EQ((*links)[0].session_id, "s2");
+  EXPECT_EQ((*links)[0].address, "198.51.100.8");
+  EXPECT_EQ((*links)[0].nas, "192.0.2.10");
+  EXPECT_EQ((*links)[0].source, "radius");
+  EXPECT_EQ((*links)[0].since, 1700000500);
+  EXPECT_EQ((*links)[1].user, "bravo-isdn");
+  EXPECT_EQ((*links)[1].kind, link_kind::dialup);
+
+  // A late Stop of the old session does not end the new one.
+  EXPECT_EQ(store_->remove_link("acme-dsl", "s1"), errc::not_found);
+  EXPECT_EQ(store_->list_links()->size(), 2u);
+  EXPECT_FALSE(store_->remove_link("acme-dsl", "s2"));
+  EXPECT_FALSE(store_->remove_link("bravo-isdn", ""));
+  EXPECT_EQ(store_->remove_link("bravo-isdn", ""), errc::not_found);
+  EXPECT_EQ(store_->remove_link("nobody", ""), errc::not_found);
+  EXPECT_TRUE(store_->list_links()->empty());
+
+  EXPECT_EQ(store_->save_link({.user = "ghost", .customer_id = 9999}), errc::not_found);
+  EXPECT_EQ(store_->save_link({.user = "", .customer_id = acme}), errc::invalid_argument);
+  EXPECT_TRUE(store_->list_links()->empty());
+}
+
+TEST_F(SqliteStoreTest, LinksGoWithTheirCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  ASSERT_FALSE(store_->save_link({.user = "acme-dsl", .customer_id = acme, .session_id = "a"}));
+  ASSERT_FALSE(store_->save_link({.user = "bravo-dsl", .customer_id = bravo, .session_id = "b"}));
+  commit_one(message(bravo, "queued"));
+  ASSERT_FALSE(store_->remove_customer("acme", false));
+  auto links = store_->list_links();
+  ASSERT_TRUE(links);
+  ASSERT_EQ(links->size(), 1u);
+  EXPECT_EQ((*links)[0].user, "bravo-dsl");
+  ASSERT_FALSE(store_->remove_customer("bravo", true));
+  EXPECT_TRUE(store_->list_links()->empty());
+}
+
+TEST_F(SqliteStoreTest, DeliveryQueriesUseTheirIndexes) {
+  const auto acme = add("acme", {"acme.example"});
+  commit_one(message(acme, "x"));
+  const auto deliverable = query_plan(sqlite_store::deliverable_sql());
+  const auto plan = joined(deliverable);
+  EXPECT_NE(plan.find("USING INDEX messages_deliverable (customer_id=? AND held=? AND qid>?)"),
+            std::string::npos)
+      << "list_deliverable plan: got " << plan << " want a search on messages_deliverable";
+  EXPECT_EQ(plan.find("TEMP B-TREE"), std::string::npos)
+      << "list_deliverable plan: got " << plan << " want no sort";
+  EXPECT_EQ(plan.find("SCAN"), std::string::npos)
+      << "list_deliverable plan: got " << plan << " want no scan";
+
+  const auto due = joined(query_plan(sqlite_store::due_notices_sql()));
+  EXPECT_NE(due.find("USING INDEX messages_by_customer (customer_id=? AND arrival<?)"),
+            std::string::npos)
+      << "list_due_notices plan: got " << due << " want a range on messages_by_customer";
+  EXPECT_NE(due.find("USING INDEX recipients_by_message (message_id=?)"), std::string::npos)
+      << "list_due_notices plan: got " << due << " want recipients_by_message";
+  EXPECT_EQ(due.find("TEMP B-TREE"), std::string::npos)
+      << "list_due_notices plan: got " << due << " want no sort";
+  EXPECT_EQ(due.find("SCAN"), std::string::npos)
+      << "list_due_notices plan: got " << due << " want no scan";
+}
+
 // A real full disk: the spool on a 2 MB tmpfs. Needs root (mount(2)).
 class SqliteStoreDiskFullTest : public ::testing::Test {
  protected:
@@ -544,6 +1195,29 @@ class SqliteStoreDiskFullTest : public ::testing::Test {
       std::error_code ec;
       fs::remove_all(mount_point_, ec);
     }
+  }
+
+  // Writes size bytes of ballast, standing for "other files on the disk".
+  void write_ballast(std::size_t size) {
+    std::ofstream out(mount_point_ / "ballast", std::ios::binary);
+    out << std::string(size, 'x');
+    ASSERT_TRUE(out.good());
+  }
+
+  // Commits batch until the store says disk_full; returns the stored qids.
+  std::vector<std::string> fill_until_full(const std::vector<new_message>& batch) {
+    std::vector<std::string> stored;
+    boost::system::error_code failure;
+    for (int i = 0; i < 100 && !failure; ++i) {  // the tmpfs holds about 10 batches
+      auto r = store_->commit_messages(batch);
+      if (r) {
+        stored.insert(stored.end(), r->begin(), r->end());
+      } else {
+        failure = r.error();
+      }
+    }
+    EXPECT_EQ(failure, errc::disk_full) << "got " << failure.message() << ", want disk_full";
+    return stored;
   }
 
   fs::path mount_point_;
@@ -608,6 +1282,58 @@ TEST_F(SqliteStoreDiskFullTest, FullDiskGivesDiskFullAndRecovers) {
   auto again = store_->commit_messages(batch);
   ASSERT_TRUE(again) << "commit after freeing space: got " << again.error().message();
   EXPECT_EQ(store_->customer_stats(c.id)->messages, stored.size() - (stored.size() + 1) / 2 + 2);
+}
+
+TEST_F(SqliteStoreDiskFullTest, RecordAttemptOnFullDiskKeepsFailedRecipient) {
+  write_ballast(640 * 1024);
+  auto opened = sqlite_store::open((mount_point_ / "spool").string());
+  ASSERT_TRUE(opened) << "open: got " << opened.error().message();
+  store_ = std::move(*opened);
+  customer c;
+  c.name = "acme";
+  c.domains = {"acme.example"};
+  ASSERT_FALSE(store_->add_customer(c));
+  customer daemon;
+  daemon.name = notices_customer;
+  ASSERT_FALSE(store_->add_customer(daemon));
+
+  new_message m;
+  m.customer_id = c.id;
+  m.sender = "a@example.org";
+  m.recipients = {{"b@acme.example", "", ""}};
+  m.arrival = 1700000000;
+  m.content = std::string(64 * 1024, 'm');
+  const auto stored = fill_until_full({m, m});
+  ASSERT_FALSE(stored.empty());
+
+  // The bounce does not fit: the attempt fails whole, the recipient stays.
+  auto queued = store_->find_message(stored.front());
+  ASSERT_TRUE(queued);
+  ASSERT_EQ(queued->recipients.size(), 1u);
+  const std::vector<recipient_update> failed = {
+      {queued->recipients[0].id, recipient_fate::failed, "550 5.1.1 no such user"}};
+  new_message dsn;
+  dsn.customer_id = daemon.id;
+  dsn.recipients = {{"a@example.org", "", ""}};
+  dsn.arrival = 1700000100;
+  dsn.content = std::string(256 * 1024, 'd');
+  const std::vector<new_message> notices = {dsn};
+  auto r = store_->record_attempt(stored.front(), failed, 0, notices);
+  ASSERT_FALSE(r) << "record_attempt on a full disk: got success, want disk_full";
+  EXPECT_EQ(r.error(), errc::disk_full);
+  auto after = store_->find_message(stored.front());
+  ASSERT_TRUE(after) << "find_message: got " << after.error().message();
+  ASSERT_EQ(after->recipients.size(), 1u) << "the failed recipient left without its DSN";
+  EXPECT_EQ(after->recipients[0].attempts, 0);
+  EXPECT_EQ(store_->customer_stats(daemon.id)->messages, 0u);
+
+  // Space freed: the same attempt goes through.
+  fs::remove(mount_point_ / "ballast");
+  r = store_->record_attempt(stored.front(), failed, 0, notices);
+  ASSERT_TRUE(r) << "record_attempt after freeing space: got " << r.error().message();
+  EXPECT_TRUE(r->message_removed);
+  EXPECT_EQ(r->notice_qids.size(), 1u);
+  EXPECT_EQ(store_->customer_stats(daemon.id)->messages, 1u);
 }
 
 }  // namespace

@@ -1,0 +1,136 @@
+// link_events.cpp — see link_events.hpp.
+#include "control/link_events.hpp"
+
+#include "core/log.hpp"
+
+#include <ctime>
+
+namespace flushgate::control {
+
+namespace asio = boost::asio;
+
+namespace {
+
+asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::link_event& e) {
+  link_event_result out;
+  const queue::link_user* lu = nullptr;
+  const gateway::customer_entry* owner = nullptr;
+  switch (ctx.router.check_link(ctx.customers, e.user, e.address, &lu, &owner)) {
+    case gateway::link_refusal::none: break;
+    case gateway::link_refusal::unknown_user:
+      out.error = "no customer has link user \"" + e.user + "\"";
+      core::log_warning("link up from {} refused: {}", e.source, out.error);
+      co_return out;
+    case gateway::link_refusal::bad_address:
+      out.error = "\"" + e.address + "\" is not a usable IP address";
+      core::log_warning("link up from {} for {} refused: {}", e.source, e.user, out.error);
+      co_return out;
+    case gateway::link_refusal::outside_allowed_net:
+      out.customer = owner->info.name;
+      out.error = "address " + e.address + " is outside " + lu->allowed_net +
+                  ", the range allowed for " + e.user;
+      core::log_error("SECURITY: link up from {} for customer {} user {} REFUSED: {} "
+                      "(forged or misconfigured accounting?)",
+                      e.source, owner->info.name, e.user, out.error);
+      co_return out;
+  }
+  out.customer = owner->info.name;
+  queue::link_record rec;
+  rec.user = e.user;
+  rec.customer_id = owner->info.id;
+  rec.kind = lu->kind;
+  rec.session_id = e.session_id;
+  rec.address = e.address;
+  rec.nas = e.nas;
+  rec.source = e.source;
+  rec.since = static_cast<std::int64_t>(std::time(nullptr));
+  if (const auto* old = ctx.router.find_link(e.user);
+      old && old->address == rec.address && old->session_id == rec.session_id) {
+    out.ok = true;  // a repeated Start or Interim-Update with nothing new
+    co_return out;
+  }
+  auto ec = co_await ctx.store.run([&rec](queue::store& s) { return s.save_link(rec); });
+  if (ec) {
+    out.error = "recording the link failed: " + ec.message();
+    core::log_error("link up for {}: {}", e.user, out.error);
+    co_return out;
+  }
+  ctx.router.link_up(rec);
+  out.ok = true;
+  out.changed = true;
+  core::log_info("link up: customer={}, user={}, kind={}, address={}, session={}, nas={}, source={}",
+                 owner->info.name, e.user, queue::to_string(lu->kind), e.address,
+                 e.session_id.empty() ? "-" : e.session_id, e.nas.empty() ? "-" : e.nas, e.source);
+  ctx.scheduler.route_changed(owner->info.id, "link up");
+  co_return out;
+}
+
+asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon::link_event& e) {
+  link_event_result out;
+  const auto* current = ctx.router.find_link(e.user);
+  if (current == nullptr || (!e.session_id.empty() && current->session_id != e.session_id)) {
+    // Nothing live, or a late Stop of an older session: a no-op, and fine.
+    out.ok = true;
+    co_return out;
+  }
+  std::string user = e.user;
+  std::string session = e.session_id;
+  auto ec = co_await ctx.store.run(
+      [&user, &session](queue::store& s) { return s.remove_link(user, session); });
+  if (ec && ec != queue::errc::not_found) {
+    out.error = "recording the link failed: " + ec.message();
+    co_return out;
+  }
+  auto removed = ctx.router.link_down(user, session);
+  if (!removed) {
+    out.ok = true;
+    co_return out;
+  }
+  const auto* owner = ctx.customers.find_by_id(removed->customer_id);
+  out.customer = owner ? owner->info.name : "";
+  out.ok = true;
+  out.changed = true;
+  core::log_info("link down: customer={}, user={}, address={}, session={}, source={}",
+                 out.customer, user, removed->address, session.empty() ? "-" : session, e.source);
+  ctx.scheduler.route_changed(removed->customer_id, "link down");
+  co_return out;
+}
+
+asio::awaitable<link_event_result> nas_reset(daemon_context& ctx, const linkmon::link_event& e) {
+  link_event_result out;
+  std::vector<std::string> users;
+  for (const auto& l : ctx.router.links()) {
+    if (!e.nas.empty() && l.nas == e.nas) users.push_back(l.user);
+  }
+  auto ec = co_await ctx.store.run([&users](queue::store& s) {
+    for (const auto& u : users) {
+      auto r = s.remove_link(u, "");
+      if (r && r != queue::errc::not_found) return r;
+    }
+    return boost::system::error_code{};
+  });
+  if (ec) {
+    out.error = "recording the link failed: " + ec.message();
+    co_return out;
+  }
+  auto removed = ctx.router.links_down_for_nas(e.nas);
+  core::log_info("NAS {} restarted ({}): {} links ended", e.nas, e.source, removed.size());
+  for (const auto& l : removed) ctx.scheduler.route_changed(l.customer_id, "link down");
+  out.ok = true;
+  out.changed = !removed.empty();
+  co_return out;
+}
+
+}  // namespace
+
+asio::awaitable<link_event_result> apply_link_event(daemon_context& ctx,
+                                                    const linkmon::link_event& e) {
+  switch (e.k) {
+    case linkmon::link_event::kind::up: co_return co_await link_up(ctx, e);
+    case linkmon::link_event::kind::down: co_return co_await link_down(ctx, e);
+    case linkmon::link_event::kind::nas_reset: co_return co_await nas_reset(ctx, e);
+  }
+  co_return link_event_result{};
+}
+
+}  // namespace flushgate::control

@@ -1,0 +1,589 @@
+// delivery.cpp — see delivery.hpp.
+//
+// A run, step by step:
+//   1. read up to batch_messages deliverable messages after the last one seen;
+//   2. split their recipients by destination (one destination for a link or a
+//      host route; one per recipient domain for an MX route);
+//   3. per destination: connect (every address of every MX host in order),
+//      EHLO/STARTTLS, send the batch pipelined, read per-recipient results;
+//   4. record all results of the batch in one transaction, DSNs included;
+//   5. repeat until nothing is left or the connection is lost.
+#include "gateway/delivery.hpp"
+
+#include "core/log.hpp"
+#include "core/units.hpp"
+#include "queue/store.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <ctime>
+#include <map>
+
+namespace flushgate::gateway {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string domain_of(const std::string& address) {
+  auto at = address.rfind('@');
+  return at == std::string::npos ? std::string() : lower(address.substr(at + 1));
+}
+
+// The enhanced status code of a reply when it has one of the right class.
+std::string status_of(const peer_reply& r, char cls, const char* fallback) {
+  if (r.enhanced.size() >= 5 && r.enhanced[0] == cls) return r.enhanced;
+  return fallback;
+}
+
+// The DSN status for a DNS answer that makes delivery impossible; "" when
+// the error is temporary (or not a DNS error at all).
+std::string permanent_status(const boost::system::error_code& dns_error) {
+  if (dns_error == mx_errc::null_mx) return "5.1.10";
+  if (dns_error == mx_errc::nxdomain) return "5.1.2";
+  if (dns_error == mx_errc::self_only) return "5.4.6";
+  if (dns_error == mx_errc::no_usable_hosts) return "5.4.4";
+  return "";
+}
+
+bool notify_has(const std::string& notify, const char* word) {
+  return notify.find(word) != std::string::npos;
+}
+
+}  // namespace
+
+// Where a group of recipients goes: explicit addresses (link, host, relay)
+// or the MX hosts of a domain.
+struct delivery_agent::destination {
+  std::string key;     // "host:port" or "mx:domain"
+  std::string host;    // for host routes
+  std::uint16_t port = 25;
+  std::string domain;  // for MX routes
+  bool is_mx = false;
+};
+
+struct delivery_agent::connection {
+  std::string key;
+  std::string peer_name;   // host name for Remote-MTA
+  std::unique_ptr<smtp_stream> stream;
+  std::unique_ptr<smtp_client> client;
+};
+
+// One message, restricted to the recipients going to one destination.
+struct delivery_agent::work_item {
+  const queue::message_info* message = nullptr;
+  std::vector<const queue::recipient_info*> recipients;
+};
+
+delivery_agent::delivery_agent(asio::io_context& io, delivery_settings settings,
+                               customer_directory& customers, queue::store_worker& store,
+                               mx_resolver& mx, std::int64_t notices_customer_id)
+    : io_(io),
+      settings_(std::move(settings)),
+      customers_(customers),
+      store_(store),
+      mx_(mx),
+      notices_customer_id_(notices_customer_id) {}
+
+queue::new_message delivery_agent::make_notice(const queue::message_info& m,
+                                               const std::string& content,
+                                               std::vector<queue::dsn_recipient> recipients) const {
+  queue::dsn_input in;
+  in.reporting_mta = settings_.hostname;
+  in.original_sender = m.sender;
+  in.envid = m.envid;
+  in.ret = m.ret;
+  in.arrival = m.arrival;
+  in.queue_id = m.qid;
+  in.original_content = content;
+  in.recipients = std::move(recipients);
+  in.now = now_seconds();
+  queue::new_message notice;
+  auto text = queue::build_dsn(in);
+  if (!text) return notice;  // nobody to notify: customer_id stays 0
+  notice.customer_id = notices_customer_id_;
+  notice.sender = "";  // the null sender: never a DSN about a DSN
+  notice.recipients.push_back({m.sender, "", ""});
+  notice.body_type = queue::needs_8bitmime(*text) ? "8BITMIME" : "";
+  notice.client = "flushgate (delivery status notification)";
+  notice.arrival = in.now;
+  notice.content = std::move(*text);
+  return notice;
+}
+
+asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::connect(
+    const destination& d, run_control& control, std::string& error,
+    boost::system::error_code& dns_error) {
+  // Candidates: (host name, address, port) in the order RFC 5321 §5.1 wants.
+  struct candidate {
+    std::string name;
+    asio::ip::address address;
+    std::uint16_t port;
+  };
+  std::vector<candidate> candidates;
+  if (d.is_mx) {
+    auto targets = co_await mx_.resolve(d.domain);
+    if (!targets) {
+      dns_error = targets.error();
+      error = "MX lookup for " + d.domain + ": " + targets.error().message();
+      co_return nullptr;
+    }
+    for (const auto& t : *targets) {
+      for (const auto& a : t.addresses) candidates.push_back({t.host, a, 25});
+    }
+  } else {
+    auto addresses = co_await mx_.resolve_host(d.host);
+    if (!addresses) {
+      dns_error = addresses.error();
+      error = "address of " + d.host + ": " + addresses.error().message();
+      co_return nullptr;
+    }
+    for (const auto& a : *addresses) candidates.push_back({d.host, a, d.port});
+  }
+  if (candidates.empty()) {
+    error = "no address for " + (d.is_mx ? d.domain : d.host);
+    co_return nullptr;
+  }
+  for (const auto& c : candidates) {
+    if (control.cancelled) {
+      error = "cancelled";
+      co_return nullptr;
+    }
+    tcp::socket socket(io_);
+    asio::steady_timer timer(io_, settings_.connect_timeout);
+    control.cancel = [&socket] {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    };
+    auto outcome = co_await (socket.async_connect(tcp::endpoint(c.address, c.port),
+                                                  asio::as_tuple(asio::use_awaitable)) ||
+                             timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+    control.cancel = nullptr;
+    std::string where = c.name + "[" + c.address.to_string() + "]:" + std::to_string(c.port);
+    if (outcome.index() == 1) {
+      error = "connect to " + where + ": timed out";
+      continue;
+    }
+    if (auto [ec] = std::get<0>(outcome); ec) {
+      error = "connect to " + where + ": " + ec.message();
+      continue;
+    }
+    auto conn = std::make_unique<connection>();
+    conn->key = d.key;
+    conn->peer_name = c.name;
+    conn->stream = std::make_unique<smtp_stream>(std::move(socket));
+    client_settings cs = settings_.client;
+    if (cs.tls_server_name.empty()) cs.tls_server_name = c.name;
+    conn->client = std::make_unique<smtp_client>(*conn->stream, cs);
+    smtp_stream* stream = conn->stream.get();
+    control.cancel = [stream] { stream->close(); };
+    auto opened = co_await conn->client->open();
+    if (!opened) {
+      error = where + ": " + (conn->client->last_error().empty() ? opened.error().message()
+                                                                 : conn->client->last_error());
+      control.cancel = nullptr;
+      conn->stream->close();
+      continue;
+    }
+    core::log_debug("connected to {} ({})", where,
+                    conn->stream->tls_active() ? conn->stream->tls_description() : "no TLS");
+    co_return conn;
+  }
+  co_return nullptr;
+}
+
+asio::awaitable<bool> delivery_agent::record(std::vector<queue::store::attempt>& attempts,
+                                             const std::vector<std::uint64_t>& sizes,
+                                             std::int64_t customer_id, flush_progress* progress,
+                                             std::string& error) {
+  if (attempts.empty()) co_return true;
+  auto results = co_await store_.run(
+      [&attempts](queue::store& s) { return s.record_attempts(attempts); });
+  if (!results) {
+    // Nothing changed: every recipient is still queued and will be tried again.
+    error = "recording delivery results failed: " + results.error().message();
+    core::log_error("{}", error);
+    co_return false;
+  }
+  std::size_t notices = 0;
+  for (std::size_t i = 0; i < results->size(); ++i) {
+    const auto& r = (*results)[i];
+    notices += r.notice_qids.size();
+    for (const auto& n : attempts[i].notices) {
+      customers_.add_queued_bytes(notices_customer_id_, static_cast<std::int64_t>(n.content.size()));
+    }
+    for (const auto& qid : r.notice_qids) {
+      core::log_info("{}: sender non-delivery notification: {}", attempts[i].qid, qid);
+    }
+    if (r.message_removed) {
+      customers_.add_queued_bytes(customer_id, -static_cast<std::int64_t>(sizes[i]));
+      if (progress != nullptr) {
+        ++progress->messages_done;
+        progress->bytes_done += sizes[i];
+      }
+      core::log_info("{}: removed", attempts[i].qid);
+    }
+  }
+  if (notices > 0 && notice_queued_) notice_queued_(notices_customer_id_);
+  co_return true;
+}
+
+asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route r,
+                                                 flush_progress& progress, run_control& control) {
+  run_outcome out;
+  out.nothing_deliverable = true;
+  const customer_entry* entry = customers_.find_by_id(customer_id);
+  if (entry == nullptr || !r.deliverable()) co_return out;
+  const std::string customer_name = entry->info.name;
+  const bool notices = customer_id == notices_customer_id_;
+
+  if (auto stats = co_await store_.run([customer_id](queue::store& s) {
+        return s.customer_stats(customer_id);
+      })) {
+    progress.messages_at_start = stats->messages;
+    progress.bytes_at_start = stats->bytes;
+  }
+
+  // Where each recipient goes.
+  auto destination_for = [&](const std::string& rcpt) {
+    destination d;
+    if (notices && !settings_.bounce_relay.empty()) {
+      auto hp = core::parse_host_port(settings_.bounce_relay);
+      d.host = hp ? hp->first : settings_.bounce_relay;
+      d.port = hp ? hp->second : 25;
+    } else if (r.k == route::kind::mx || notices) {
+      d.is_mx = true;
+      d.domain = domain_of(rcpt);
+      d.key = "mx:" + d.domain;
+      return d;
+    } else {
+      d.host = r.host;
+      d.port = r.port;
+    }
+    d.key = d.host + ":" + std::to_string(d.port);
+    return d;
+  };
+
+  std::unique_ptr<connection> conn;
+  std::string after;
+  bool stop = false;
+  while (!stop) {
+    if (control.cancelled) {
+      out.cancelled = true;
+      break;
+    }
+    auto batch = co_await store_.run([&](queue::store& s) {
+      return s.list_deliverable(customer_id, after, settings_.batch_messages);
+    });
+    if (!batch) {
+      out.left_mail = true;
+      out.error = "reading the queue failed: " + batch.error().message();
+      break;
+    }
+    if (batch->empty()) break;
+    out.nothing_deliverable = false;
+    after = batch->back().qid;
+
+    // Group by destination, keeping queue order inside each group.
+    std::map<std::string, std::pair<destination, std::vector<work_item>>> groups;
+    std::vector<std::string> order;
+    for (const auto& m : *batch) {
+      for (const auto& rc : m.recipients) {
+        destination d = destination_for(rc.address);
+        auto [it, inserted] = groups.try_emplace(d.key, d, std::vector<work_item>{});
+        if (inserted) order.push_back(d.key);
+        auto& items = it->second.second;
+        if (items.empty() || items.back().message != &m) items.push_back({&m, {}});
+        items.back().recipients.push_back(&rc);
+      }
+    }
+
+    // Contents of the whole batch, read once on the store thread.
+    std::map<std::string, std::string> contents;
+    auto loaded = co_await store_.run([&](queue::store& s) {
+      for (const auto& m : *batch) {
+        auto c = s.read_content(m.qid);
+        if (!c) return c.error();
+        contents[m.qid] = std::move(*c);
+      }
+      return boost::system::error_code{};
+    });
+    if (loaded) {
+      out.left_mail = true;
+      out.error = "reading message content failed: " + loaded.message();
+      break;
+    }
+
+    // Per message: the updates of its recipients and the notices they produce.
+    std::map<std::string, queue::store::attempt> attempts;
+    std::map<std::string, std::vector<queue::dsn_recipient>> failures, relayed;
+    auto update = [&](const work_item& w, const queue::recipient_info& rc, queue::recipient_fate fate,
+                      const std::string& reply) {
+      auto& a = attempts[w.message->qid];
+      a.qid = w.message->qid;
+      a.updates.push_back({rc.id, fate, reply});
+      switch (fate) {
+        case queue::recipient_fate::delivered: ++progress.recipients_delivered; break;
+        case queue::recipient_fate::failed: ++progress.recipients_failed; break;
+        case queue::recipient_fate::deferred: ++progress.recipients_deferred; break;
+      }
+    };
+    auto fail = [&](const work_item& w, const queue::recipient_info& rc, const std::string& status,
+                    const std::string& remote, const std::string& diagnostic) {
+      update(w, rc, queue::recipient_fate::failed, diagnostic);
+      queue::dsn_recipient d;
+      d.final_recipient = rc.address;
+      d.orcpt = rc.orcpt;
+      d.notify = rc.notify;
+      d.action = queue::dsn_action::failed;
+      d.status = status;
+      d.remote_mta = remote;
+      d.diagnostic = diagnostic;
+      d.last_attempt = now_seconds();
+      failures[w.message->qid].push_back(d);
+      core::log_info("{}: to=<{}>, relay={}, dsn={}, status=bounced ({})", w.message->qid,
+                     rc.address, remote.empty() ? "none" : remote, status, diagnostic);
+    };
+    auto defer = [&](const work_item& w, const queue::recipient_info& rc, const std::string& relay,
+                     const std::string& why) {
+      update(w, rc, queue::recipient_fate::deferred, why);
+      out.left_mail = true;
+      if (out.error.empty()) out.error = why;
+      core::log_info("{}: to=<{}>, relay={}, delay={}, status=deferred ({})", w.message->qid,
+                     rc.address, relay.empty() ? "none" : relay,
+                     now_seconds() - w.message->arrival, why);
+    };
+
+    for (const auto& key : order) {
+      auto& [dest, items] = groups[key];
+      if (stop || control.cancelled) {
+        for (const auto& w : items) {
+          for (const auto* rc : w.recipients) defer(w, *rc, "", "delivery stopped before this message");
+        }
+        continue;
+      }
+      if (!conn || conn->key != dest.key) {
+        if (conn) {
+          co_await conn->client->quit();
+          conn.reset();
+        }
+        std::string error;
+        boost::system::error_code dns_error;
+        conn = co_await connect(dest, control, error, dns_error);
+        if (!conn) {
+          // Permanent routing errors bounce (RFC 5321 §5.1, RFC 7505);
+          // everything else waits for the next attempt.
+          const std::string status = permanent_status(dns_error);
+          for (const auto& w : items) {
+            for (const auto* rc : w.recipients) {
+              if (!status.empty()) fail(w, *rc, status, "", error);
+              else defer(w, *rc, "", error);
+            }
+          }
+          // One destination for the whole customer: no point going on.
+          if (!dest.is_mx && status.empty()) stop = true;
+          continue;
+        }
+      }
+
+      std::vector<outgoing_message> outgoing;
+      outgoing.reserve(items.size());
+      for (const auto& w : items) {
+        outgoing_message om;
+        om.qid = w.message->qid;
+        om.sender = w.message->sender;
+        om.envid = w.message->envid;
+        om.ret = w.message->ret;
+        om.body_type = w.message->body_type;
+        om.content = &contents[w.message->qid];
+        for (const auto* rc : w.recipients) {
+          om.recipients.push_back({rc->id, rc->address, rc->orcpt, rc->notify});
+        }
+        outgoing.push_back(std::move(om));
+      }
+      auto results = co_await conn->client->send_batch(outgoing);
+      const std::string relay = conn->peer_name;
+      const bool peer_dsn = conn->client->info().dsn;
+      bool lost = false;
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        const auto& w = items[i];
+        const message_result& res = results[i];
+        if (res.status == message_status::not_sent_8bit) {
+          for (const auto* rc : w.recipients) {
+            fail(w, *rc, "5.6.3", relay,
+                 "message has 8-bit content and " + relay + " does not offer 8BITMIME");
+          }
+          continue;
+        }
+        if (res.status == message_status::too_big) {
+          for (const auto* rc : w.recipients) {
+            fail(w, *rc, "5.3.4", relay, "message is larger than " + relay + " accepts (SIZE)");
+          }
+          continue;
+        }
+        if (res.status == message_status::connection_lost) lost = true;
+        for (const auto* rc : w.recipients) {
+          const recipient_result* rr = nullptr;
+          for (const auto& x : res.recipients) {
+            if (x.id == rc->id) rr = &x;
+          }
+          if (rr == nullptr || rr->reply.code == 0) {
+            defer(w, *rc, relay, "lost connection with " + relay + " while sending");
+          } else if (rr->reply.code >= 200 && rr->reply.code < 300) {
+            update(w, *rc, queue::recipient_fate::delivered, rr->reply.line());
+            core::log_info("{}: to=<{}>, relay={}, delay={}, status=sent ({})", w.message->qid,
+                           rc->address, relay, now_seconds() - w.message->arrival, rr->reply.line());
+            if (!peer_dsn && notify_has(rc->notify, "SUCCESS")) {
+              // RFC 3461 §5.2.2: the next hop cannot report success; we say "relayed".
+              queue::dsn_recipient d;
+              d.final_recipient = rc->address;
+              d.orcpt = rc->orcpt;
+              d.notify = rc->notify;
+              d.action = queue::dsn_action::relayed;
+              d.status = "2.0.0";
+              d.remote_mta = relay;
+              d.diagnostic = rr->reply.line();
+              relayed[w.message->qid].push_back(d);
+            }
+          } else if (rr->reply.code >= 500) {
+            fail(w, *rc, status_of(rr->reply, '5', "5.0.0"), relay, rr->reply.line());
+          } else {
+            defer(w, *rc, relay, rr->reply.line());
+          }
+        }
+      }
+      if (lost) {
+        conn.reset();
+        stop = true;
+      }
+    }
+
+    // Notices and bookkeeping for the whole batch, in one transaction.
+    std::vector<queue::store::attempt> batch_attempts;
+    std::vector<std::uint64_t> sizes;
+    for (const auto& m : *batch) {
+      auto it = attempts.find(m.qid);
+      if (it == attempts.end()) continue;
+      auto& a = it->second;
+      for (auto* list : {&failures, &relayed}) {
+        auto f = list->find(m.qid);
+        if (f == list->end()) continue;
+        auto notice = make_notice(m, contents[m.qid], std::move(f->second));
+        if (notice.customer_id != 0) a.notices.push_back(std::move(notice));
+      }
+      batch_attempts.push_back(std::move(a));
+      sizes.push_back(m.size);
+    }
+    std::string error;
+    if (!co_await record(batch_attempts, sizes, customer_id, &progress, error)) {
+      out.left_mail = true;
+      out.error = error;
+      stop = true;
+    }
+  }
+  if (conn) co_await conn->client->quit();
+  if (control.cancelled) out.cancelled = true;
+  core::log_info("customer {}: flush over {} done: {} delivered, {} bounced, {} deferred{}{}",
+                 customer_name, r.describe(), progress.recipients_delivered,
+                 progress.recipients_failed, progress.recipients_deferred,
+                 out.error.empty() ? "" : ": ", out.error);
+  co_return out;
+}
+
+asio::awaitable<void> delivery_agent::sweep() {
+  const std::int64_t now = now_seconds();
+  for (const customer_entry* e : customers_.all()) {
+    if (e->queued_bytes == 0) continue;
+    const std::int64_t id = e->info.id;
+    std::int64_t lifetime = e->info.queue_lifetime ? e->info.queue_lifetime : settings_.queue_lifetime.count();
+    std::int64_t warning = e->info.delay_warning ? e->info.delay_warning : settings_.delay_warning.count();
+    std::int64_t delay_before = warning > 0 ? now - warning : 0;
+    std::int64_t expire_before = now - lifetime;
+    for (int round = 0; round < 100; ++round) {  // bounded: 100 × 100 messages a sweep
+      auto due = co_await store_.run([&](queue::store& s) {
+        return s.list_due_notices(id, delay_before, expire_before, 100);
+      });
+      if (!due || due->empty()) break;
+      std::vector<queue::store::attempt> expired;
+      std::vector<std::uint64_t> sizes;
+      for (const auto& m : *due) {
+        auto content = co_await store_.run([&](queue::store& s) { return s.read_content(m.qid); });
+        const std::string body = content ? *content : std::string();
+        std::vector<queue::dsn_recipient> list;
+        if (m.arrival <= expire_before) {
+          queue::store::attempt a;
+          a.qid = m.qid;
+          for (const auto& rc : m.recipients) {
+            a.updates.push_back({rc.id, queue::recipient_fate::failed, "delivery time expired"});
+            queue::dsn_recipient d;
+            d.final_recipient = rc.address;
+            d.orcpt = rc.orcpt;
+            d.notify = rc.notify;
+            d.action = queue::dsn_action::failed;
+            d.status = "5.4.7";
+            d.diagnostic = rc.last_reply;
+            d.last_attempt = rc.attempts > 0 ? now : 0;
+            list.push_back(d);
+            core::log_info("{}: to=<{}>, status=expired, returned to sender ({})", m.qid,
+                           rc.address, rc.last_reply.empty() ? "never delivered" : rc.last_reply);
+          }
+          auto notice = make_notice(m, body, std::move(list));
+          if (notice.customer_id != 0) a.notices.push_back(std::move(notice));
+          expired.push_back(std::move(a));
+          sizes.push_back(m.size);
+        } else {
+          std::vector<std::int64_t> ids;
+          for (const auto& rc : m.recipients) {
+            if (rc.delay_notified) continue;
+            ids.push_back(rc.id);
+            queue::dsn_recipient d;
+            d.final_recipient = rc.address;
+            d.orcpt = rc.orcpt;
+            d.notify = rc.notify;
+            d.action = queue::dsn_action::delayed;
+            d.status = rc.last_reply.size() > 4 && rc.last_reply[0] == '4' ? "4.4.1" : "4.0.0";
+            d.diagnostic = rc.last_reply;
+            d.will_retry_until = m.arrival + lifetime;
+            list.push_back(d);
+          }
+          if (ids.empty()) continue;
+          std::vector<queue::new_message> notices;
+          auto notice = make_notice(m, body, std::move(list));
+          if (notice.customer_id != 0) notices.push_back(std::move(notice));
+          auto done = co_await store_.run([&](queue::store& s) {
+            return s.record_delay_notice(m.qid, ids, notices);
+          });
+          if (done) {
+            for (const auto& qid : *done) {
+              core::log_info("{}: sender delay notification: {}", m.qid, qid);
+            }
+            for (const auto& n : notices) {
+              customers_.add_queued_bytes(notices_customer_id_, static_cast<std::int64_t>(n.content.size()));
+            }
+            if (!notices.empty() && notice_queued_) notice_queued_(notices_customer_id_);
+          }
+        }
+      }
+      std::string error;
+      if (!co_await record(expired, sizes, id, nullptr, error)) break;
+      if (due->size() < 100) break;
+    }
+  }
+}
+
+}  // namespace flushgate::gateway
