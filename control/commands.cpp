@@ -150,6 +150,24 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
     return false;
   }
   c.link_port = static_cast<std::uint16_t>(link_port);
+  if (args->has("tls")) {
+    std::string tls = args->getValue<std::string>("tls");
+    if (tls != "" && tls != "none" && tls != "may" && tls != "encrypt" && tls != "verify") {
+      error = "tls: must be none, may, encrypt or verify (\"\" = the smtp_tls default)";
+      return false;
+    }
+    c.tls = tls;
+  }
+  for (auto [key, field] : {std::pair{"queue_lifetime", &c.queue_lifetime},
+                            std::pair{"delay_warning", &c.delay_warning}}) {
+    if (!args->has(key)) continue;
+    auto d = core::parse_duration(args->get(key).convert<std::string>());
+    if (!d) {
+      error = std::string(key) + ": a duration like 5d, 4h or 90m";
+      return false;
+    }
+    *field = d->count();
+  }
   if (!read_number(args, "max_size", c.max_size, error)) return false;
   if (!read_number(args, "quota", c.quota, error)) return false;
   if (args->has("links")) {
@@ -241,6 +259,9 @@ Object::Ptr to_json(const queue::customer& c, const queue::queue_stats* stats) {
   }
   o->set("max_size", c.max_size);
   o->set("quota", c.quota);
+  o->set("tls", c.tls);
+  o->set("queue_lifetime", c.queue_lifetime);
+  o->set("delay_warning", c.delay_warning);
   Object::Ptr q = new Object;
   q->set("messages", stats ? stats->messages : 0);
   q->set("bytes", stats ? stats->bytes : 0);

@@ -40,7 +40,8 @@ Customers:
   customer add NAME --domain D [--domain D ...] [--subdomains]
                [--route HOST[:PORT] | --route mx] [--link-port PORT]
                [--mode relay|hold|odmr] [--recipients FILE]
-               [--max-size BYTES] [--quota BYTES]
+               [--max-size BYTES] [--quota BYTES] [--tls none|may|encrypt|verify]
+               [--queue-lifetime DURATION] [--delay-warning DURATION]
                [--dsl-user USER ...] [--dialup-user USER ...]
                [--dsl-net CIDR] [--dialup-net CIDR]
   customer set NAME [the options of add; --no-recipients drops the list]
@@ -150,6 +151,9 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
     else if (a == "--mode") o->set("mode", value());
     else if (a == "--max-size") o->set("max_size", value());
     else if (a == "--quota") o->set("quota", value());
+    else if (a == "--tls") o->set("tls", value());
+    else if (a == "--queue-lifetime") o->set("queue_lifetime", value());
+    else if (a == "--delay-warning") o->set("delay_warning", value());
     else if (a == "--recipients") {
       Array::Ptr r = new Array;
       for (const auto& addr : read_recipient_file(value())) r->add(addr);
@@ -208,6 +212,12 @@ void print_customer(const Object::Ptr& c) {
   auto quota = c->getValue<std::uint64_t>("quota");
   rows.push_back({"max size:", max_size ? core::format_size(max_size) : "(message_size_limit)"});
   rows.push_back({"quota:", quota ? core::format_size(quota) : "none"});
+  std::string tls = c->optValue<std::string>("tls", "");
+  rows.push_back({"tls:", tls.empty() ? "(smtp_tls)" : tls});
+  auto lifetime = c->optValue<std::int64_t>("queue_lifetime", 0);
+  auto warning = c->optValue<std::int64_t>("delay_warning", 0);
+  rows.push_back({"queue lifetime:", lifetime ? core::format_duration(std::chrono::seconds(lifetime)) : "(queue_lifetime)"});
+  rows.push_back({"delay warning:", warning ? core::format_duration(std::chrono::seconds(warning)) : "(delay_warning_time)"});
   if (q) {
     rows.push_back({"queued:", q->get("messages").convert<std::string>() + " messages, " +
                                    q->get("bytes").convert<std::string>() + " bytes, oldest " +

@@ -126,12 +126,6 @@ std::unique_ptr<asio::ssl::context> make_client_tls_context(const core::config& 
   return ctx;
 }
 
-gateway::tls_policy parse_tls_policy(const std::string& s) {
-  if (s == "none") return gateway::tls_policy::none;
-  if (s == "encrypt") return gateway::tls_policy::encrypt;
-  if (s == "verify") return gateway::tls_policy::verify;
-  return gateway::tls_policy::may;
-}
 
 // The system customer that owns the gateway's own notices (DSNs).
 std::int64_t ensure_notices_customer(queue::store& store, gateway::customer_directory& customers) {
@@ -248,7 +242,7 @@ int run_daemon(core::config& cfg) {
   ds.client.data_init_timeout = cfg.duration("smtp_data_init_timeout");
   ds.client.data_block_timeout = cfg.duration("smtp_data_block_timeout");
   ds.client.data_done_timeout = cfg.duration("smtp_data_done_timeout");
-  ds.client.tls = parse_tls_policy(cfg.text("smtp_tls"));
+  ds.client.tls = gateway::parse_tls_policy(cfg.text("smtp_tls"));
   ds.client.tls_context = client_tls.get();
   ds.connect_timeout = cfg.duration("smtp_connect_timeout");
   ds.queue_lifetime = cfg.duration("queue_lifetime");
@@ -258,6 +252,7 @@ int run_daemon(core::config& cfg) {
   gateway::scheduler::settings ss;
   ss.retry_schedule = cfg.durations("retry_schedule");
   ss.max_runs = static_cast<std::size_t>(cfg.count("delivery_max_runs"));
+  ss.sweep_interval = cfg.duration("queue_sweep_interval");
   gateway::scheduler sched(
       io, customers, router, ss,
       [&agent](std::int64_t id, gateway::route r, gateway::flush_progress& p,

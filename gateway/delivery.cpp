@@ -70,6 +70,7 @@ bool notify_has(const std::string& notify, const char* word) {
 // Where a group of recipients goes: explicit addresses (link, host, relay)
 // or the MX hosts of a domain.
 struct delivery_agent::destination {
+  std::int64_t customer_id = 0;  // whose STARTTLS policy applies
   std::string key;     // "host:port" or "mx:domain"
   std::string host;    // for host routes
   std::uint16_t port = 25;
@@ -189,6 +190,9 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
     conn->stream = std::make_unique<smtp_stream>(std::move(socket));
     client_settings cs = settings_.client;
     if (cs.tls_server_name.empty()) cs.tls_server_name = c.name;
+    if (const customer_entry* e = customers_.find_by_id(d.customer_id); e && !e->info.tls.empty()) {
+      cs.tls = parse_tls_policy(e->info.tls);
+    }
     conn->client = std::make_unique<smtp_client>(*conn->stream, cs);
     smtp_stream* stream = conn->stream.get();
     control.cancel = [stream] { stream->close(); };
@@ -262,6 +266,7 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
   // Where each recipient goes.
   auto destination_for = [&](const std::string& rcpt) {
     destination d;
+    d.customer_id = customer_id;
     if (notices && !settings_.bounce_relay.empty()) {
       auto hp = core::parse_host_port(settings_.bounce_relay);
       d.host = hp ? hp->first : settings_.bounce_relay;

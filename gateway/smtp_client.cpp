@@ -25,6 +25,14 @@
 
 namespace flushgate::gateway {
 
+tls_policy parse_tls_policy(std::string_view text) {
+  if (text == "none") return tls_policy::none;
+  if (text == "encrypt") return tls_policy::encrypt;
+  if (text == "verify") return tls_policy::verify;
+  return tls_policy::may;
+}
+
+
 namespace asio = boost::asio;
 using boost::system::error_code;
 using std::chrono::seconds;

@@ -119,6 +119,9 @@ enum class tls_policy {
   verify,   // TLS with a certificate that chains to the context's CAs and names tls_server_name
 };
 
+// "none", "may", "encrypt", "verify" (the smtp_tls and customer --tls values); anything else: may.
+tls_policy parse_tls_policy(std::string_view text);
+
 struct client_settings {
   std::string helo_name;  // our myhostname, sent in EHLO/HELO
   std::chrono::seconds greeting_timeout{300}, helo_timeout{300}, starttls_timeout{300},

@@ -149,8 +149,13 @@ CREATE INDEX links_by_customer ON links(customer_id);
 CREATE INDEX messages_deliverable ON messages(customer_id, held, qid);
 )sql";
 
+// v2 -> v3: the customer's STARTTLS policy toward its server ("" = smtp_tls).
+constexpr const char* schema_v3 = R"sql(
+ALTER TABLE customers ADD COLUMN tls TEXT NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-constexpr const char* migrations[] = {schema_v1, schema_v2};
+constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -160,10 +165,10 @@ constexpr const char* sql_rollback = "ROLLBACK";
 
 constexpr const char* sql_customer_by_name =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning FROM customers WHERE name = ?1";
+    "quota, queue_lifetime, delay_warning, tls FROM customers WHERE name = ?1";
 constexpr const char* sql_customers_all =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning FROM customers ORDER BY name";
+    "quota, queue_lifetime, delay_warning, tls FROM customers ORDER BY name";
 constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
 constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
 constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
@@ -173,12 +178,12 @@ constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
-    "max_size, quota, queue_lifetime, delay_warning) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    "max_size, quota, queue_lifetime, delay_warning, tls) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 constexpr const char* sql_update_customer =
     "UPDATE customers SET name = ?2, subdomains = ?3, state = ?4, mode = ?5, route = ?6, "
     "link_port = ?7, has_recipients = ?8, max_size = ?9, quota = ?10, queue_lifetime = ?11, "
-    "delay_warning = ?12 WHERE id = ?1";
+    "delay_warning = ?12, tls = ?13 WHERE id = ?1";
 constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
 constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
 constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
@@ -691,6 +696,7 @@ error_code sqlite_store::add_customer(customer& c) {
     s.bind(9, static_cast<std::int64_t>(c.quota));
     s.bind(10, c.queue_lifetime);
     s.bind(11, c.delay_warning);
+    s.bind(12, c.tls);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert customer");
     id = sqlite3_last_insert_rowid(db_);
   }
@@ -728,6 +734,7 @@ error_code sqlite_store::update_customer(const customer& c) {
     s.bind(10, static_cast<std::int64_t>(c.quota));
     s.bind(11, c.queue_lifetime);
     s.bind(12, c.delay_warning);
+    s.bind(13, c.tls);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "update customer");
   }
   // The lists are replaced whole: simpler than a diff, and still atomic.
@@ -789,6 +796,7 @@ boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite
     c.quota = static_cast<std::uint64_t>(s.int64(9));
     c.queue_lifetime = s.int64(10);
     c.delay_warning = s.int64(11);
+    c.tls = s.text(12);
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return fail(rc, "read customers");

@@ -73,6 +73,7 @@ struct customer {
   std::uint64_t quota = 0;             // bytes queued at most; 0: no quota
   std::int64_t queue_lifetime = 0;     // seconds; 0: the global queue_lifetime
   std::int64_t delay_warning = 0;      // seconds; 0: the global delay_warning_time
+  std::string tls;                     // STARTTLS toward its server: none|may|encrypt|verify; "" = smtp_tls
 };
 
 // One RCPT of an incoming message, DSN parameters as received (RFC 3461).

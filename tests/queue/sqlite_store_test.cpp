@@ -208,6 +208,7 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   c.quota = 500'000'000;
   c.queue_lifetime = 86400;
   c.delay_warning = 3600;
+  c.tls = "verify";
   ASSERT_FALSE(store_->add_customer(c));
   EXPECT_GT(c.id, 0);
 
@@ -233,6 +234,7 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   EXPECT_EQ(found->quota, c.quota);
   EXPECT_EQ(found->queue_lifetime, 86400);
   EXPECT_EQ(found->delay_warning, 3600);
+  EXPECT_EQ(found->tls, "verify");
 
   auto missing = store_->find_customer("nobody");
   ASSERT_FALSE(missing);
@@ -680,7 +682,7 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
 
   open_store();
   ASSERT_TRUE(store_);
-  EXPECT_EQ(query_int("PRAGMA user_version"), 2);
+  EXPECT_EQ(query_int("PRAGMA user_version"), sqlite_store::schema_version);
   EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name IN "
                       "('links', 'links_by_customer', 'messages_deliverable')"),
             3);
@@ -692,6 +694,7 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   EXPECT_EQ(c->domains, std::vector<std::string>{"acme.example"});
   ASSERT_EQ(c->link_users.size(), 1u);
   EXPECT_EQ(c->route, "mx");
+  EXPECT_EQ(c->tls, "") << "v3 adds the tls column with an empty default";
   auto m = store_->find_message("0000000000AB");
   ASSERT_TRUE(m) << "find_message after migration: got " << m.error().message();
   ASSERT_EQ(m->recipients.size(), 2u);
@@ -717,7 +720,7 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
 
   // Reopening a migrated spool is a no-op.
   open_store();
-  EXPECT_EQ(query_int("PRAGMA user_version"), 2);
+  EXPECT_EQ(query_int("PRAGMA user_version"), sqlite_store::schema_version);
   auto links = store_->list_links();
   ASSERT_TRUE(links);
   EXPECT_EQ(links->size(), 1u);
