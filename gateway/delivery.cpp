@@ -302,6 +302,16 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
     }
     if (batch->empty()) break;
     out.nothing_deliverable = false;
+    // Bounded memory: the batch ends where its contents would pass the
+    // budget (always at least one message, however large).
+    std::size_t take = 0;
+    std::uint64_t bytes = 0;
+    while (take < batch->size() &&
+           (take == 0 || bytes + (*batch)[take].size <= settings_.batch_bytes)) {
+      bytes += (*batch)[take].size;
+      ++take;
+    }
+    batch->resize(take);
     after = batch->back().qid;
 
     // Group by destination, keeping queue order inside each group.

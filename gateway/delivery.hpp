@@ -37,7 +37,8 @@ struct delivery_settings {
   std::string hostname;                    // Reporting-MTA, EHLO name
   client_settings client;                  // timeouts, TLS policy
   std::chrono::seconds connect_timeout{30};
-  std::size_t batch_messages = 100;        // messages read and sent per batch
+  std::size_t batch_messages = 100;        // messages read and sent per batch, at most
+  std::uint64_t batch_bytes = 16 << 20;    // and their contents in memory, at most
   std::chrono::seconds queue_lifetime{5 * 24 * 3600};
   std::chrono::seconds delay_warning{4 * 3600};   // 0: no delay notices
   std::string bounce_relay;                // "host[:port]" for notices; "" = MX
