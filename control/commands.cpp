@@ -8,6 +8,7 @@
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "gateway/address.hpp"
+#include "gateway/sasl.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Stringifier.h>
@@ -195,6 +196,18 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
       c.link_users.push_back(u);
     }
   }
+  if (args->has("etrn_networks")) {
+    c.etrn_networks.clear();
+    auto list = args->getArray("etrn_networks");
+    for (std::size_t i = 0; list && i < list->size(); ++i) {
+      std::string net = list->getElement<std::string>(static_cast<unsigned>(i));
+      if (!valid_cidr(net)) {
+        error = "ETRN network \"" + net + "\": not an address range like 192.0.2.0/24";
+        return false;
+      }
+      c.etrn_networks.push_back(net);
+    }
+  }
   if (args->has("recipients")) {
     if (args->get("recipients").isEmpty()) {
       c.recipients.reset();
@@ -260,6 +273,10 @@ Object::Ptr to_json(const queue::customer& c, const queue::queue_stats* stats) {
   o->set("max_size", c.max_size);
   o->set("quota", c.quota);
   o->set("tls", c.tls);
+  o->set("login", !c.credential.empty());
+  Array::Ptr etrn = new Array;
+  for (const auto& n : c.etrn_networks) etrn->add(n);
+  o->set("etrn_networks", etrn);
   o->set("queue_lifetime", c.queue_lifetime);
   o->set("delay_warning", c.delay_warning);
   Object::Ptr q = new Object;
@@ -388,6 +405,26 @@ asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::
   // A new route, mode or link port applies to the mail already queued.
   ctx.scheduler.route_changed(c.id, "customer changed");
   co_return command_result::success(to_json(c, nullptr));
+}
+
+asio::awaitable<command_result> customer_passwd(daemon_context& ctx, const Object::Ptr& args) {
+  std::string name = args->optValue<std::string>("name", "");
+  std::string password = args->optValue<std::string>("password", "");
+  const auto* entry = ctx.customers.find_by_name(name);
+  if (entry == nullptr || name == queue::notices_customer) {
+    co_return command_result::failure("no customer " + name);
+  }
+  if (password.size() < 8 || password.size() > 255) {
+    co_return command_result::failure("the password must be 8 to 255 characters");
+  }
+  queue::customer c = entry->info;
+  // Only the HMAC-MD5 key schedule is kept (gateway/sasl.hpp), never the password.
+  c.credential = password == "-" ? std::string() : gateway::make_credential(password);
+  auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
+  if (ec) co_return command_result::failure(describe(ec, "customer " + name));
+  ctx.customers.upsert(c);
+  core::log_info("control: login of customer {} changed", name);
+  co_return command_result::success(Poco::Dynamic::Var(name));
 }
 
 asio::awaitable<command_result> customer_show(daemon_context& ctx, const Object::Ptr& args) {
@@ -681,7 +718,7 @@ struct command_entry {
 constexpr command_entry command_table[] = {
     {"customer.add", &customer_add},     {"customer.set", &customer_set},
     {"customer.show", &customer_show},   {"customer.list", &customer_list},
-    {"customer.remove", &customer_remove},
+    {"customer.remove", &customer_remove}, {"customer.passwd", &customer_passwd},
     {"queue.list", &queue_list},         {"queue.show", &queue_show},
     {"queue.hold", &queue_hold},         {"queue.release", &queue_release},
     {"queue.delete", &queue_delete},     {"queue.summary", &queue_summary},

@@ -18,6 +18,9 @@
 #include <Poco/JSON/Parser.h>
 #include <Poco/JSON/Stringifier.h>
 
+#include <termios.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -43,9 +46,10 @@ Customers:
                [--max-size BYTES] [--quota BYTES] [--tls none|may|encrypt|verify]
                [--queue-lifetime DURATION] [--delay-warning DURATION]
                [--dsl-user USER ...] [--dialup-user USER ...]
-               [--dsl-net CIDR] [--dialup-net CIDR]
+               [--dsl-net CIDR] [--dialup-net CIDR] [--etrn-net CIDR ...]
   customer set NAME [the options of add; --no-recipients drops the list]
   customer enable|disable|suspend NAME
+  customer passwd NAME          (reads the ETRN/ODMR password from stdin)
   customer show NAME
   customer list
   customer remove NAME [--force]
@@ -137,6 +141,7 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
   std::vector<std::pair<std::string, std::string>> users;  // (user, kind)
   std::string dsl_net, dialup_net;
   bool links_given = false;
+  Array::Ptr etrn_nets;
   for (std::size_t i = from; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> std::string {
@@ -163,9 +168,14 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
     else if (a == "--dialup-user") { users.emplace_back(value(), "dialup"); links_given = true; }
     else if (a == "--dsl-net") { dsl_net = value(); links_given = true; }
     else if (a == "--dialup-net") { dialup_net = value(); links_given = true; }
+    else if (a == "--etrn-net") {
+      if (!etrn_nets) etrn_nets = new Array;
+      etrn_nets->add(value());
+    } else if (a == "--no-etrn-net") etrn_nets = new Array;
     else fail("unknown option " + a + " (see flushgate help)");
   }
   if (domains->size() > 0) o->set("domains", domains);
+  if (etrn_nets) o->set("etrn_networks", etrn_nets);
   if (links_given) {
     Array::Ptr links = new Array;
     for (const auto& [user, kind] : users) {
@@ -212,6 +222,9 @@ void print_customer(const Object::Ptr& c) {
   auto quota = c->getValue<std::uint64_t>("quota");
   rows.push_back({"max size:", max_size ? core::format_size(max_size) : "(message_size_limit)"});
   rows.push_back({"quota:", quota ? core::format_size(quota) : "none"});
+  rows.push_back({"login:", c->optValue<bool>("login", false) ? "set (ETRN after AUTH, ODMR)" : "none"});
+  std::string etrn = join(c->getArray("etrn_networks"), " ");
+  rows.push_back({"ETRN from:", etrn.empty() ? "its live links" : etrn + " and its live links"});
   std::string tls = c->optValue<std::string>("tls", "");
   rows.push_back({"tls:", tls.empty() ? "(smtp_tls)" : tls});
   auto lifetime = c->optValue<std::int64_t>("queue_lifetime", 0);
@@ -478,6 +491,27 @@ int run(std::vector<std::string> args) {
       a->set("name", words[2]);
       a->set("state", verb == "enable" ? "enabled" : verb == "disable" ? "disabled" : "suspended");
       return send(socket_path, "customer.set", a, json);
+    }
+    if (verb == "passwd") {
+      need(3, "customer passwd NAME   (the password on standard input)");
+      std::string password;
+      if (::isatty(0)) std::cerr << "password for " << words[2] << ": " << std::flush;
+      struct termios saved {};
+      bool tty = ::isatty(0) && ::tcgetattr(0, &saved) == 0;
+      if (tty) {
+        struct termios quiet = saved;
+        quiet.c_lflag &= static_cast<tcflag_t>(~ECHO);
+        ::tcsetattr(0, TCSANOW, &quiet);
+      }
+      std::getline(std::cin, password);
+      if (tty) {
+        ::tcsetattr(0, TCSANOW, &saved);
+        std::cerr << "\n";
+      }
+      if (!password.empty() && password.back() == '\r') password.pop_back();
+      a->set("name", words[2]);
+      a->set("password", password);
+      return send(socket_path, "customer.passwd", a, json);
     }
     if (verb == "show") {
       need(3, "customer show NAME");

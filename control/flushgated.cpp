@@ -262,6 +262,8 @@ int run_daemon(core::config& cfg) {
 
   gateway::intake_services intake{customers, worker, disk, tls.get(), {}};
   intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
+  intake.routes = &router;
+  intake.flushes = &sched;
   gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
                              std::move(acceptors));
   control::daemon_context context{worker, customers, router, sched};

@@ -200,6 +200,17 @@ const std::vector<param>& parameter_table() {
        .doc = "PEM private key for smtpd_tls_cert_file; \"\" = no STARTTLS."},
 
       // --- queue ---------------------------------------------------------------
+      {.name = "etrn_min_interval",
+       .kind = k::duration,
+       .default_value = "30s",
+       .doc = "An ETRN for a customer within this time of the last one starts no new flush "
+              "(it is still answered).",
+       .min = 0},
+      {.name = "etrn_report_empty",
+       .kind = k::boolean,
+       .default_value = "no",
+       .doc = "Answer ETRN for an empty queue with 251 (RFC 1985) instead of 250; fetchmail "
+              "stops asking for further domains after a 251."},
       {.name = "queue_min_free",
        .kind = k::size,
        .default_value = "100M",

@@ -38,6 +38,8 @@ smtpd_settings smtpd_settings::from_config(const core::config& cfg, const std::s
       static_cast<std::size_t>(cfg.count("smtpd_max_connections_per_client"));
   s.error_limit = static_cast<std::size_t>(cfg.count("smtpd_error_limit"));
   s.max_hops = static_cast<std::size_t>(cfg.count("max_hops"));
+  s.etrn_min_interval = cfg.duration("etrn_min_interval");
+  s.etrn_report_empty = cfg.flag("etrn_report_empty");
   return s;
 }
 

@@ -12,6 +12,8 @@
 #pragma once
 
 #include "gateway/customer_directory.hpp"
+#include "gateway/router.hpp"
+#include "gateway/scheduler.hpp"
 #include "queue/disk_guard.hpp"
 #include "queue/store_worker.hpp"
 
@@ -54,6 +56,8 @@ struct smtpd_settings {
   std::size_t max_connections_per_client = 20;
   std::size_t error_limit = 20;
   std::size_t max_hops = 100;
+  std::chrono::seconds etrn_min_interval{30};
+  bool etrn_report_empty = false;
 
   static smtpd_settings from_config(const core::config& cfg, const std::string& hostname);
 };
@@ -66,6 +70,9 @@ struct intake_services {
   boost::asio::ssl::context* tls = nullptr;  // nullptr: STARTTLS not offered
   // Told about every committed message (the scheduler sends relay mail at once).
   std::function<void(std::int64_t customer_id)> queued;
+  // ETRN (and AUTH, which exists for it) are offered when both are set.
+  router* routes = nullptr;
+  scheduler* flushes = nullptr;
 };
 
 using acceptor_list = std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>;
@@ -106,6 +113,8 @@ class smtp_server {
   acceptor_list acceptors_;
   std::list<std::weak_ptr<smtp_session>> sessions_;
   std::map<std::string, std::size_t> per_client_;
+  // When each customer last had an ETRN start a flush (etrn_min_interval).
+  std::map<std::int64_t, std::chrono::steady_clock::time_point> last_etrn_;
   std::uint64_t next_session_id_ = 1;
   bool shutting_down_ = false;
 };

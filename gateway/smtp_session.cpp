@@ -11,11 +11,17 @@
 #include "gateway/address.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/data_reader.hpp"
+#include "gateway/sasl.hpp"
 #include "gateway/smtp_reply.hpp"
 #include "gateway/smtp_server.hpp"
 #include "queue/store_worker.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <ctime>
@@ -33,6 +39,20 @@ namespace {
 constexpr auto final_write_timeout = 10s;
 // DATA rate is judged only after this much time, so a slow start is no offence.
 constexpr auto data_rate_grace = 10s;
+// RFC 4954 §4: an AUTH line of 12288 octets is "considered sufficient".
+constexpr std::size_t auth_line_limit = 12288;
+// Authentication failures: each one waits a little longer; the third ends the session.
+constexpr int auth_failure_limit = 3;
+
+// True when the buffered line is an AUTH command or an AUTH response, whose
+// base64 may exceed 512 octets (RFC 4954 §4: up to 12288 is "sufficient").
+bool long_line_allowed(std::string_view buffered, bool in_auth) {
+  if (in_auth) return true;
+  if (buffered.size() < 5) return false;
+  std::string verb(buffered.substr(0, 5));
+  for (char& c : verb) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return verb == "AUTH ";
+}
 
 std::string bracketed(std::string_view path) {
   std::string out = "<";
@@ -91,10 +111,12 @@ asio::awaitable<bool> smtp_session::fill_input(clock_type::duration timeout) {
 }
 
 asio::awaitable<smtp_session::line_status> smtp_session::read_line(std::string& line) {
-  const std::size_t limit = server_.settings().command_line_limit;  // includes CRLF
   bool discarding = false;
   std::size_t scan = 0;
   for (;;) {
+    const std::size_t limit = long_line_allowed(in_, in_auth_)
+                                  ? std::max<std::size_t>(server_.settings().command_line_limit, auth_line_limit)
+                                  : server_.settings().command_line_limit;  // includes CRLF
     if (auto pos = in_.find("\r\n", scan); pos != std::string::npos) {
       bool too_long = discarding || pos + 2 > limit;
       if (!too_long) line.assign(in_, 0, pos);
@@ -155,8 +177,8 @@ asio::awaitable<void> smtp_session::run() {
       {verb::starttls, false, false, true, &smtp_session::do_starttls},
       {verb::expn, false, false, false, &smtp_session::do_not_implemented},
       {verb::bdat, false, false, false, &smtp_session::do_not_implemented},
-      {verb::auth, false, false, false, &smtp_session::do_not_implemented},
-      {verb::etrn, false, false, false, &smtp_session::do_not_implemented},
+      {verb::auth, true, false, true, &smtp_session::do_auth},
+      {verb::etrn, true, false, true, &smtp_session::do_etrn},
       {verb::atrn, false, false, false, &smtp_session::do_not_implemented},
   };
 
@@ -218,7 +240,12 @@ void smtp_session::reset_transaction() {
 
 const char* smtp_session::protocol_name() const {
   if (!esmtp_) return "SMTP";
+  if (authenticated_customer_ != 0) return stream_.tls_active() ? "ESMTPSA" : "ESMTPA";
   return stream_.tls_active() ? "ESMTPS" : "ESMTP";
+}
+
+bool smtp_session::etrn_offered() const {
+  return server_.services().routes != nullptr && server_.services().flushes != nullptr;
 }
 
 // ---------------------------------------------------------------- commands
@@ -252,6 +279,10 @@ asio::awaitable<void> smtp_session::do_ehlo(const command& c) {
   lines += "\nENHANCEDSTATUSCODES";
   lines += "\nDSN";
   if (server_.services().tls != nullptr && !stream_.tls_active()) lines += "\nSTARTTLS";
+  if (etrn_offered()) {
+    lines += "\nETRN";
+    lines += "\nAUTH " + sasl_exchange::mechanisms(stream_.tls_active());
+  }
   reply(250, "", lines);
   co_await flush();  // RFC 2920 §3.2: the EHLO reply is never held back
 }
@@ -623,6 +654,217 @@ asio::awaitable<void> smtp_session::do_starttls(const command& c) {
   reset_transaction();
   core::log_info("session {}: TLS established with {}: {}", id_, client_,
                  stream_.tls_description());
+}
+
+asio::awaitable<void> smtp_session::do_auth(const command& c) {
+  const auto& services = server_.services();
+  if (!etrn_offered()) {
+    reply(502, "5.5.1", "Error: AUTH not implemented");
+    co_return;
+  }
+  if (authenticated_customer_ != 0) {
+    reply(503, "5.5.1", "Error: already authenticated");
+    co_return;
+  }
+  if (c.arg.empty()) {
+    reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
+    co_return;
+  }
+  sasl_exchange exchange(
+      [&services](std::string_view user) {
+        const auto* e = services.customers.find_by_name(user);
+        return e ? e->info.credential : std::string();
+      },
+      server_.settings().hostname, stream_.tls_active());
+  auto step = exchange.start(c.arg);
+  in_auth_ = true;
+  while (!step.done) {
+    // "334 " + challenge, the space kept even when the challenge is empty (RFC 4954 §4).
+    out_ += "334 " + step.text + "\r\n";
+    std::string line;
+    line_status status = co_await read_line(line);
+    if (status == line_status::closed) {
+      in_auth_ = false;
+      co_return;
+    }
+    if (status == line_status::too_long) {
+      in_auth_ = false;
+      reply(500, "5.5.6", "Authentication exchange line is too long");
+      co_return;
+    }
+    step = exchange.respond(line);
+  }
+  in_auth_ = false;
+  reply(step.code, step.enhanced, step.text);
+  if (step.success) {
+    const auto* e = services.customers.find_by_name(step.user);
+    authenticated_customer_ = e ? e->info.id : 0;
+    core::log_info("session {}: {} authenticated as customer {}", id_, client_, step.user);
+    co_return;
+  }
+  if (step.code != 535) co_return;  // cancelled or malformed: no guess was made
+  ++auth_failures_;
+  core::log_warning("session {}: authentication failure {} from {} (user \"{}\")", id_,
+                    auth_failures_, client_, step.user);
+  // Slow down guessing; after a few failures, close (RFC 4954 §9 allows it after 3).
+  co_await flush();
+  asio::steady_timer pause(stream_.socket().get_executor(), std::chrono::seconds(auth_failures_));
+  co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (auth_failures_ >= auth_failure_limit) {
+    reply(421, "4.7.0", server_.settings().hostname + " Error: too many authentication failures");
+    quit_ = true;
+  }
+}
+
+namespace {
+bool address_in(const asio::ip::address& a, const std::string& cidr) {
+  boost::system::error_code ec;
+  if (a.is_v4() && cidr.find(':') == std::string::npos) {
+    auto net = asio::ip::make_network_v4(cidr, ec);
+    if (ec) return false;
+    auto mask = net.netmask().to_uint();
+    return (a.to_v4().to_uint() & mask) == (net.address().to_uint() & mask);
+  }
+  if (a.is_v6() && cidr.find(':') != std::string::npos) {
+    auto net = asio::ip::make_network_v6(cidr, ec);
+    return !ec && asio::ip::make_network_v6(a.to_v6(), 128).is_subnet_of(net);
+  }
+  return false;
+}
+}  // namespace
+
+asio::awaitable<void> smtp_session::do_etrn(const command& c) {
+  auto& services = server_.services();
+  if (!etrn_offered()) {
+    reply(502, "5.5.1", "Error: ETRN not implemented");
+    co_return;
+  }
+  // RFC 1985 §5: ETRN [option character] node. Replies carry RFC 1985's
+  // exact texts on one line each (fetchmail reads one line per ETRN).
+  if (c.arg.empty()) {
+    out_ += "500 Syntax Error\r\n";
+    ++errors_;
+    co_return;
+  }
+  std::string node = c.arg;
+  char option = 0;
+  if (node[0] == '@' || node[0] == '#') {
+    option = node[0];
+    node.erase(0, 1);
+  }
+  for (char& ch : node) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  // "#name" names a customer's queue; anything else must be a domain name.
+  const bool syntax_ok =
+      option == '#'
+          ? !node.empty() && node.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                                 std::string::npos
+          : is_valid_domain(node);
+  if (!syntax_ok) {
+    out_ += "501 Syntax Error in Parameters\r\n";
+    ++errors_;
+    co_return;
+  }
+
+  // Which customers the node names.
+  std::vector<const customer_entry*> targets;
+  if (option == '#') {
+    if (const auto* e = services.customers.find_by_name(node)) targets.push_back(e);
+  } else if (option == '@') {
+    for (const auto* e : services.customers.all()) {
+      for (const auto& d : e->info.domains) {
+        if (d == node || (d.size() > node.size() && d.ends_with("." + node))) {
+          targets.push_back(e);
+          break;
+        }
+      }
+    }
+  } else if (const auto* e = services.customers.find_by_domain(node)) {
+    targets.push_back(e);
+  }
+
+  // Who may ask: from the customer's live link, its etrn_networks, or its login.
+  boost::system::error_code ec;
+  auto client_ip = asio::ip::make_address(client_address_, ec);
+  std::vector<const customer_entry*> allowed;
+  std::string why = "unknown node";
+  for (const auto* e : targets) {
+    if (e->info.name == queue::notices_customer) continue;
+    if (e->info.mode == queue::delivery_mode::odmr) {
+      why = "mail for it is handed out by ATRN on the ODMR port";
+      continue;
+    }
+    bool ok = authenticated_customer_ == e->info.id;
+    for (const auto& link : services.routes->links_of(e->info.id)) {
+      if (link.address == client_address_) ok = true;
+    }
+    for (const auto& net : e->info.etrn_networks) {
+      if (!ec && address_in(client_ip, net)) ok = true;
+    }
+    if (ok) {
+      allowed.push_back(e);
+    } else {
+      why = "not from the customer's link or network, and not logged in as the customer";
+    }
+  }
+  const std::string shown = (option ? std::string(1, option) : std::string()) + node;
+  if (allowed.empty()) {
+    core::log_info("session {}: ETRN {} from {} refused: {}", id_, shown, client_, why);
+    out_ += "459 Node " + shown + " not allowed: " + why + "\r\n";
+    co_return;
+  }
+
+  // How much is waiting, then start the flushes (the route is the gateway's own).
+  std::vector<std::int64_t> ids;
+  for (const auto* e : allowed) ids.push_back(e->info.id);
+  auto counts = co_await services.store.run([&ids](queue::store& s) {
+    boost::system::result<std::uint64_t> total = std::uint64_t{0};
+    for (auto id : ids) {
+      auto st = s.customer_stats(id);
+      if (!st) return boost::system::result<std::uint64_t>(st.error());
+      *total += st->messages;
+    }
+    return total;
+  });
+  if (!counts) {
+    out_ += "458 Unable to queue messages for node " + shown + "\r\n";
+    co_return;
+  }
+  bool no_route = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto id : ids) {
+    auto& last = server_.last_etrn_[id];
+    if (last != std::chrono::steady_clock::time_point{} &&
+        now - last < server_.settings().etrn_min_interval) {
+      core::log_info("session {}: ETRN {} from {}: within etrn_min_interval, no new flush", id_,
+                     shown, client_);
+      continue;
+    }
+    switch (services.flushes->request_flush(id, "etrn")) {
+      case flush_refusal::none:
+        last = now;
+        break;
+      case flush_refusal::already_running:  // the running flush serves this ETRN too
+        break;
+      case flush_refusal::no_route:
+        no_route = true;
+        break;
+      case flush_refusal::unknown_customer:
+      case flush_refusal::odmr_only:
+        break;
+    }
+  }
+  if (no_route && *counts > 0) {
+    out_ += "458 Unable to queue messages for node " + shown + "\r\n";
+    co_return;
+  }
+  core::log_info("session {}: ETRN {} from {}: {} messages waiting", id_, shown, client_, *counts);
+  if (*counts > 0) {
+    out_ += "253 OK, " + std::to_string(*counts) + " pending messages for node " + shown + " started\r\n";
+  } else if (server_.settings().etrn_report_empty) {
+    out_ += "251 OK, no messages waiting for node " + shown + "\r\n";
+  } else {
+    out_ += "250 OK, queuing for node " + shown + " started\r\n";
+  }
 }
 
 asio::awaitable<void> smtp_session::do_not_implemented(const command& c) {

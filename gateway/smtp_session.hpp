@@ -9,8 +9,13 @@
 // (smtpd_min_data_rate); too many errors end the session with 421. Bare CR or
 // LF is refused in commands and content (SMTP smuggling, PROTOCOLS.md §6);
 // plaintext pipelined behind STARTTLS is discarded (CVE-2011-0411).
+// ETRN (RFC 1985) starts a flush of a customer's queue over the route the
+// gateway already has — never toward the client that asked — for a client on
+// the customer's live link, in its etrn_networks, or logged in with AUTH as
+// that customer. AUTH (RFC 4954) exists for that: CRAM-MD5, and PLAIN/LOGIN
+// only under TLS; failures are slowed down and the third ends the session.
 // Errors: every outcome is an SMTP reply; the mapping from verdicts and store
-// errors to replies is in one place each (reply_for_rcpt, reply_for_data).
+// errors to replies is in one place each (do_rcpt, receive_content, do_etrn).
 // See also: RFC 5321, 1870, 2034, 2920, 3207, 3461, 6152; ARCHITECTURE.md
 // invariants 1, 3, 4, 7.
 #pragma once
@@ -77,6 +82,8 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   boost::asio::awaitable<void> do_vrfy(const command& c);
   boost::asio::awaitable<void> do_help(const command& c);
   boost::asio::awaitable<void> do_starttls(const command& c);
+  boost::asio::awaitable<void> do_auth(const command& c);
+  boost::asio::awaitable<void> do_etrn(const command& c);
   boost::asio::awaitable<void> do_not_implemented(const command& c);
   boost::asio::awaitable<void> do_unknown(const command& c);
 
@@ -89,6 +96,7 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   void reset_transaction();
   bool in_transaction() const { return have_mail_; }
   const char* protocol_name() const;
+  bool etrn_offered() const;
 
   smtp_server& server_;
   smtp_stream stream_;
@@ -106,6 +114,9 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
 
   std::string helo_;
   bool esmtp_ = false;
+  std::int64_t authenticated_customer_ = 0;  // after AUTH; 0 = none
+  int auth_failures_ = 0;
+  bool in_auth_ = false;  // reading AUTH responses: longer lines allowed
   bool have_mail_ = false;
   mail_args mail_;
   std::vector<accepted_rcpt> rcpts_;

@@ -154,8 +154,16 @@ constexpr const char* schema_v3 = R"sql(
 ALTER TABLE customers ADD COLUMN tls TEXT NOT NULL DEFAULT '';
 )sql";
 
+// v3 -> v4: the customer's login for ETRN/ODMR (a key schedule, never the
+// password) and the networks allowed to ETRN without logging in
+// (comma-separated CIDRs).
+constexpr const char* schema_v4 = R"sql(
+ALTER TABLE customers ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN etrn_networks TEXT NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3};
+constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -165,10 +173,12 @@ constexpr const char* sql_rollback = "ROLLBACK";
 
 constexpr const char* sql_customer_by_name =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning, tls FROM customers WHERE name = ?1";
+    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks FROM customers "
+    "WHERE name = ?1";
 constexpr const char* sql_customers_all =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning, tls FROM customers ORDER BY name";
+    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks FROM customers "
+    "ORDER BY name";
 constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
 constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
 constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
@@ -178,12 +188,12 @@ constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
-    "max_size, quota, queue_lifetime, delay_warning, tls) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 constexpr const char* sql_update_customer =
     "UPDATE customers SET name = ?2, subdomains = ?3, state = ?4, mode = ?5, route = ?6, "
     "link_port = ?7, has_recipients = ?8, max_size = ?9, quota = ?10, queue_lifetime = ?11, "
-    "delay_warning = ?12, tls = ?13 WHERE id = ?1";
+    "delay_warning = ?12, tls = ?13, credential = ?14, etrn_networks = ?15 WHERE id = ?1";
 constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
 constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
 constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
@@ -349,6 +359,28 @@ bool valid_customer_name(std::string_view name) {
   return true;
 }
 
+// A short list kept in one column: comma-separated, no empty items.
+std::string join_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) {
+    if (!out.empty()) out += ',';
+    out += i;
+  }
+  return out;
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    auto comma = text.find(',');
+    auto item = text.substr(0, comma);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 // The checks the store can make on its own; the CLI validates fully first.
 bool valid_customer(const customer& c) {
   if (!valid_customer_name(c.name)) return false;
@@ -364,6 +396,9 @@ bool valid_customer(const customer& c) {
     for (const auto& r : *c.recipients) {
       if (r.empty() || has_upper(r)) return false;
     }
+  }
+  for (const auto& n : c.etrn_networks) {
+    if (n.empty() || n.find(',') != std::string::npos) return false;
   }
   return c.queue_lifetime >= 0 && c.delay_warning >= 0;
 }
@@ -388,10 +423,15 @@ class sqlite_store::statement {
   sqlite3_stmt* get() const noexcept { return s_; }
 
   // Text is bound without a copy (SQLITE_STATIC): the value outlives step().
+  // SQLITE_STATIC: the text is not copied, so it must outlive the step.
+  // A temporary string would dangle; those overloads do not compile.
   void bind(int i, std::string_view v) {
     note(sqlite3_bind_text(s_, i, v.data() != nullptr ? v.data() : "",
                            static_cast<int>(v.size()), SQLITE_STATIC));
   }
+  void bind(int i, const char* v) { bind(i, std::string_view(v)); }  // literals live forever
+  void bind(int i, std::string&& v) = delete;
+  void bind_blob(int i, std::string&& v) = delete;
   void bind(int i, std::int64_t v) { note(sqlite3_bind_int64(s_, i, v)); }
   void bind_blob(int i, std::string_view v) {
     // Bodies above SQLite's 1 GB limit fail here with SQLITE_TOOBIG.
@@ -697,6 +737,9 @@ error_code sqlite_store::add_customer(customer& c) {
     s.bind(10, c.queue_lifetime);
     s.bind(11, c.delay_warning);
     s.bind(12, c.tls);
+    s.bind(13, c.credential);
+    const std::string networks = join_list(c.etrn_networks);
+    s.bind(14, networks);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert customer");
     id = sqlite3_last_insert_rowid(db_);
   }
@@ -735,6 +778,9 @@ error_code sqlite_store::update_customer(const customer& c) {
     s.bind(11, c.queue_lifetime);
     s.bind(12, c.delay_warning);
     s.bind(13, c.tls);
+    s.bind(14, c.credential);
+    const std::string networks = join_list(c.etrn_networks);
+    s.bind(15, networks);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "update customer");
   }
   // The lists are replaced whole: simpler than a diff, and still atomic.
@@ -797,6 +843,8 @@ boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite
     c.queue_lifetime = s.int64(10);
     c.delay_warning = s.int64(11);
     c.tls = s.text(12);
+    c.credential = s.text(13);
+    c.etrn_networks = split_list(s.text(14));
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return fail(rc, "read customers");

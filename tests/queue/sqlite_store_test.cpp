@@ -209,6 +209,8 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   c.queue_lifetime = 86400;
   c.delay_warning = 3600;
   c.tls = "verify";
+  c.credential = "hmac-md5:0123";
+  c.etrn_networks = {"192.0.2.0/24", "2001:db8::/32"};
   ASSERT_FALSE(store_->add_customer(c));
   EXPECT_GT(c.id, 0);
 
@@ -235,6 +237,8 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   EXPECT_EQ(found->queue_lifetime, 86400);
   EXPECT_EQ(found->delay_warning, 3600);
   EXPECT_EQ(found->tls, "verify");
+  EXPECT_EQ(found->credential, "hmac-md5:0123");
+  EXPECT_EQ(found->etrn_networks, c.etrn_networks);
 
   auto missing = store_->find_customer("nobody");
   ASSERT_FALSE(missing);
