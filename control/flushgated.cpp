@@ -15,6 +15,7 @@
 #include "gateway/customer_directory.hpp"
 #include "gateway/delivery.hpp"
 #include "gateway/mx_resolver.hpp"
+#include "gateway/odmr_server.hpp"
 #include "gateway/router.hpp"
 #include "gateway/scheduler.hpp"
 #include "gateway/smtp_server.hpp"
@@ -184,6 +185,20 @@ int run_daemon(core::config& cfg) {
     core::log_error("{}", error);
     return 1;
   }
+  gateway::acceptor_list odmr_acceptors, odmrs_acceptors;
+  for (auto [key, list] : {std::pair{"odmr_listen", &odmr_acceptors}, std::pair{"odmrs_listen", &odmrs_acceptors}}) {
+    auto addresses = cfg.list(key);
+    if (addresses.empty()) continue;
+    *list = gateway::bind_listeners(io, addresses, error);
+    if (list->empty()) {
+      core::log_error("{}: {}", key, error);
+      return 1;
+    }
+  }
+  if (!odmrs_acceptors.empty() && !tls) {
+    core::log_error("odmrs_listen needs smtpd_tls_cert_file and smtpd_tls_key_file");
+    return 1;
+  }
   if (run_as != nullptr && !drop_privileges(run_as, error)) {
     core::log_error("{}", error);
     return 1;
@@ -266,6 +281,9 @@ int run_daemon(core::config& cfg) {
   intake.flushes = &sched;
   gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
                              std::move(acceptors));
+  gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
+                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
+                             std::move(odmr_acceptors), std::move(odmrs_acceptors));
   control::daemon_context context{worker, customers, router, sched};
   control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
   if (!control.listen(error)) {
@@ -274,6 +292,7 @@ int run_daemon(core::config& cfg) {
   }
 
   smtpd.start();
+  odmrd.start();
   control.start();
   sched.start();
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
@@ -305,6 +324,7 @@ int run_daemon(core::config& cfg) {
     core::log_info("flushgated: signal {}: shutting down", sig);
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       co_await smtpd.shutdown();
+      odmrd.stop();
       sched.stop();
       control.stop();
       disk_timer.cancel();

@@ -199,7 +199,21 @@ const std::vector<param>& parameter_table() {
        .default_value = "",
        .doc = "PEM private key for smtpd_tls_cert_file; \"\" = no STARTTLS."},
 
-      // --- queue ---------------------------------------------------------------
+      // --- ETRN and ODMR --------------------------------------------------------
+      {.name = "odmr_listen",
+       .kind = k::listen_list,
+       .default_value = "",
+       .doc = "Addresses of the ODMR port (RFC 2645; 366 in production), with STARTTLS; \"\" = off."},
+      {.name = "odmrs_listen",
+       .kind = k::listen_list,
+       .default_value = "",
+       .doc = "Addresses of an ODMR port with TLS from the first byte (fetchmail's `ssl`); "
+              "needs smtpd_tls_cert_file; \"\" = off."},
+      {.name = "odmr_max_connections",
+       .kind = k::count,
+       .default_value = "100",
+       .doc = "ODMR connections at the same time, at most.",
+       .min = 1},
       {.name = "etrn_min_interval",
        .kind = k::duration,
        .default_value = "30s",
@@ -211,6 +225,7 @@ const std::vector<param>& parameter_table() {
        .default_value = "no",
        .doc = "Answer ETRN for an empty queue with 251 (RFC 1985) instead of 250; fetchmail "
               "stops asking for further domains after a 251."},
+      // --- queue ---------------------------------------------------------------
       {.name = "queue_min_free",
        .kind = k::size,
        .default_value = "100M",

@@ -81,7 +81,8 @@ struct delivery_agent::destination {
 struct delivery_agent::connection {
   std::string key;
   std::string peer_name;   // host name for Remote-MTA
-  std::unique_ptr<smtp_stream> stream;
+  std::unique_ptr<smtp_stream> owned;  // our own connection; empty for ODMR
+  smtp_stream* stream = nullptr;
   std::unique_ptr<smtp_client> client;
 };
 
@@ -129,7 +130,30 @@ queue::new_message delivery_agent::make_notice(const queue::message_info& m,
 
 asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::connect(
     const destination& d, run_control& control, std::string& error,
-    boost::system::error_code& dns_error) {
+    boost::system::error_code& dns_error, smtp_stream* turned_around) {
+  if (turned_around != nullptr) {
+    // ODMR: the customer's server speaks first, over the customer's own
+    // connection (TLS kept). Over TLS, one line per write: fetchmail's relay
+    // loop waits on the socket and would stall on a record of several lines
+    // (FETCHMAIL.md §d5).
+    auto conn = std::make_unique<connection>();
+    conn->key = d.key;
+    conn->peer_name = "odmr-customer[" + turned_around->remote_endpoint().address().to_string() + "]";
+    conn->stream = turned_around;
+    client_settings cs = settings_.client;
+    cs.tls = tls_policy::none;
+    cs.one_line_per_write = turned_around->tls_active();
+    conn->client = std::make_unique<smtp_client>(*turned_around, cs);
+    control.cancel = [turned_around] { turned_around->close(); };
+    auto opened = co_await conn->client->open();
+    if (!opened) {
+      error = "customer side of the ODMR connection: " +
+              (conn->client->last_error().empty() ? opened.error().message() : conn->client->last_error());
+      control.cancel = nullptr;
+      co_return nullptr;
+    }
+    co_return conn;
+  }
   // Candidates: (host name, address, port) in the order RFC 5321 §5.1 wants.
   struct candidate {
     std::string name;
@@ -187,14 +211,15 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
     auto conn = std::make_unique<connection>();
     conn->key = d.key;
     conn->peer_name = c.name;
-    conn->stream = std::make_unique<smtp_stream>(std::move(socket));
+    conn->owned = std::make_unique<smtp_stream>(std::move(socket));
+    conn->stream = conn->owned.get();
     client_settings cs = settings_.client;
     if (cs.tls_server_name.empty()) cs.tls_server_name = c.name;
     if (const customer_entry* e = customers_.find_by_id(d.customer_id); e && !e->info.tls.empty()) {
       cs.tls = parse_tls_policy(e->info.tls);
     }
     conn->client = std::make_unique<smtp_client>(*conn->stream, cs);
-    smtp_stream* stream = conn->stream.get();
+    smtp_stream* stream = conn->stream;
     control.cancel = [stream] { stream->close(); };
     auto opened = co_await conn->client->open();
     if (!opened) {
@@ -249,10 +274,28 @@ asio::awaitable<bool> delivery_agent::record(std::vector<queue::store::attempt>&
 
 asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route r,
                                                  flush_progress& progress, run_control& control) {
+  co_return co_await run_impl(customer_id, std::move(r), progress, control, nullptr, {});
+}
+
+asio::awaitable<run_outcome> delivery_agent::run_turned_around(std::int64_t customer_id,
+                                                               smtp_stream& stream,
+                                                               std::vector<std::string> domains,
+                                                               flush_progress& progress,
+                                                               run_control& control) {
+  route r;
+  r.k = route::kind::odmr;
+  co_return co_await run_impl(customer_id, r, progress, control, &stream, domains);
+}
+
+asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, route r,
+                                                      flush_progress& progress,
+                                                      run_control& control,
+                                                      smtp_stream* turned_around,
+                                                      const std::vector<std::string>& domains) {
   run_outcome out;
   out.nothing_deliverable = true;
   const customer_entry* entry = customers_.find_by_id(customer_id);
-  if (entry == nullptr || !r.deliverable()) co_return out;
+  if (entry == nullptr || (!r.deliverable() && turned_around == nullptr)) co_return out;
   const std::string customer_name = entry->info.name;
   const bool notices = customer_id == notices_customer_id_;
 
@@ -267,6 +310,10 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
   auto destination_for = [&](const std::string& rcpt) {
     destination d;
     d.customer_id = customer_id;
+    if (turned_around != nullptr) {
+      d.key = "odmr";
+      return d;
+    }
     if (notices && !settings_.bounce_relay.empty()) {
       auto hp = core::parse_host_port(settings_.bounce_relay);
       d.host = hp ? hp->first : settings_.bounce_relay;
@@ -285,6 +332,7 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
   };
 
   std::unique_ptr<connection> conn;
+  bool turned_around_used = false;  // an ODMR connection can be opened only once
   std::string after;
   bool stop = false;
   while (!stop) {
@@ -317,8 +365,18 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
     // Group by destination, keeping queue order inside each group.
     std::map<std::string, std::pair<destination, std::vector<work_item>>> groups;
     std::vector<std::string> order;
+    // ATRN names the domains to hand out: other recipients wait (RFC 2645 §5.2.1).
+    auto wanted = [&domains](const std::string& address) {
+      if (domains.empty()) return true;
+      const std::string d = domain_of(address);
+      for (const auto& w : domains) {
+        if (d == w || (d.size() > w.size() && d.ends_with("." + w))) return true;
+      }
+      return false;
+    };
     for (const auto& m : *batch) {
       for (const auto& rc : m.recipients) {
+        if (!wanted(rc.address)) continue;
         destination d = destination_for(rc.address);
         auto [it, inserted] = groups.try_emplace(d.key, d, std::vector<work_item>{});
         if (inserted) order.push_back(d.key);
@@ -399,7 +457,12 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
         }
         std::string error;
         boost::system::error_code dns_error;
-        conn = co_await connect(dest, control, error, dns_error);
+        if (turned_around != nullptr && turned_around_used) {
+          error = "the customer's ODMR connection was lost";
+        } else {
+          conn = co_await connect(dest, control, error, dns_error, turned_around);
+          turned_around_used = turned_around != nullptr;
+        }
         if (!conn) {
           // Permanent routing errors bounce (RFC 5321 §5.1, RFC 7505);
           // everything else waits for the next attempt.
@@ -510,6 +573,12 @@ asio::awaitable<run_outcome> delivery_agent::run(std::int64_t customer_id, route
       out.error = error;
       stop = true;
     }
+  }
+  if (turned_around != nullptr && !turned_around_used && !control.cancelled) {
+    // ATRN said 250 but nothing matched: greet and leave (RFC 2645 §5.2.1).
+    std::string error;
+    boost::system::error_code dns_error;
+    conn = co_await connect(destination{customer_id, "odmr"}, control, error, dns_error, turned_around);
   }
   if (conn) co_await conn->client->quit();
   if (control.cancelled) out.cancelled = true;

@@ -58,6 +58,15 @@ class delivery_agent {
   // The scheduler's run_function.
   boost::asio::awaitable<run_outcome> run(std::int64_t customer_id, route r,
                                           flush_progress& progress, run_control& control);
+  // ODMR (RFC 2645 §5.3): delivers the customer's mail for `domains` over a
+  // connection the customer opened and turned around: reads its 220, EHLO,
+  // sends, QUIT, closes. EOF before the 220 or mid-transfer leaves every
+  // undelivered recipient queued, without a bounce.
+  boost::asio::awaitable<run_outcome> run_turned_around(std::int64_t customer_id,
+                                                        smtp_stream& stream,
+                                                        std::vector<std::string> domains,
+                                                        flush_progress& progress,
+                                                        run_control& control);
   // The scheduler's sweep_function: delay notices and expiry for every customer.
   boost::asio::awaitable<void> sweep();
 
@@ -71,7 +80,12 @@ class delivery_agent {
   boost::asio::awaitable<std::unique_ptr<connection>> connect(const destination& d,
                                                               run_control& control,
                                                               std::string& error,
-                                                              boost::system::error_code& dns_error);
+                                                              boost::system::error_code& dns_error,
+                                                              smtp_stream* turned_around);
+  boost::asio::awaitable<run_outcome> run_impl(std::int64_t customer_id, route r,
+                                               flush_progress& progress, run_control& control,
+                                               smtp_stream* turned_around,
+                                               const std::vector<std::string>& domains);
   boost::asio::awaitable<bool> record(std::vector<queue::store::attempt>& attempts,
                                       const std::vector<std::uint64_t>& sizes,
                                       std::int64_t customer_id, flush_progress* progress,

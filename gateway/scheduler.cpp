@@ -203,6 +203,26 @@ void scheduler::route_changed(std::int64_t customer_id, const std::string& trigg
   maybe_start(customer_id, st, trigger, r.k == route::kind::link);
 }
 
+bool scheduler::begin_external(std::int64_t customer_id, const std::string& trigger) {
+  customer_state& st = states_[customer_id];
+  if (st.running) return false;
+  st.running = true;
+  st.progress = flush_progress{};
+  st.progress.running = true;
+  st.progress.trigger = trigger;
+  st.progress.route = "odmr";
+  st.progress.started = static_cast<std::int64_t>(std::time(nullptr));
+  return true;
+}
+
+void scheduler::end_external(std::int64_t customer_id) {
+  customer_state& st = states_[customer_id];
+  st.running = false;
+  st.progress.running = false;
+  st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
+  if (on_done_) on_done_(customer_id, st.progress);
+}
+
 const flush_progress* scheduler::progress(std::int64_t customer_id) const {
   auto it = states_.find(customer_id);
   return it == states_.end() ? nullptr : &it->second.progress;

@@ -93,6 +93,11 @@ class scheduler {
   // whose route is gone, and start one if mail can go out now.
   void route_changed(std::int64_t customer_id, const std::string& trigger);
 
+  // An ATRN session delivers the customer's mail itself: while it does, no
+  // other run starts for the customer. False when one is already going on.
+  bool begin_external(std::int64_t customer_id, const std::string& trigger);
+  void end_external(std::int64_t customer_id);
+
   const flush_progress* progress(std::int64_t customer_id) const;
   bool running(std::int64_t customer_id) const;
   // Seconds until the next automatic attempt, -1 when none is planned.

@@ -64,7 +64,7 @@ std::string bracketed(std::string_view path) {
 }  // namespace
 
 smtp_session::smtp_session(smtp_server& server, asio::ip::tcp::socket socket, std::uint64_t id)
-    : server_(server), stream_(std::move(socket)), id_(id) {
+    : server_(server), stream_(std::move(socket)), id_(id), reader_(stream_) {
   client_address_ = stream_.remote_endpoint().address().to_string();
   client_ = "unknown[" + client_address_ + "]";
 }
@@ -78,62 +78,54 @@ std::chrono::steady_clock::duration smtp_session::read_timeout(std::chrono::seco
 }
 
 void smtp_session::reply(int code, std::string_view enhanced, std::string_view text) {
-  out_ += format_reply(code, enhanced, text);
+  reader_.write(format_reply(code, enhanced, text));
   if (code >= 500) ++errors_;
 }
 
 asio::awaitable<bool> smtp_session::flush() {
-  if (out_.empty()) co_return true;
-  auto ec = co_await stream_.write_all(out_, read_timeout(server_.settings().timeout));
-  out_.clear();
-  co_return !ec;
+  const auto timeout = read_timeout(server_.settings().timeout);
+  bool ok = co_await reader_.flush(timeout);
+  co_return ok;
+}
+
+// Input ran dry and could not be refilled: say why (timeout, shutdown) and end.
+void smtp_session::input_failed() {
+  const auto& ec = reader_.error();
+  if (ec == asio::error::timed_out) {
+    core::log_info("session {}: timeout after {} from {}", id_,
+                   idle_ ? "command wait" : "reading", client_);
+    reply(421, "4.4.2", server_.settings().hostname + " Error: timeout exceeded");
+  } else if (interrupted_) {
+    reply(421, "4.3.2", server_.settings().hostname +
+                            " Service shutting down, closing transmission channel");
+  }
+  quit_ = true;
 }
 
 asio::awaitable<bool> smtp_session::fill_input(clock_type::duration timeout) {
-  // RFC 2920 §3.2: send all pending replies whenever the input buffer is empty.
-  if (!co_await flush()) co_return false;
-  char buf[16 * 1024];
-  auto [ec, n] = co_await stream_.read_some(asio::buffer(buf), timeout);
-  if (ec) {
-    if (ec == asio::error::timed_out) {
-      core::log_info("session {}: timeout after {} from {}", id_,
-                     idle_ ? "command wait" : "reading", client_);
-      reply(421, "4.4.2", server_.settings().hostname + " Error: timeout exceeded");
-    } else if (interrupted_) {
-      reply(421, "4.3.2", server_.settings().hostname +
-                              " Service shutting down, closing transmission channel");
-    }
-    quit_ = true;
-    co_return false;
-  }
-  in_.append(buf, n);
-  co_return true;
+  bool ok = co_await reader_.fill(timeout);
+  if (!ok) input_failed();
+  co_return ok;
 }
 
 asio::awaitable<smtp_session::line_status> smtp_session::read_line(std::string& line) {
-  bool discarding = false;
-  std::size_t scan = 0;
-  for (;;) {
-    const std::size_t limit = long_line_allowed(in_, in_auth_)
-                                  ? std::max<std::size_t>(server_.settings().command_line_limit, auth_line_limit)
-                                  : server_.settings().command_line_limit;  // includes CRLF
-    if (auto pos = in_.find("\r\n", scan); pos != std::string::npos) {
-      bool too_long = discarding || pos + 2 > limit;
-      if (!too_long) line.assign(in_, 0, pos);
-      in_.erase(0, pos + 2);
-      co_return too_long ? line_status::too_long : line_status::ok;
-    }
-    if (in_.size() >= limit) {
-      // No CRLF within the limit: the rest of this line is discarded up to
-      // the next CRLF and never parsed as a command (STYLE.md, read_until).
-      discarding = true;
-      in_.erase(0, in_.size() - 1);  // keep a trailing CR that may pair with LF
-    }
-    scan = in_.empty() ? 0 : in_.size() - 1;
-    if (!co_await fill_input(read_timeout(server_.settings().timeout))) {
-      co_return line_status::closed;
-    }
+  const auto& settings = server_.settings();
+  // Named, not temporaries inside the co_await: GCC 12 mishandles
+  // temporaries that live across a suspension.
+  const line_reader::long_line_test may_be_long = [this](std::string_view start) {
+    return long_line_allowed(start, in_auth_);
+  };
+  const std::size_t long_limit = std::max<std::size_t>(settings.command_line_limit, auth_line_limit);
+  const auto timeout = read_timeout(settings.timeout);
+  auto status = co_await reader_.read_line(line, settings.command_line_limit, timeout, may_be_long,
+                                           long_limit);
+  switch (status) {
+    case line_reader::status::line: co_return line_status::ok;
+    case line_reader::status::too_long: co_return line_status::too_long;
+    case line_reader::status::closed: break;
   }
+  input_failed();
+  co_return line_status::closed;
 }
 
 // ---------------------------------------------------------------- the loop
@@ -226,8 +218,7 @@ asio::awaitable<void> smtp_session::run() {
       co_await (this->*(spec->proceed))(c);
     }
   }
-  if (!out_.empty()) co_await stream_.write_all(out_, final_write_timeout);
-  out_.clear();
+  co_await reader_.flush(final_write_timeout);
   stream_.close();
   core::log_info("session {}: disconnect from {}", id_, client_);
 }
@@ -409,9 +400,9 @@ asio::awaitable<bool> smtp_session::receive_content(std::string& content, reply_
                       settings.text_line_limit});
   const auto start = clock_type::now();
   for (;;) {
-    if (!in_.empty()) {
-      std::size_t used = reader.feed(in_);
-      in_.erase(0, used);
+    if (auto& in = reader_.input(); !in.empty()) {
+      std::size_t used = reader.feed(in);
+      in.erase(0, used);
       if (reader.status() == data_status::done) break;
     }
     auto elapsed = clock_type::now() - start;
@@ -637,10 +628,10 @@ asio::awaitable<void> smtp_session::do_starttls(const command& c) {
   }
   // CVE-2011-0411: anything pipelined behind STARTTLS arrived in plaintext
   // and must not be executed as if it came over TLS.
-  if (!in_.empty()) {
+  if (auto& in = reader_.input(); !in.empty()) {
     core::log_warning("session {}: discarding {} octets of plaintext sent after STARTTLS by {}",
-                      id_, in_.size(), client_);
-    in_.clear();
+                      id_, in.size(), client_);
+    in.clear();
   }
   auto ec = co_await stream_.start_tls_server(*context, read_timeout(server_.settings().timeout));
   if (ec) {
@@ -680,7 +671,7 @@ asio::awaitable<void> smtp_session::do_auth(const command& c) {
   in_auth_ = true;
   while (!step.done) {
     // "334 " + challenge, the space kept even when the challenge is empty (RFC 4954 §4).
-    out_ += "334 " + step.text + "\r\n";
+    reader_.write("334 " + step.text + "\r\n");
     std::string line;
     line_status status = co_await read_line(line);
     if (status == line_status::closed) {
@@ -742,7 +733,7 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
   // RFC 1985 §5: ETRN [option character] node. Replies carry RFC 1985's
   // exact texts on one line each (fetchmail reads one line per ETRN).
   if (c.arg.empty()) {
-    out_ += "500 Syntax Error\r\n";
+    reader_.write("500 Syntax Error\r\n");
     ++errors_;
     co_return;
   }
@@ -760,7 +751,7 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
                                  std::string::npos
           : is_valid_domain(node);
   if (!syntax_ok) {
-    out_ += "501 Syntax Error in Parameters\r\n";
+    reader_.write("501 Syntax Error in Parameters\r\n");
     ++errors_;
     co_return;
   }
@@ -809,7 +800,7 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
   const std::string shown = (option ? std::string(1, option) : std::string()) + node;
   if (allowed.empty()) {
     core::log_info("session {}: ETRN {} from {} refused: {}", id_, shown, client_, why);
-    out_ += "459 Node " + shown + " not allowed: " + why + "\r\n";
+    reader_.write("459 Node " + shown + " not allowed: " + why + "\r\n");
     co_return;
   }
 
@@ -826,7 +817,7 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
     return total;
   });
   if (!counts) {
-    out_ += "458 Unable to queue messages for node " + shown + "\r\n";
+    reader_.write("458 Unable to queue messages for node " + shown + "\r\n");
     co_return;
   }
   bool no_route = false;
@@ -854,16 +845,16 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
     }
   }
   if (no_route && *counts > 0) {
-    out_ += "458 Unable to queue messages for node " + shown + "\r\n";
+    reader_.write("458 Unable to queue messages for node " + shown + "\r\n");
     co_return;
   }
   core::log_info("session {}: ETRN {} from {}: {} messages waiting", id_, shown, client_, *counts);
   if (*counts > 0) {
-    out_ += "253 OK, " + std::to_string(*counts) + " pending messages for node " + shown + " started\r\n";
+    reader_.write("253 OK, " + std::to_string(*counts) + " pending messages for node " + shown + " started\r\n");
   } else if (server_.settings().etrn_report_empty) {
-    out_ += "251 OK, no messages waiting for node " + shown + "\r\n";
+    reader_.write("251 OK, no messages waiting for node " + shown + "\r\n");
   } else {
-    out_ += "250 OK, queuing for node " + shown + " started\r\n";
+    reader_.write("250 OK, queuing for node " + shown + " started\r\n");
   }
 }
 

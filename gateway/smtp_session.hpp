@@ -20,6 +20,7 @@
 // invariants 1, 3, 4, 7.
 #pragma once
 
+#include "gateway/line_reader.hpp"
 #include "gateway/smtp_command.hpp"
 #include "gateway/smtp_stream.hpp"
 
@@ -66,6 +67,7 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   boost::asio::awaitable<line_status> read_line(std::string& line);
   boost::asio::awaitable<bool> fill_input(std::chrono::steady_clock::duration timeout);
   boost::asio::awaitable<bool> flush();
+  void input_failed();
   void reply(int code, std::string_view enhanced, std::string_view text);
   void reply(const reply_text& r) { reply(r.code, r.enhanced, r.text); }
   std::chrono::steady_clock::duration read_timeout(std::chrono::seconds wanted) const;
@@ -104,8 +106,7 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   std::string client_address_;  // textual IP
   std::string client_;          // "helo [ip]" for logs and Received:
 
-  std::string in_;          // bytes read but not yet consumed
-  std::string out_;         // replies not yet written (pipelining)
+  line_reader reader_;      // command lines in, replies out (pipelining)
   std::chrono::steady_clock::time_point deadline_;
   std::size_t errors_ = 0;
   bool quit_ = false;
