@@ -15,6 +15,7 @@
 #include "gateway/customer_directory.hpp"
 #include "gateway/router.hpp"
 #include "gateway/scheduler.hpp"
+#include "linkmon/hooks.hpp"
 #include "queue/store_worker.hpp"
 
 #include <Poco/Dynamic/Var.h>
@@ -32,6 +33,7 @@ struct daemon_context {
   gateway::customer_directory& customers;
   gateway::router& router;
   gateway::scheduler& scheduler;
+  linkmon::hook_runner* hooks = nullptr;  // operator scripts on link and flush events
 };
 
 struct command_result {

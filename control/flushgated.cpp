@@ -12,6 +12,7 @@
 #include "control/control_server.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
+#include "core/units.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/delivery.hpp"
 #include "gateway/mx_resolver.hpp"
@@ -19,6 +20,11 @@
 #include "gateway/router.hpp"
 #include "gateway/scheduler.hpp"
 #include "gateway/smtp_server.hpp"
+#include "control/link_events.hpp"
+#include "control/nas_clients.hpp"
+#include "linkmon/hooks.hpp"
+#include "linkmon/pcap_sniffer.hpp"
+#include "linkmon/radius_listener.hpp"
 #include "queue/disk_guard.hpp"
 #include "queue/sqlite_store.hpp"
 #include "queue/store_worker.hpp"
@@ -199,6 +205,59 @@ int run_daemon(core::config& cfg) {
     core::log_error("odmrs_listen needs smtpd_tls_cert_file and smtpd_tls_key_file");
     return 1;
   }
+
+  // Link monitor sources bind (RADIUS on 1813) and open captures while still
+  // privileged; their events go to apply_link_event, whose context exists by
+  // the time io.run() delivers the first packet.
+  control::daemon_context* link_context = nullptr;
+  linkmon::link_event_handler on_link_event =
+      [&link_context](const linkmon::link_event& e) -> asio::awaitable<bool> {
+    if (link_context == nullptr) co_return false;
+    auto r = co_await control::apply_link_event(*link_context, e);
+    // Refusals are final and answered; only a failure to record asks the
+    // NAS to send the event again.
+    co_return r.ok || !r.temporary;
+  };
+  std::unique_ptr<linkmon::radius_listener> radius;
+  std::vector<std::unique_ptr<linkmon::pcap_sniffer>> sniffers;
+  const auto radius_addresses = cfg.list("radius_listen");
+  const bool want_pcap = !cfg.text("pcap_interface").empty() || !cfg.text("pcap_file").empty();
+  if (!radius_addresses.empty() || want_pcap) {
+    linkmon::nas_table clients;
+    if (cfg.text("radius_clients_file").empty()) {
+      core::log_error("radius_listen and the pcap sniffer need radius_clients_file (the NASes and their secrets)");
+      return 1;
+    }
+    if (!control::load_nas_clients(cfg.text("radius_clients_file"), clients, error)) {
+      core::log_error("{}", error);
+      return 1;
+    }
+    try {
+      if (!radius_addresses.empty()) {
+        linkmon::radius_listener_options ro;
+        for (const auto& a : radius_addresses) {
+          auto hp = core::parse_host_port(a);
+          ro.addresses.emplace_back(asio::ip::make_address(hp->first), hp->second);
+        }
+        ro.clients = clients;
+        radius = std::make_unique<linkmon::radius_listener>(io.get_executor(), ro, on_link_event);
+        radius->open();
+      }
+      for (const auto& [key, is_file] : {std::pair{"pcap_interface", false}, std::pair{"pcap_file", true}}) {
+        if (cfg.text(key).empty()) continue;
+        linkmon::pcap_sniffer_options po;
+        (is_file ? po.file : po.interface) = cfg.text(key);
+        po.filter = cfg.text("pcap_filter");
+        po.require_response = cfg.flag("pcap_require_response");
+        po.clients = clients;
+        sniffers.push_back(std::make_unique<linkmon::pcap_sniffer>(io.get_executor(), po, on_link_event));
+        sniffers.back()->open();
+      }
+    } catch (const std::exception& e) {
+      core::log_error("link monitor: {}", e.what());
+      return 1;
+    }
+  }
   if (run_as != nullptr && !drop_privileges(run_as, error)) {
     core::log_error("{}", error);
     return 1;
@@ -275,6 +334,27 @@ int run_daemon(core::config& cfg) {
       [&agent]() { return agent.sweep(); });
   agent.on_notice_queued([&sched](std::int64_t id) { sched.mail_queued(id); });
 
+  // Operator hooks: link events fire them in link_events.cpp; flushes here.
+  linkmon::hook_settings hs;
+  hs.dir = cfg.text("hooks_dir");
+  hs.timeout = cfg.duration("hooks_timeout");
+  hs.max_output = static_cast<std::size_t>(cfg.size("hooks_max_output"));
+  hs.max_running = static_cast<std::size_t>(cfg.count("hooks_max_running"));
+  linkmon::hook_runner hooks(io, hs);
+  sched.on_done([&hooks, &customers](std::int64_t id, const gateway::flush_progress& p) {
+    const auto* c = customers.find_by_id(id);
+    if (c == nullptr || c->info.name == queue::notices_customer) return;
+    linkmon::hook_context h;
+    h.event = p.error.empty() ? linkmon::hook_event::flush_done : linkmon::hook_event::flush_failed;
+    h.customer = c->info.name;
+    h.domains = c->info.domains;
+    h.route = p.route;
+    h.detail = fmt::format("delivered={} bounced={} deferred={} messages_done={} bytes_done={}{}{}",
+                           p.recipients_delivered, p.recipients_failed, p.recipients_deferred,
+                           p.messages_done, p.bytes_done, p.error.empty() ? "" : " error=", p.error);
+    hooks.fire(h);
+  });
+
   gateway::intake_services intake{customers, worker, disk, tls.get(), {}};
   intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
   intake.routes = &router;
@@ -284,7 +364,8 @@ int run_daemon(core::config& cfg) {
   gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
                              gateway::odmr_services{customers, worker, sched, agent, tls.get()},
                              std::move(odmr_acceptors), std::move(odmrs_acceptors));
-  control::daemon_context context{worker, customers, router, sched};
+  control::daemon_context context{worker, customers, router, sched, &hooks};
+  link_context = &context;
   control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
   if (!control.listen(error)) {
     core::log_error("{}", error);
@@ -295,6 +376,8 @@ int run_daemon(core::config& cfg) {
   odmrd.start();
   control.start();
   sched.start();
+  if (radius) asio::co_spawn(io, radius->run(), asio::detached);
+  for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
                  hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
 
@@ -323,9 +406,15 @@ int run_daemon(core::config& cfg) {
     if (ec) return;
     core::log_info("flushgated: signal {}: shutting down", sig);
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+      if (radius) radius->stop();
+      for (auto& sniffer : sniffers) sniffer->stop();
       co_await smtpd.shutdown();
       odmrd.stop();
       sched.stop();
+      if (!co_await hooks.drain(std::chrono::seconds(10))) {
+        hooks.stop();
+        co_await hooks.drain(std::chrono::seconds(2));
+      }
       control.stop();
       disk_timer.cancel();
       io.stop();

@@ -11,6 +11,28 @@ namespace asio = boost::asio;
 
 namespace {
 
+// Runs the operator's hooks for a link event (never waits for them).
+void fire_hooks(daemon_context& ctx, linkmon::hook_event event, const queue::link_record& link) {
+  if (ctx.hooks == nullptr) return;
+  const auto* owner = ctx.customers.find_by_id(link.customer_id);
+  linkmon::hook_context h;
+  h.event = event;
+  h.customer = owner ? owner->info.name : std::string();
+  h.user = link.user;
+  h.ip = link.address;
+  h.session = link.session_id;
+  if (owner) {
+    h.domains = owner->info.domains;
+    h.route = ctx.router.route_for(owner->info).describe();
+  }
+  ctx.hooks->fire(h);
+}
+
+void fire_link_hooks(daemon_context& ctx, bool up, const queue::link_record& link) {
+  fire_hooks(ctx, up ? linkmon::hook_event::link_up : linkmon::hook_event::link_down, link);
+  fire_hooks(ctx, linkmon::hook_event::route_changed, link);
+}
+
 asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::link_event& e) {
   link_event_result out;
   const queue::link_user* lu = nullptr;
@@ -52,6 +74,7 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
   auto ec = co_await ctx.store.run([&rec](queue::store& s) { return s.save_link(rec); });
   if (ec) {
     out.error = "recording the link failed: " + ec.message();
+    out.temporary = true;
     core::log_error("link up for {}: {}", e.user, out.error);
     co_return out;
   }
@@ -62,6 +85,7 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
                  owner->info.name, e.user, queue::to_string(lu->kind), e.address,
                  e.session_id.empty() ? "-" : e.session_id, e.nas.empty() ? "-" : e.nas, e.source);
   ctx.scheduler.route_changed(owner->info.id, "link up");
+  fire_link_hooks(ctx, true, rec);
   co_return out;
 }
 
@@ -79,6 +103,7 @@ asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon:
       [&user, &session](queue::store& s) { return s.remove_link(user, session); });
   if (ec && ec != queue::errc::not_found) {
     out.error = "recording the link failed: " + ec.message();
+    out.temporary = true;
     co_return out;
   }
   auto removed = ctx.router.link_down(user, session);
@@ -93,6 +118,7 @@ asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon:
   core::log_info("link down: customer={}, user={}, address={}, session={}, source={}",
                  out.customer, user, removed->address, session.empty() ? "-" : session, e.source);
   ctx.scheduler.route_changed(removed->customer_id, "link down");
+  fire_link_hooks(ctx, false, *removed);
   co_return out;
 }
 
@@ -111,11 +137,15 @@ asio::awaitable<link_event_result> nas_reset(daemon_context& ctx, const linkmon:
   });
   if (ec) {
     out.error = "recording the link failed: " + ec.message();
+    out.temporary = true;
     co_return out;
   }
   auto removed = ctx.router.links_down_for_nas(e.nas);
   core::log_info("NAS {} restarted ({}): {} links ended", e.nas, e.source, removed.size());
-  for (const auto& l : removed) ctx.scheduler.route_changed(l.customer_id, "link down");
+  for (const auto& l : removed) {
+    ctx.scheduler.route_changed(l.customer_id, "link down");
+    fire_link_hooks(ctx, false, l);
+  }
   out.ok = true;
   out.changed = !removed.empty();
   co_return out;

@@ -25,6 +25,9 @@ struct link_event_result {
   std::string error;     // why it was refused or could not be recorded
   std::string customer;  // the customer it concerned, when known
   bool changed = false;  // a link was added or removed
+  // Recording failed (store trouble): a RADIUS source must not answer, so
+  // that the NAS sends the event again. A refusal is final (temporary = false).
+  bool temporary = false;
 };
 
 boost::asio::awaitable<link_event_result> apply_link_event(daemon_context& ctx,
