@@ -278,18 +278,24 @@ asio::awaitable<void> smtp_session::do_ehlo(const command& c) {
   co_await flush();  // RFC 2920 §3.2: the EHLO reply is never held back
 }
 
+// The one mapping from MAIL/RCPT argument errors to replies (RFC 5321
+// §4.1.1.11: unknown parameters 555, the rest 501). True when refused.
+bool smtp_session::refused_params(const parse_result& parsed) {
+  switch (parsed.error) {
+    case param_error::ok: return false;
+    case param_error::unknown_param: reply(555, "5.5.4", parsed.detail); return true;
+    case param_error::syntax:
+    case param_error::duplicate:
+    case param_error::bad_value: reply(501, "5.5.4", parsed.detail); return true;
+  }
+  return true;
+}
+
 asio::awaitable<void> smtp_session::do_mail(const command& c) {
   const auto& settings = server_.settings();
   auto& disk = server_.services().disk;
   mail_args args;
-  parse_result parsed = parse_mail_args(c.arg, args);
-  switch (parsed.error) {
-    case param_error::ok: break;
-    case param_error::unknown_param: reply(555, "5.5.4", parsed.detail); co_return;
-    case param_error::syntax:
-    case param_error::duplicate:
-    case param_error::bad_value: reply(501, "5.5.4", parsed.detail); co_return;
-  }
+  if (refused_params(parse_mail_args(c.arg, args))) co_return;
   if (!args.path.empty()) {
     mailbox sender;
     switch (parse_mailbox(args.path, sender)) {
@@ -328,14 +334,7 @@ asio::awaitable<void> smtp_session::do_rcpt(const command& c) {
     co_return;
   }
   rcpt_args args;
-  parse_result parsed = parse_rcpt_args(c.arg, args);
-  switch (parsed.error) {
-    case param_error::ok: break;
-    case param_error::unknown_param: reply(555, "5.5.4", parsed.detail); co_return;
-    case param_error::syntax:
-    case param_error::duplicate:
-    case param_error::bad_value: reply(501, "5.5.4", parsed.detail); co_return;
-  }
+  if (refused_params(parse_rcpt_args(c.arg, args))) co_return;
   mailbox rcpt;
   reply_text refusal{0, "", {}};
   switch (parse_mailbox(args.path, rcpt)) {

@@ -68,6 +68,7 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   boost::asio::awaitable<bool> fill_input(std::chrono::steady_clock::duration timeout);
   boost::asio::awaitable<bool> flush();
   void input_failed();
+  bool refused_params(const parse_result& parsed);
   void reply(int code, std::string_view enhanced, std::string_view text);
   void reply(const reply_text& r) { reply(r.code, r.enhanced, r.text); }
   std::chrono::steady_clock::duration read_timeout(std::chrono::seconds wanted) const;
