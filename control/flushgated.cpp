@@ -430,6 +430,9 @@ int run_daemon(core::config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The queue holds mail and customer logins: nothing the daemon creates is
+  // for other users (the control socket sets its own 0660).
+  ::umask(027);
   std::optional<std::string> config_path;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
