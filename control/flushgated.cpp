@@ -347,6 +347,9 @@ int run_daemon(core::config& cfg) {
     linkmon::hook_context h;
     h.event = p.error.empty() ? linkmon::hook_event::flush_done : linkmon::hook_event::flush_failed;
     h.customer = c->info.name;
+    h.user = p.link_user;
+    h.ip = p.link_address;
+    h.session = p.link_session;
     h.domains = c->info.domains;
     h.route = p.route;
     h.detail = fmt::format("delivered={} bounced={} deferred={} messages_done={} bytes_done={}{}{}",

@@ -463,6 +463,15 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
           conn = co_await connect(dest, control, error, dns_error, turned_around);
           turned_around_used = turned_around != nullptr;
         }
+        if (!conn && turned_around != nullptr) {
+          // The customer's side hung up before its 220, or the connection is
+          // gone: the mail stays queued as it was — no bounce, and no attempt
+          // counted against the customer (FETCHMAIL.md, §d3).
+          out.left_mail = true;
+          out.error = error;
+          stop = true;
+          continue;
+        }
         if (!conn) {
           // Permanent routing errors bounce (RFC 5321 §5.1, RFC 7505);
           // everything else waits for the next attempt.

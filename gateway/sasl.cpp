@@ -242,6 +242,7 @@ sasl_exchange::step sasl_exchange::finish(bool ok, const std::string& user) {
     s.code = 535;
     s.enhanced = "5.7.8";
     s.text = "Authentication credentials invalid";
+    s.user = user;  // who was tried, for the log; never a sign of success
   }
   return s;
 }

@@ -56,7 +56,7 @@ class sasl_exchange {
     std::string text;          // for 334: the base64 challenge (may be empty)
     bool done = false;         // the exchange is over (success or failure)
     bool success = false;
-    std::string user;          // the authenticated user on success
+    std::string user;          // the authenticated user on success; the one tried on 535
   };
 
   sasl_exchange(credential_lookup lookup, std::string hostname, bool tls_active);

@@ -99,6 +99,11 @@ void scheduler::maybe_start(std::int64_t customer_id, customer_state& st,
   st.progress.trigger = trigger;
   st.progress.route = r.describe();
   st.progress.started = static_cast<std::int64_t>(std::time(nullptr));
+  if (r.k == route::kind::link) {
+    st.progress.link_user = r.link_user;
+    st.progress.link_address = r.host;
+    if (const auto* link = routes_.find_link(r.link_user)) st.progress.link_session = link->session_id;
+  }
   ++running_;
   asio::co_spawn(io_, run_one(customer_id, r, trigger), asio::detached);
 }
@@ -135,9 +140,11 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
     auto wait = schedule[std::min<std::size_t>(static_cast<std::size_t>(st.failures) - 1, schedule.size() - 1)];
     st.next_try = steady::now() + wait;
     const customer_entry* c = customers_.find_by_id(customer_id);
-    core::log_info("customer {}: mail left in the queue ({}); next attempt in {}",
+    const bool automatic = c != nullptr && auto_delivery(*c, routes_.route_for(c->info));
+    core::log_info("customer {}: mail left in the queue ({}); {}",
                    c ? c->info.name : std::to_string(customer_id), out.error,
-                   core::format_duration(wait));
+                   automatic ? "next attempt in " + core::format_duration(wait)
+                             : std::string("held until the next trigger (flush, link up, ETRN)"));
   } else {
     st.failures = 0;
     st.pending = false;

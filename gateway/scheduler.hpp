@@ -34,6 +34,9 @@ struct flush_progress {
   bool running = false;
   std::string trigger;                 // "new mail", "retry", "operator", "link up", "etrn", ...
   std::string route;                   // route::describe() of the route used
+  std::string link_user;               // the link it runs over, when it does (for hooks):
+  std::string link_address;            //   captured at the start, since the link may be
+  std::string link_session;            //   gone by the end
   std::uint64_t messages_done = 0;     // messages whose recipients all left the queue
   std::uint64_t bytes_done = 0;
   std::uint64_t recipients_delivered = 0;

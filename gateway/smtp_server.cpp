@@ -159,6 +159,19 @@ asio::awaitable<void> smtp_server::accept_loop(tcp::acceptor& acceptor) {
   }
 }
 
+void smtp_server::flush_later(std::int64_t customer_id, std::chrono::steady_clock::duration wait) {
+  if (!etrn_pending_.insert(customer_id).second) return;  // one is already waiting
+  asio::co_spawn(io_, [this, customer_id, wait]() -> asio::awaitable<void> {
+    asio::steady_timer timer(io_, wait);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    etrn_pending_.erase(customer_id);
+    if (shutting_down_ || services_.flushes == nullptr) co_return;
+    if (services_.flushes->request_flush(customer_id, "etrn") == flush_refusal::none) {
+      last_etrn_[customer_id] = std::chrono::steady_clock::now();
+    }
+  }, asio::detached);
+}
+
 asio::awaitable<void> smtp_server::refuse(tcp::socket socket, std::string reply) {
   smtp_stream stream(std::move(socket));
   co_await stream.write_all(reply, 10s);

@@ -27,6 +27,7 @@
 #include <functional>
 #include <list>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -103,6 +104,8 @@ class smtp_server {
  private:
   friend class smtp_session;
   boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor);
+  // An ETRN inside etrn_min_interval: one flush for the customer after `wait`.
+  void flush_later(std::int64_t customer_id, std::chrono::steady_clock::duration wait);
   boost::asio::awaitable<void> refuse(boost::asio::ip::tcp::socket socket, std::string reply);
   void session_ended(std::list<std::weak_ptr<smtp_session>>::iterator it,
                      const std::string& client_address);
@@ -115,6 +118,7 @@ class smtp_server {
   std::map<std::string, std::size_t> per_client_;
   // When each customer last had an ETRN start a flush (etrn_min_interval).
   std::map<std::int64_t, std::chrono::steady_clock::time_point> last_etrn_;
+  std::set<std::int64_t> etrn_pending_;  // customers with a flush_later waiting
   std::uint64_t next_session_id_ = 1;
   bool shutting_down_ = false;
 };

@@ -825,8 +825,11 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
     auto& last = server_.last_etrn_[id];
     if (last != std::chrono::steady_clock::time_point{} &&
         now - last < server_.settings().etrn_min_interval) {
-      core::log_info("session {}: ETRN {} from {}: within etrn_min_interval, no new flush", id_,
-                     shown, client_);
+      // Rate limit: the flush starts when the interval is over, once.
+      auto wait = server_.settings().etrn_min_interval - (now - last);
+      core::log_info("session {}: ETRN {} from {}: within etrn_min_interval, flush in {}s", id_,
+                     shown, client_, std::chrono::duration_cast<std::chrono::seconds>(wait).count() + 1);
+      server_.flush_later(id, wait);
       continue;
     }
     switch (services.flushes->request_flush(id, "etrn")) {

@@ -70,6 +70,9 @@ class daemon_fixture {
   void start(std::chrono::milliseconds deadline = std::chrono::seconds(15));
   // Starts again after stop()/kill(): same config, data_dir and port; throws if not ready.
   void restart(std::chrono::milliseconds deadline = std::chrono::seconds(15));
+  // Replaces or adds a config key for the next start()/restart() (e.g. a
+  // CA file that was missing); the config is rewritten when the daemon starts.
+  void set_setting(const std::string& key, const std::string& value) { overrides_[key] = value; }
   // SIGTERM, waits up to `deadline`, then SIGKILL; the exit status (-1: never started).
   int stop(std::chrono::milliseconds deadline = std::chrono::seconds(15));
   // SIGKILL to the daemon's process group; the exit status (-1: never started).

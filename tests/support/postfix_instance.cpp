@@ -79,7 +79,20 @@ postfix_instance::postfix_instance(postfix_instance&& other) noexcept
       host_(std::move(other.host_)),
       port_(other.port_),
       next_hop_(std::move(other.next_hop_)),
+      tls_cert_(std::move(other.tls_cert_)),
+      tls_key_(std::move(other.tls_key_)),
+      extra_main_(std::move(other.extra_main_)),
       started_(std::exchange(other.started_, false)) {}
+
+void postfix_instance::enable_tls(std::filesystem::path cert_file,
+                                  std::filesystem::path key_file) {
+  tls_cert_ = std::move(cert_file);
+  tls_key_ = std::move(key_file);
+}
+
+void postfix_instance::add_main_cf(const std::string& key, const std::string& value) {
+  extra_main_.push_back(key + " = " + value);
+}
 
 void postfix_instance::start() {
   std::vector<std::string> argv = {FLUSHGATE_TESTBED_SCRIPT, dir().string(), role_, "--listen",
@@ -89,6 +102,12 @@ void postfix_instance::start() {
   }
   if (!next_hop_.empty()) {
     argv.insert(argv.end(), {"--next-hop", next_hop_});
+  }
+  if (!tls_cert_.empty()) {
+    argv.insert(argv.end(), {"--tls-cert", tls_cert_.string(), "--tls-key", tls_key_.string()});
+  }
+  for (const auto& line : extra_main_) {
+    argv.insert(argv.end(), {"--main", line});
   }
   // Marked started before the script runs: a half-started instance is stopped too.
   started_ = true;

@@ -6,6 +6,8 @@
 //  - holding_relay: a reference ISP relay that holds its domains (a cloned
 //    smtp transport "hold-customer" in defer_transports, fast_flush_domains,
 //    ETRN from 127.0.0.0/8) until etrn() or flush() sends them to next_hop.
+// Either role can offer STARTTLS (enable_tls) and take extra main.cf lines
+// (add_main_cf, e.g. an access map that refuses chosen recipients).
 // The instance lives in its own temp dir (config, queue, data, Maildir,
 // maillog). scripts/testbed/postfix-instance writes the configuration and
 // starts/stops it, so tests, benchmarks and people at a shell all use the
@@ -48,6 +50,11 @@ class postfix_instance {
   postfix_instance& operator=(const postfix_instance&) = delete;
   postfix_instance& operator=(postfix_instance&&) = delete;
 
+  // Before start(): offer STARTTLS with this PEM certificate chain and key
+  // (smtpd_tls_security_level = may; TLS named in maillog and Received:).
+  void enable_tls(std::filesystem::path cert_file, std::filesystem::path key_file);
+  // Before start(): adds "key = value" to main.cf after the generated lines.
+  void add_main_cf(const std::string& key, const std::string& value);
   // Writes the configuration, starts Postfix and returns once the port answers.
   void start();
   // Stops Postfix and waits for its master to exit; true when nothing runs.
@@ -83,6 +90,9 @@ class postfix_instance {
   std::string host_;
   std::uint16_t port_ = 0;
   std::string next_hop_;
+  std::filesystem::path tls_cert_;
+  std::filesystem::path tls_key_;
+  std::vector<std::string> extra_main_;  // "key = value"
   bool started_ = false;
 };
 
