@@ -57,10 +57,14 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
       co_return out;
   }
   out.customer = owner->info.name;
+  // Copies: the directory entry may be replaced while the store works.
+  const std::string customer_name = owner->info.name;
+  const std::int64_t customer_id = owner->info.id;
+  const queue::link_kind kind = lu->kind;
   queue::link_record rec;
   rec.user = e.user;
-  rec.customer_id = owner->info.id;
-  rec.kind = lu->kind;
+  rec.customer_id = customer_id;
+  rec.kind = kind;
   rec.session_id = e.session_id;
   rec.address = e.address;
   rec.nas = e.nas;
@@ -82,9 +86,9 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
   out.ok = true;
   out.changed = true;
   core::log_info("link up: customer={}, user={}, kind={}, address={}, session={}, nas={}, source={}",
-                 owner->info.name, e.user, queue::to_string(lu->kind), e.address,
+                 customer_name, e.user, queue::to_string(kind), e.address,
                  e.session_id.empty() ? "-" : e.session_id, e.nas.empty() ? "-" : e.nas, e.source);
-  ctx.scheduler.route_changed(owner->info.id, "link up");
+  ctx.scheduler.route_changed(customer_id, "link up");
   fire_link_hooks(ctx, true, rec);
   co_return out;
 }

@@ -83,7 +83,9 @@ class odmr_server::session : public std::enable_shared_from_this<session> {
   bool in_auth_ = false;
   bool done_ = false;
   int auth_failures_ = 0;
-  const customer_entry* customer_ = nullptr;  // after AUTH
+  // After AUTH: the customer's id. Never a pointer into the directory: an
+  // operator's change replaces the entry while this session lives.
+  std::int64_t customer_id_ = 0;
   line_reader::long_line_test may_be_long_;
 };
 
@@ -188,7 +190,7 @@ asio::awaitable<bool> odmr_server::session::do_starttls(const command& c) {
     co_return false;
   }
   greeted_ = false;  // RFC 3207 §4.2: start again with EHLO
-  customer_ = nullptr;
+  customer_id_ = 0;
   co_return true;
 }
 
@@ -222,13 +224,14 @@ asio::awaitable<void> odmr_server::session::do_auth(const command& c) {
   in_auth_ = false;
   if (step.success) {
     const auto* e = customers.find_by_name(step.user);
+    const std::int64_t id = e ? e->info.id : 0;
     // fetchmail with esmtpname set authenticates twice: accept a second
     // AUTH for the same identity; another identity keeps the first.
-    if (customer_ != nullptr && customer_ != e) {
+    if (customer_id_ != 0 && customer_id_ != id) {
       say("503 5.5.1 Already authenticated as another customer");
       co_return;
     }
-    customer_ = e;
+    customer_id_ = id;
     say(std::to_string(step.code) + " " + step.enhanced + " " + step.text);
     core::log_info("odmr session {}: {} authenticated as customer {}", id_, client_, step.user);
     co_return;
@@ -249,11 +252,12 @@ asio::awaitable<void> odmr_server::session::do_auth(const command& c) {
 
 asio::awaitable<void> odmr_server::session::do_atrn(const command& c) {
   auto& services = server_.services_;
-  if (customer_ == nullptr) {
+  const customer_entry* entry = services.customers.find_by_id(customer_id_);
+  if (entry == nullptr) {
     say("530 Authentication required");  // RFC 2645 §5.2.1, §7
     co_return;
   }
-  const queue::customer& owner = customer_->info;
+  const queue::customer owner = entry->info;  // a copy: the entry may change while we wait
   // "ATRN" alone means every domain of the customer (RFC 2645 §5.2.1).
   std::vector<std::string> domains;
   if (c.arg.empty()) {
