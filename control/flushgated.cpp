@@ -322,7 +322,9 @@ int run_daemon(core::config& cfg) {
   ds.queue_lifetime = cfg.duration("queue_lifetime");
   ds.delay_warning = cfg.duration("delay_warning_time");
   ds.bounce_relay = cfg.text("bounce_relay");
-  gateway::delivery_agent agent(io, ds, customers, worker, mx, notices_id);
+  ds.connections_per_customer = static_cast<std::size_t>(cfg.count("smtp_connections_per_customer"));
+  ds.dialup_connections = static_cast<std::size_t>(cfg.count("smtp_dialup_connections"));
+  gateway::delivery_agent agent(io, ds, customers, worker, mx, notices_id, &router);
   gateway::scheduler::settings ss;
   ss.retry_schedule = cfg.durations("retry_schedule");
   ss.max_runs = static_cast<std::size_t>(cfg.count("delivery_max_runs"));

@@ -15,6 +15,7 @@
 #include "queue/store.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -94,13 +95,15 @@ struct delivery_agent::work_item {
 
 delivery_agent::delivery_agent(asio::io_context& io, delivery_settings settings,
                                customer_directory& customers, queue::store_worker& store,
-                               mx_resolver& mx, std::int64_t notices_customer_id)
+                               mx_resolver& mx, std::int64_t notices_customer_id,
+                               const router* routes)
     : io_(io),
       settings_(std::move(settings)),
       customers_(customers),
       store_(store),
       mx_(mx),
-      notices_customer_id_(notices_customer_id) {}
+      notices_customer_id_(notices_customer_id),
+      routes_(routes) {}
 
 queue::new_message delivery_agent::make_notice(const queue::message_info& m,
                                                const std::string& content,
@@ -292,12 +295,23 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
                                                       run_control& control,
                                                       smtp_stream* turned_around,
                                                       const std::vector<std::string>& domains) {
-  run_outcome out;
-  out.nothing_deliverable = true;
   const customer_entry* entry = customers_.find_by_id(customer_id);
-  if (entry == nullptr || (!r.deliverable() && turned_around == nullptr)) co_return out;
-  const std::string customer_name = entry->info.name;
-  const bool notices = customer_id == notices_customer_id_;
+  if (entry == nullptr || (!r.deliverable() && turned_around == nullptr)) {
+    run_outcome nothing;
+    nothing.nothing_deliverable = true;
+    co_return nothing;
+  }
+  // Connections at once: one over a dial-up link (or as configured), one for
+  // an ODMR session, smtp_connections_per_customer otherwise.
+  std::size_t lanes = settings_.connections_per_customer;
+  if (turned_around != nullptr) {
+    lanes = 1;
+  } else if (r.k == route::kind::link) {
+    const auto* link = routes_ ? routes_->find_link(r.link_user) : nullptr;
+    if (link != nullptr && link->kind == queue::link_kind::dialup) lanes = settings_.dialup_connections;
+  }
+  lanes = std::max<std::size_t>(lanes, 1);
+  const std::string entry_name = entry->info.name;
 
   if (auto stats = co_await store_.run([customer_id](queue::store& s) {
         return s.customer_stats(customer_id);
@@ -305,6 +319,68 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
     progress.messages_at_start = stats->messages;
     progress.bytes_at_start = stats->bytes;
   }
+  if (lanes == 1) {
+    co_return co_await run_lane(customer_id, r, progress, control, turned_around, domains, 0, 1);
+  }
+
+  // Several lanes, each with its own connection; a message belongs to one
+  // lane (by its queue id), so no two connections ever carry the same one.
+  std::vector<run_control> lane_controls(lanes);
+  control.cancel = [&lane_controls] {
+    for (auto& c : lane_controls) {
+      c.cancelled = true;
+      if (c.cancel) c.cancel();
+    }
+  };
+  std::vector<run_outcome> outcomes(lanes);
+  std::size_t remaining = lanes;
+  asio::steady_timer all_done(io_, asio::steady_timer::time_point::max());
+  for (std::size_t lane = 0; lane < lanes; ++lane) {
+    asio::co_spawn(
+        io_,
+        [&, lane]() -> asio::awaitable<void> {
+          outcomes[lane] = co_await run_lane(customer_id, r, progress, lane_controls[lane],
+                                             turned_around, domains, lane, lanes);
+        },
+        [&](std::exception_ptr error) {
+          if (error) {
+            outcomes[0].left_mail = true;
+            outcomes[0].error = "internal error in a delivery lane";
+          }
+          if (--remaining == 0) all_done.cancel();
+        });
+  }
+  while (remaining > 0) {
+    co_await all_done.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  control.cancel = nullptr;
+  run_outcome out;
+  out.nothing_deliverable = true;
+  for (const auto& o : outcomes) {
+    out.nothing_deliverable = out.nothing_deliverable && o.nothing_deliverable;
+    out.left_mail = out.left_mail || o.left_mail;
+    out.cancelled = out.cancelled || o.cancelled;
+    if (out.error.empty()) out.error = o.error;
+  }
+  core::log_info("customer {}: flush over {} ({} connections) done: {} delivered, {} bounced, {} deferred{}{}",
+                 entry_name, r.describe(), lanes, progress.recipients_delivered,
+                 progress.recipients_failed, progress.recipients_deferred,
+                 out.error.empty() ? "" : ": ", out.error);
+  co_return out;
+}
+
+asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, route r,
+                                                      flush_progress& progress,
+                                                      run_control& control,
+                                                      smtp_stream* turned_around,
+                                                      const std::vector<std::string>& domains,
+                                                      std::size_t lane, std::size_t lanes) {
+  run_outcome out;
+  out.nothing_deliverable = true;
+  const customer_entry* entry = customers_.find_by_id(customer_id);
+  if (entry == nullptr) co_return out;
+  const std::string customer_name = entry->info.name;
+  const bool notices = customer_id == notices_customer_id_;
 
   // Where each recipient goes.
   auto destination_for = [&](const std::string& rcpt) {
@@ -361,6 +437,13 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
     }
     batch->resize(take);
     after = batch->back().qid;
+    if (lanes > 1) {
+      // This lane's share of the batch.
+      std::erase_if(*batch, [lane, lanes](const queue::message_info& m) {
+        return std::hash<std::string>{}(m.qid) % lanes != lane;
+      });
+      if (batch->empty()) continue;
+    }
 
     // Group by destination, keeping queue order inside each group.
     std::map<std::string, std::pair<destination, std::vector<work_item>>> groups;
@@ -591,10 +674,15 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
   }
   if (conn) co_await conn->client->quit();
   if (control.cancelled) out.cancelled = true;
-  core::log_info("customer {}: flush over {} done: {} delivered, {} bounced, {} deferred{}{}",
-                 customer_name, r.describe(), progress.recipients_delivered,
-                 progress.recipients_failed, progress.recipients_deferred,
-                 out.error.empty() ? "" : ": ", out.error);
+  if (lanes == 1) {
+    core::log_info("customer {}: flush over {} done: {} delivered, {} bounced, {} deferred{}{}",
+                   customer_name, r.describe(), progress.recipients_delivered,
+                   progress.recipients_failed, progress.recipients_deferred,
+                   out.error.empty() ? "" : ": ", out.error);
+  } else {
+    core::log_debug("customer {}: connection {}/{} of the flush over {} done{}{}", customer_name,
+                    lane + 1, lanes, r.describe(), out.error.empty() ? "" : ": ", out.error);
+  }
   co_return out;
 }
 

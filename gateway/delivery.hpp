@@ -42,13 +42,16 @@ struct delivery_settings {
   std::chrono::seconds queue_lifetime{5 * 24 * 3600};
   std::chrono::seconds delay_warning{4 * 3600};   // 0: no delay notices
   std::string bounce_relay;                // "host[:port]" for notices; "" = MX
+  std::size_t connections_per_customer = 1;  // at once, per run (DSL link, host, MX)
+  std::size_t dialup_connections = 1;        // at once over a dial-up link
 };
 
 class delivery_agent {
  public:
+  // `routes` tells a dial-up link from a DSL one (fewer connections); may be null.
   delivery_agent(boost::asio::io_context& io, delivery_settings settings,
                  customer_directory& customers, queue::store_worker& store, mx_resolver& mx,
-                 std::int64_t notices_customer_id);
+                 std::int64_t notices_customer_id, const router* routes = nullptr);
 
   // Called for every DSN the agent queued (so the scheduler can send it).
   void on_notice_queued(std::function<void(std::int64_t customer_id)> f) {
@@ -86,6 +89,12 @@ class delivery_agent {
                                                flush_progress& progress, run_control& control,
                                                smtp_stream* turned_around,
                                                const std::vector<std::string>& domains);
+  // One connection's share of a run: the messages whose queue id hashes to `lane`.
+  boost::asio::awaitable<run_outcome> run_lane(std::int64_t customer_id, route r,
+                                               flush_progress& progress, run_control& control,
+                                               smtp_stream* turned_around,
+                                               const std::vector<std::string>& domains,
+                                               std::size_t lane, std::size_t lanes);
   boost::asio::awaitable<bool> record(std::vector<queue::store::attempt>& attempts,
                                       const std::vector<std::uint64_t>& sizes,
                                       std::int64_t customer_id, flush_progress* progress,
@@ -99,6 +108,7 @@ class delivery_agent {
   queue::store_worker& store_;
   mx_resolver& mx_;
   std::int64_t notices_customer_id_;
+  const router* routes_;
   std::function<void(std::int64_t)> notice_queued_;
 };
 

@@ -198,6 +198,33 @@ TEST_F(Delivery, EightBitMessageReachesPostfixIntact) {
   expect_delivered_intact(postfix.message_files().front(), content, "bob@acme.test");
 }
 
+TEST_F(Delivery, SeveralConnectionsPerCustomerDeliverEveryMessageOnce) {
+  if (!smtp_sink::available()) GTEST_SKIP() << smtp_sink::sink_path << " is not installed";
+  daemon_->stop();
+  daemon_->set_setting("smtp_connections_per_customer", "3");
+  daemon_->start();
+  smtp_sink sink("127.0.0.18", free_port_on("127.0.0.18"));
+  sink.start();
+  add_acme({"--mode", "hold", "--route", sink.address()});
+  constexpr int messages = 24;
+  for (int i = 0; i < messages; ++i) {
+    auto sent = submit(daemon_->port(), "alice@sender.test", {{"u" + std::to_string(i) + "@acme.test", ""}},
+                       test_message("lane-" + std::to_string(i), "u" + std::to_string(i) + "@acme.test", "hello\r\n"));
+    ASSERT_TRUE(sent.error.empty()) << sent.error;
+  }
+  auto flushed = daemon_->cli({"flush", "acme", "--wait", "--timeout", "30"});
+  EXPECT_EQ(flushed.exit_code, 0) << flushed.out << flushed.err;
+  const auto dumps = sink.dumps();
+  EXPECT_EQ(dumps.size(), static_cast<std::size_t>(messages))
+      << "got " << dumps.size() << " transactions at the sink, want each message exactly once";
+  std::set<std::string> recipients;
+  for (const auto& d : dumps) {
+    for (const auto& r : field_values(d, "X-Rcpt-Args")) recipients.insert(r);
+  }
+  EXPECT_EQ(recipients.size(), static_cast<std::size_t>(messages)) << "a message went twice or not at all";
+  EXPECT_TRUE(wait_log_line(*daemon_, {"(3 connections) done"}, 5s)) << daemon_->log_text();
+}
+
 TEST_F(Delivery, DataTransferToServerWithoutChunkingKeepsEveryLine) {
   if (!smtp_sink::available()) GTEST_SKIP() << smtp_sink::sink_path << " is not installed";
   // smtp-sink offers PIPELINING but not CHUNKING: the content goes with DATA,
