@@ -76,31 +76,6 @@ constexpr auto fetchmail_deadline = 60s;  // a stalled relay loop is killed here
 
 // ------------------------------------------------------------ SASL helpers
 
-std::string base64(std::string_view data) {
-  std::ostringstream out;
-  Poco::Base64Encoder encoder(out);
-  encoder.rdbuf()->setLineLength(0);
-  encoder.write(data.data(), static_cast<std::streamsize>(data.size()));
-  encoder.close();
-  return out.str();
-}
-
-std::string unbase64(const std::string& text) {
-  std::istringstream in(text);
-  Poco::Base64Decoder decoder(in);
-  std::string out;
-  char c = 0;
-  while (decoder.get(c)) out += c;
-  return out;
-}
-
-// RFC 2195: base64("user" SP lowercase-hex HMAC-MD5(secret, challenge)).
-std::string cram_md5_response(const std::string& user, const std::string& secret,
-                              const std::string& challenge) {
-  Poco::HMACEngine<Poco::MD5Engine> hmac(secret);
-  hmac.update(challenge);
-  return base64(user + " " + Poco::DigestEngine::digestToHex(hmac.digest()));
-}
 
 std::string sha256_hex(std::string_view data) {
   Poco::SHA2Engine sha(Poco::SHA2Engine::SHA_256);

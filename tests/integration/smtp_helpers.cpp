@@ -1,6 +1,12 @@
 // smtp_helpers.cpp — see smtp_helpers.hpp.
 #include "tests/integration/smtp_helpers.hpp"
 
+#include <Poco/Base64Decoder.h>
+#include <Poco/Base64Encoder.h>
+#include <Poco/DigestEngine.h>
+#include <Poco/HMACEngine.h>
+#include <Poco/MD5Engine.h>
+
 #include <sstream>
 
 namespace flushgate::test {
@@ -119,6 +125,32 @@ std::string make_message(const std::vector<std::string>& headers, std::string_vi
   out += body;
   if (!out.ends_with("\r\n")) out += "\r\n";
   return out;
+}
+
+std::string base64(std::string_view data) {
+  std::ostringstream out;
+  Poco::Base64Encoder encoder(out);
+  encoder.rdbuf()->setLineLength(0);
+  encoder.write(data.data(), static_cast<std::streamsize>(data.size()));
+  encoder.close();
+  return out.str();
+}
+
+std::string unbase64(const std::string& text) {
+  std::istringstream in(text);
+  Poco::Base64Decoder decoder(in);
+  std::string out;
+  char c = 0;
+  while (decoder.get(c)) out += c;
+  return out;
+}
+
+// RFC 2195: base64("user" SP lowercase-hex HMAC-MD5(secret, challenge)).
+std::string cram_md5_response(const std::string& user, const std::string& secret,
+                              const std::string& challenge) {
+  Poco::HMACEngine<Poco::MD5Engine> hmac(secret);
+  hmac.update(challenge);
+  return base64(user + " " + Poco::DigestEngine::digestToHex(hmac.digest()));
 }
 
 }  // namespace flushgate::test
