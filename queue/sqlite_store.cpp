@@ -186,14 +186,16 @@ constexpr const char* sql_domain_owner =
     "SELECT customer_id FROM domains WHERE domain = ?1 AND customer_id <> ?2";
 constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
+constexpr int customer_columns = 14;  // bound by bind_customer_columns
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
     "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+// The same ?1..?14 as sql_insert_customer (bind_customer_columns), the id last.
 constexpr const char* sql_update_customer =
-    "UPDATE customers SET name = ?2, subdomains = ?3, state = ?4, mode = ?5, route = ?6, "
-    "link_port = ?7, has_recipients = ?8, max_size = ?9, quota = ?10, queue_lifetime = ?11, "
-    "delay_warning = ?12, tls = ?13, credential = ?14, etrn_networks = ?15 WHERE id = ?1";
+    "UPDATE customers SET name = ?1, subdomains = ?2, state = ?3, mode = ?4, route = ?5, "
+    "link_port = ?6, has_recipients = ?7, max_size = ?8, quota = ?9, queue_lifetime = ?10, "
+    "delay_warning = ?11, tls = ?12, credential = ?13, etrn_networks = ?14 WHERE id = ?15";
 constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
 constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
 constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
@@ -714,6 +716,27 @@ error_code sqlite_store::write_customer_details(std::int64_t id, const customer&
   return {};
 }
 
+// Binds the customer columns ?1..?14 of sql_insert_customer and
+// sql_update_customer (one list, so the two statements cannot drift apart).
+// `networks` is join_list(c.etrn_networks), kept alive by the caller.
+void sqlite_store::bind_customer_columns(statement& s, const customer& c,
+                                         const std::string& networks) {
+  s.bind(1, c.name);
+  s.bind(2, std::int64_t{c.subdomains});
+  s.bind(3, to_string(c.state));
+  s.bind(4, to_string(c.mode));
+  s.bind(5, c.route);
+  s.bind(6, std::int64_t{c.link_port});
+  s.bind(7, std::int64_t{c.recipients.has_value()});
+  s.bind(8, static_cast<std::int64_t>(c.max_size));
+  s.bind(9, static_cast<std::int64_t>(c.quota));
+  s.bind(10, c.queue_lifetime);
+  s.bind(11, c.delay_warning);
+  s.bind(12, c.tls);
+  s.bind(13, c.credential);
+  s.bind(14, networks);
+}
+
 error_code sqlite_store::add_customer(customer& c) {
   if (!valid_customer(c)) return errc::invalid_argument;
   transaction tx(*this);
@@ -725,21 +748,8 @@ error_code sqlite_store::add_customer(customer& c) {
   {
     statement s{prepare(sql_insert_customer)};
     if (!s) return fail(last_rc_, "prepare insert customer");
-    s.bind(1, c.name);
-    s.bind(2, std::int64_t{c.subdomains});
-    s.bind(3, to_string(c.state));
-    s.bind(4, to_string(c.mode));
-    s.bind(5, c.route);
-    s.bind(6, std::int64_t{c.link_port});
-    s.bind(7, std::int64_t{c.recipients.has_value()});
-    s.bind(8, static_cast<std::int64_t>(c.max_size));
-    s.bind(9, static_cast<std::int64_t>(c.quota));
-    s.bind(10, c.queue_lifetime);
-    s.bind(11, c.delay_warning);
-    s.bind(12, c.tls);
-    s.bind(13, c.credential);
     const std::string networks = join_list(c.etrn_networks);
-    s.bind(14, networks);
+    bind_customer_columns(s, c, networks);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert customer");
     id = sqlite3_last_insert_rowid(db_);
   }
@@ -765,22 +775,9 @@ error_code sqlite_store::update_customer(const customer& c) {
   {
     statement s{prepare(sql_update_customer)};
     if (!s) return fail(last_rc_, "prepare update customer");
-    s.bind(1, c.id);
-    s.bind(2, c.name);
-    s.bind(3, std::int64_t{c.subdomains});
-    s.bind(4, to_string(c.state));
-    s.bind(5, to_string(c.mode));
-    s.bind(6, c.route);
-    s.bind(7, std::int64_t{c.link_port});
-    s.bind(8, std::int64_t{c.recipients.has_value()});
-    s.bind(9, static_cast<std::int64_t>(c.max_size));
-    s.bind(10, static_cast<std::int64_t>(c.quota));
-    s.bind(11, c.queue_lifetime);
-    s.bind(12, c.delay_warning);
-    s.bind(13, c.tls);
-    s.bind(14, c.credential);
     const std::string networks = join_list(c.etrn_networks);
-    s.bind(15, networks);
+    bind_customer_columns(s, c, networks);
+    s.bind(customer_columns + 1, c.id);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "update customer");
   }
   // The lists are replaced whole: simpler than a diff, and still atomic.

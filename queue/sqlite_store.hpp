@@ -108,6 +108,7 @@ class sqlite_store final : public store {
 
  private:
   class statement;
+  static void bind_customer_columns(statement& s, const customer& c, const std::string& networks);
   class transaction;
 
   sqlite_store(sqlite3* db, std::string path);
