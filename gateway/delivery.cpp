@@ -469,13 +469,17 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
       }
     }
 
-    // Contents of the whole batch, read once on the store thread.
+    // Contents of the messages that go out (ATRN may want only some domains),
+    // read once on the store thread.
     std::map<std::string, std::string> contents;
     auto loaded = co_await store_.run([&](queue::store& s) {
-      for (const auto& m : *batch) {
-        auto c = s.read_content(m.qid);
-        if (!c) return c.error();
-        contents[m.qid] = std::move(*c);
+      for (const auto& [key, group] : groups) {
+        for (const auto& w : group.second) {
+          if (contents.contains(w.message->qid)) continue;
+          auto c = s.read_content(w.message->qid);
+          if (!c) return c.error();
+          contents[w.message->qid] = std::move(*c);
+        }
       }
       return boost::system::error_code{};
     });
