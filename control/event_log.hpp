@@ -1,0 +1,2 @@
+// event_log.hpp — being written (issue 6).
+#pragma once

@@ -1,0 +1,2 @@
+// http_api.hpp — being written (issue 6).
+#pragma once

@@ -1,0 +1,2 @@
+// status_page.cpp — being written (issue 6).
+#include "control/status_page.hpp"

@@ -1,0 +1,2 @@
+// status_page.hpp — being written (issue 6).
+#pragma once

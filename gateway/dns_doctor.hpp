@@ -1,0 +1,2 @@
+// dns_doctor.hpp — being written (issue 6).
+#pragma once

@@ -1,0 +1,1 @@
+# status_page_test: being written (issue 6).

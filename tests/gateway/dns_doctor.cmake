@@ -1,0 +1,1 @@
+# dns_doctor_test: being written (issue 6).

@@ -1,0 +1,1 @@
+// load_test.cpp — being written (issues 6 and 7).

@@ -1,0 +1,1 @@
+// status_page_test.cpp — being written (issues 6 and 7).

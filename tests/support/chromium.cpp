@@ -1,0 +1,2 @@
+// chromium.cpp — being written (issue 6).
+#include "tests/support/chromium.hpp"

@@ -1,0 +1,2 @@
+// chromium.hpp — being written (issue 6).
+#pragma once
