@@ -1,2 +1,0 @@
-// event_log.hpp — being written (issue 6).
-#pragma once
