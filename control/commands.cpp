@@ -4,20 +4,25 @@
 #include "control/commands.hpp"
 
 #include "control/link_events.hpp"
+#include "control/status_report.hpp"
 
+#include "core/event_log.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "gateway/address.hpp"
+#include "gateway/dns_doctor.hpp"
 #include "gateway/sasl.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Stringifier.h>
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/ip/network_v4.hpp>
 #include <boost/asio/ip/network_v6.hpp>
 
 #include <algorithm>
+#include <ctime>
 #include <regex>
 #include <sstream>
 
@@ -331,6 +336,13 @@ std::string describe(const boost::system::error_code& ec, const std::string& wha
   return what + ": " + ec.message();
 }
 
+// A store error as a command failure: "no such thing" or "try again".
+command_result store_failure(const boost::system::error_code& ec, const std::string& what) {
+  return command_result::failure(describe(ec, what), ec == queue::errc::not_found
+                                                         ? command_status::not_found
+                                                         : command_status::unavailable);
+}
+
 std::vector<std::string> string_list(const Object::Ptr& args, const char* key) {
   std::vector<std::string> out;
   if (auto list = args->getArray(key)) {
@@ -360,29 +372,33 @@ asio::awaitable<command_result> customer_add(daemon_context& ctx, const Object::
   std::string error;
   if (!apply_customer_args(args, c, error)) co_return command_result::failure(error);
   if (ctx.customers.find_by_name(c.name) != nullptr) {
-    co_return command_result::failure("customer " + c.name + " already exists");
+    co_return command_result::failure("customer " + c.name + " already exists", command_status::conflict);
   }
   for (const auto& d : c.domains) {
     if (const auto* other = ctx.customers.find_by_domain(d); other && other->info.domains.end() !=
         std::find(other->info.domains.begin(), other->info.domains.end(), d)) {
       co_return command_result::failure("domain " + d + " already belongs to customer " +
-                                        other->info.name);
+                                            other->info.name,
+                                        command_status::conflict);
     }
   }
   auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.add_customer(c); });
-  if (ec == queue::errc::name_taken) co_return command_result::failure("customer " + c.name + " already exists");
-  if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer");
-  if (ec) co_return command_result::failure(describe(ec, "customer " + c.name));
+  if (ec == queue::errc::name_taken) co_return command_result::failure("customer " + c.name + " already exists", command_status::conflict);
+  if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer", command_status::conflict);
+  if (ec) co_return store_failure(ec, "customer " + c.name);
   ctx.customers.upsert(c);
   core::log_info("control: customer {} added (domains {}, mode {}, route \"{}\")", c.name,
                  c.domains.front(), queue::to_string(c.mode), c.route);
+  core::recent_events().record("customer_changed", c.name,
+                               fmt::format("customer {} added ({}, {})", c.name, c.domains.front(),
+                                           queue::to_string(c.mode)));
   co_return command_result::success(to_json(c, nullptr));
 }
 
 asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::Ptr& args) {
   std::string name = args->optValue<std::string>("name", "");
   const auto* entry = ctx.customers.find_by_name(name);
-  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
   if (name == queue::notices_customer) {
     co_return command_result::failure(name + " is the gateway's own notices queue; it cannot be changed");
   }
@@ -393,15 +409,19 @@ asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::
     const auto* other = ctx.customers.find_by_domain(d);
     if (other && other->info.id != c.id &&
         std::find(other->info.domains.begin(), other->info.domains.end(), d) != other->info.domains.end()) {
-      co_return command_result::failure("domain " + d + " already belongs to customer " + other->info.name);
+      co_return command_result::failure("domain " + d + " already belongs to customer " + other->info.name,
+                                        command_status::conflict);
     }
   }
   auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
-  if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer");
-  if (ec) co_return command_result::failure(describe(ec, "customer " + name));
+  if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer", command_status::conflict);
+  if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.upsert(c);
   core::log_info("control: customer {} changed (state {}, mode {})", c.name,
                  queue::to_string(c.state), queue::to_string(c.mode));
+  core::recent_events().record("customer_changed", c.name,
+                               fmt::format("customer {} changed: {}, {}", c.name, queue::to_string(c.state),
+                                           queue::to_string(c.mode)));
   // A new route, mode or link port applies to the mail already queued.
   ctx.scheduler.route_changed(c.id, "customer changed");
   co_return command_result::success(to_json(c, nullptr));
@@ -412,7 +432,7 @@ asio::awaitable<command_result> customer_passwd(daemon_context& ctx, const Objec
   std::string password = args->optValue<std::string>("password", "");
   const auto* entry = ctx.customers.find_by_name(name);
   if (entry == nullptr || name == queue::notices_customer) {
-    co_return command_result::failure("no customer " + name);
+    co_return command_result::failure("no customer " + name, command_status::not_found);
   }
   if (password.size() < 8 || password.size() > 255) {
     co_return command_result::failure("the password must be 8 to 255 characters");
@@ -421,9 +441,10 @@ asio::awaitable<command_result> customer_passwd(daemon_context& ctx, const Objec
   // Only the HMAC-MD5 key schedule is kept (gateway/sasl.hpp), never the password.
   c.credential = password == "-" ? std::string() : gateway::make_credential(password);
   auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
-  if (ec) co_return command_result::failure(describe(ec, "customer " + name));
+  if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.upsert(c);
   core::log_info("control: login of customer {} changed", name);
+  core::recent_events().record("customer_changed", name, "customer " + name + ": login changed");
   co_return command_result::success(Poco::Dynamic::Var(name));
 }
 
@@ -445,7 +466,7 @@ asio::awaitable<command_result> customer_show(daemon_context& ctx, const Object:
     out = std::make_pair(*c, *stats);
     return out;
   });
-  if (!found) co_return command_result::failure(describe(found.error(), "customer " + name));
+  if (!found) co_return store_failure(found.error(), "customer " + name);
   auto out = to_json(found->first, &found->second);
   out->set("current_route", ctx.router.route_for(found->first).describe());
   co_return command_result::success(out);
@@ -466,7 +487,7 @@ asio::awaitable<command_result> customer_list(daemon_context& ctx, const Object:
     }
     return out;
   });
-  if (!listing) co_return command_result::failure(describe(listing.error(), "customer list"));
+  if (!listing) co_return store_failure(listing.error(), "customer list");
   Array::Ptr out = new Array;
   for (const auto& c : listing->first) {
     const queue::queue_stats* stats = nullptr;
@@ -482,7 +503,7 @@ asio::awaitable<command_result> customer_remove(daemon_context& ctx, const Objec
   std::string name = args->optValue<std::string>("name", "");
   bool force = args->optValue<bool>("force", false);
   const auto* entry = ctx.customers.find_by_name(name);
-  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
   if (name == queue::notices_customer) {
     co_return command_result::failure(name + " is the gateway's own notices queue; it cannot be removed");
   }
@@ -490,11 +511,14 @@ asio::awaitable<command_result> customer_remove(daemon_context& ctx, const Objec
   auto ec = co_await ctx.store.run([&](queue::store& s) { return s.remove_customer(name, force); });
   if (ec == queue::errc::not_empty) {
     co_return command_result::failure("customer " + name +
-                                      " still has queued mail; deliver it first, or use --force to delete it");
+                                      " still has queued mail; deliver it first, or use --force to delete it",
+                                      command_status::conflict);
   }
-  if (ec) co_return command_result::failure(describe(ec, "customer " + name));
+  if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.remove(id);
   core::log_info("control: customer {} removed{}", name, force ? " (queued mail deleted)" : "");
+  core::recent_events().record("customer_changed", name,
+                               "customer " + name + " removed" + (force ? " with its queued mail" : ""));
   co_return command_result::success(Poco::Dynamic::Var(name));
 }
 
@@ -505,7 +529,7 @@ asio::awaitable<command_result> queue_list(daemon_context& ctx, const Object::Pt
   std::string name = args->optValue<std::string>("customer", "");
   if (!name.empty()) {
     const auto* entry = ctx.customers.find_by_name(name);
-    if (entry == nullptr) co_return command_result::failure("no customer " + name);
+    if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
     customer_id = entry->info.id;
   }
   std::size_t limit = 1000;
@@ -513,7 +537,7 @@ asio::awaitable<command_result> queue_list(daemon_context& ctx, const Object::Pt
   if (!read_number(args, "limit", limit, error)) co_return command_result::failure(error);
   auto list = co_await ctx.store.run(
       [&](queue::store& s) { return s.list_messages(customer_id, limit); });
-  if (!list) co_return command_result::failure(describe(list.error(), "queue list"));
+  if (!list) co_return store_failure(list.error(), "queue list");
   Array::Ptr out = new Array;
   for (const auto& m : *list) out->add(to_json(m, false));
   co_return command_result::success(out);
@@ -522,7 +546,7 @@ asio::awaitable<command_result> queue_list(daemon_context& ctx, const Object::Pt
 asio::awaitable<command_result> queue_show(daemon_context& ctx, const Object::Ptr& args) {
   std::string qid = args->optValue<std::string>("qid", "");
   auto m = co_await ctx.store.run([&](queue::store& s) { return s.find_message(qid); });
-  if (!m) co_return command_result::failure(describe(m.error(), "message " + qid));
+  if (!m) co_return store_failure(m.error(), "message " + qid);
   co_return command_result::success(to_json(*m, true));
 }
 
@@ -560,10 +584,12 @@ asio::awaitable<command_result> act_on_messages(daemon_context& ctx, const Objec
     return out;
   });
   std::string failed;
+  command_status why = command_status::not_found;
   Array::Ptr done = new Array;
   for (const auto& o : outcomes) {
     if (o.ec) {
       failed += (failed.empty() ? "" : "; ") + describe(o.ec, "message " + o.qid);
+      if (o.ec != queue::errc::not_found) why = command_status::unavailable;
       continue;
     }
     done->add(o.qid);
@@ -576,7 +602,7 @@ asio::awaitable<command_result> act_on_messages(daemon_context& ctx, const Objec
       if (action == queue_action::release) ctx.scheduler.mail_queued(o.customer_id);
     }
   }
-  if (!failed.empty()) co_return command_result::failure(failed);
+  if (!failed.empty()) co_return command_result::failure(failed, why);
   co_return command_result::success(done);
 }
 
@@ -592,7 +618,7 @@ asio::awaitable<command_result> queue_delete(daemon_context& ctx, const Object::
 
 asio::awaitable<command_result> queue_summary(daemon_context& ctx, const Object::Ptr&) {
   auto summary = co_await ctx.store.run([](queue::store& s) { return s.queue_summary(); });
-  if (!summary) co_return command_result::failure(describe(summary.error(), "queue summary"));
+  if (!summary) co_return store_failure(summary.error(), "queue summary");
   Array::Ptr out = new Array;
   for (const auto& s : *summary) out->add(to_json(s));
   co_return command_result::success(out);
@@ -628,7 +654,10 @@ asio::awaitable<command_result> link_change(daemon_context& ctx, const Object::P
     co_return command_result::failure("link up needs --ip ADDRESS");
   }
   auto r = co_await apply_link_event(ctx, e);
-  if (!r.ok) co_return command_result::failure(r.error);
+  if (!r.ok) {
+    co_return command_result::failure(r.error, r.temporary ? command_status::unavailable
+                                                           : command_status::bad_request);
+  }
   Object::Ptr o = new Object;
   o->set("customer", r.customer);
   o->set("changed", r.changed);
@@ -674,10 +703,10 @@ Object::Ptr to_json(const gateway::flush_progress& p) {
 asio::awaitable<command_result> flush_status(daemon_context& ctx, const Object::Ptr& args) {
   std::string name = args->optValue<std::string>("name", "");
   const auto* entry = ctx.customers.find_by_name(name);
-  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
   std::int64_t id = entry->info.id;
   auto stats = co_await ctx.store.run([id](queue::store& s) { return s.customer_stats(id); });
-  if (!stats) co_return command_result::failure(describe(stats.error(), "customer " + name));
+  if (!stats) co_return store_failure(stats.error(), "customer " + name);
   Object::Ptr o = new Object;
   o->set("customer", name);
   o->set("route", ctx.router.route_for(entry->info).describe());
@@ -692,22 +721,95 @@ asio::awaitable<command_result> flush_status(daemon_context& ctx, const Object::
 asio::awaitable<command_result> flush(daemon_context& ctx, const Object::Ptr& args) {
   std::string name = args->optValue<std::string>("name", "");
   const auto* entry = ctx.customers.find_by_name(name);
-  if (entry == nullptr) co_return command_result::failure("no customer " + name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
   switch (ctx.scheduler.request_flush(entry->info.id, "operator")) {
     case gateway::flush_refusal::none:
     case gateway::flush_refusal::already_running:
       break;
     case gateway::flush_refusal::unknown_customer:
-      co_return command_result::failure("no customer " + name);
+      co_return command_result::failure("no customer " + name, command_status::not_found);
     case gateway::flush_refusal::no_route:
       co_return command_result::failure("customer " + name +
-                                        " has no route now (no live link and no primary route): its mail stays held");
+                                        " has no route now (no live link and no primary route): its mail stays held",
+                                        command_status::conflict);
     case gateway::flush_refusal::odmr_only:
       co_return command_result::failure("customer " + name +
-                                        " is an ODMR customer: its mail goes out only over its own ATRN session");
+                                        " is an ODMR customer: its mail goes out only over its own ATRN session",
+                                        command_status::conflict);
   }
   core::log_info("control: flush of customer {} requested", name);
   co_return co_await flush_status(ctx, args);
+}
+
+// ------------------------------------------------------------ status, events, config
+
+asio::awaitable<command_result> status(daemon_context& ctx, const Object::Ptr&) {
+  co_return co_await collect_status(ctx, static_cast<std::int64_t>(std::time(nullptr)));
+}
+
+asio::awaitable<command_result> events(daemon_context&, const Object::Ptr& args) {
+  std::int64_t limit = 50;
+  std::string error;
+  if (!read_number(args, "limit", limit, error)) co_return command_result::failure(error);
+  Array::Ptr out = new Array;
+  for (const auto& e : core::recent_events().latest(static_cast<std::size_t>(std::clamp<std::int64_t>(limit, 1, 1000)))) {
+    Object::Ptr o = new Object;
+    o->set("time", e.time);
+    o->set("kind", e.kind);
+    o->set("customer", e.customer);
+    o->set("text", e.text);
+    out->add(o);
+  }
+  co_return command_result::success(out);
+}
+
+// The configuration the daemon runs with (after $-expansion), every
+// parameter, and whether it differs from the default.
+asio::awaitable<command_result> config_show(daemon_context& ctx, const Object::Ptr&) {
+  if (ctx.config == nullptr) co_return command_result::failure("no configuration", command_status::unavailable);
+  Array::Ptr out = new Array;
+  for (const auto& p : core::parameter_table()) {
+    Object::Ptr o = new Object;
+    o->set("name", std::string(p.name));
+    o->set("value", ctx.config->text(p.name));
+    o->set("default", std::string(p.default_value));
+    o->set("changed", !ctx.config->is_default(p.name));
+    out->add(o);
+  }
+  co_return command_result::success(out);
+}
+
+// The DNS doctor: the domain's MX set-up as senders see it, checked
+// against what this gateway knows of the domain (gateway/dns_doctor.hpp).
+asio::awaitable<command_result> doctor(daemon_context& ctx, const Object::Ptr& args) {
+  std::string domain = lower(args->optValue<std::string>("domain", ""));
+  while (!domain.empty() && domain.back() == '.') domain.pop_back();
+  if (domain.empty()) co_return command_result::failure("a domain is needed");
+  if (ctx.dns == nullptr) co_return command_result::failure("no resolver configured", command_status::unavailable);
+  std::optional<gateway::doctor_customer> customer;
+  if (const auto* e = ctx.customers.find_by_domain(domain)) customer = gateway::make_doctor_customer(e->info);
+  auto executor = co_await asio::this_coro::executor;
+  // Named first: GCC 12 mishandles by-value temporaries inside a co_await.
+  auto diagnosis = gateway::diagnose_domain(executor, *ctx.dns, domain, customer);
+  gateway::doctor_report report = co_await std::move(diagnosis);
+  Object::Ptr o = new Object;
+  o->set("domain", report.domain);
+  o->set("customer", customer ? customer->name : std::string());
+  Array::Ptr mx = new Array;
+  for (const auto& line : report.mx_lines) mx->add(line);
+  o->set("mx", mx);
+  Array::Ptr findings = new Array;
+  for (const auto& f : report.findings) {
+    Object::Ptr fo = new Object;
+    fo->set("level", std::string(gateway::to_string(f.level)));
+    fo->set("code", f.code);
+    fo->set("text", f.text);
+    findings->add(fo);
+  }
+  o->set("findings", findings);
+  o->set("worst", std::string(gateway::to_string(gateway::worst_level(report))));
+  o->set("text", gateway::format_report(report));
+  co_return command_result::success(o);
 }
 
 struct command_entry {
@@ -725,6 +827,8 @@ constexpr command_entry command_table[] = {
     {"link.up", &link_up},               {"link.down", &link_down},
     {"link.list", &link_list},
     {"flush", &flush},                   {"flush.status", &flush_status},
+    {"status", &status},                 {"events", &events},
+    {"config.show", &config_show},       {"doctor", &doctor},
 };
 
 }  // namespace
@@ -746,7 +850,18 @@ asio::awaitable<command_result> run_command(daemon_context& ctx, const std::stri
       co_return command_result::failure(name + ": an argument has the wrong type");
     }
   }
-  co_return command_result::failure("unknown command \"" + name + "\"");
+  co_return command_result::failure("unknown command \"" + name + "\"", command_status::not_found);
+}
+
+std::string_view to_string(command_status s) noexcept {
+  switch (s) {
+    case command_status::ok: return "ok";
+    case command_status::bad_request: return "bad_request";
+    case command_status::not_found: return "not_found";
+    case command_status::conflict: return "conflict";
+    case command_status::unavailable: return "unavailable";
+  }
+  return "bad_request";
 }
 
 std::string to_json_line(const command_result& r) {
@@ -756,6 +871,7 @@ std::string to_json_line(const command_result& r) {
     out.set("result", r.result);
   } else {
     out.set("error", r.error);
+    out.set("code", std::string(to_string(r.status)));
   }
   std::ostringstream os;
   out.stringify(os);

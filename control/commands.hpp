@@ -3,7 +3,8 @@
 // Purpose: one table of control commands ("customer.add", "queue.summary",
 // ...) used by every control front end: the CLI's UNIX socket now, the HTTP
 // API later. A request is a JSON object {"command": NAME, "args": {...}}; the
-// answer is {"ok": true, "result": ...} or {"ok": false, "error": TEXT}.
+// answer is {"ok": true, "result": ...} or {"ok": false, "error": TEXT,
+// "code": "bad_request|not_found|conflict|unavailable"}.
 // The JSON schema of every result is documented in README.md ("Control
 // channel").
 // Security: requests come only from local users the control server has
@@ -12,10 +13,15 @@
 // Errors: a failed command answers ok=false with a one-line reason.
 #pragma once
 
+#include "core/config.hpp"
 #include "gateway/customer_directory.hpp"
+#include "gateway/mx_resolver.hpp"
 #include "gateway/router.hpp"
 #include "gateway/scheduler.hpp"
 #include "linkmon/hooks.hpp"
+#include "linkmon/pcap_sniffer.hpp"
+#include "linkmon/radius_listener.hpp"
+#include "queue/disk_guard.hpp"
 #include "queue/store_worker.hpp"
 
 #include <Poco/Dynamic/Var.h>
@@ -24,28 +30,47 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace flushgate::control {
 
-// The parts of the daemon the commands act on.
+// The parts of the daemon the commands act on. The optional parts are set
+// by flushgated; tests may leave them out (the commands that need one say so).
 struct daemon_context {
   queue::store_worker& store;
   gateway::customer_directory& customers;
   gateway::router& router;
   gateway::scheduler& scheduler;
-  linkmon::hook_runner* hooks = nullptr;  // operator scripts on link and flush events
+  linkmon::hook_runner* hooks = nullptr;              // operator scripts on link and flush events
+  const core::config* config = nullptr;               // the effective configuration (config.show)
+  queue::disk_guard* disk = nullptr;                  // headroom (status, metrics)
+  const gateway::mx_options* dns = nullptr;           // the resolver and "self" (doctor)
+  linkmon::radius_listener* radius = nullptr;         // its counters (metrics)
+  std::vector<linkmon::pcap_sniffer*> sniffers;       // their counters (metrics)
+  std::string hostname;                               // myhostname
+  std::int64_t started = 0;                           // unix seconds
 };
+
+// What kind of failure a command had; the HTTP API maps it to a status code.
+enum class command_status { ok, bad_request, not_found, conflict, unavailable };
+std::string_view to_string(command_status s) noexcept;
 
 struct command_result {
   bool ok = true;
   std::string error;
   Poco::Dynamic::Var result;
+  command_status status = command_status::ok;
 
-  static command_result failure(std::string why) { return {false, std::move(why), {}}; }
-  static command_result success(Poco::Dynamic::Var value) { return {true, {}, std::move(value)}; }
+  static command_result failure(std::string why, command_status s = command_status::bad_request) {
+    return {false, std::move(why), {}, s};
+  }
+  static command_result success(Poco::Dynamic::Var value) {
+    return {true, {}, std::move(value), command_status::ok};
+  }
 };
 
-// Runs one request; never throws for bad input.
+// Runs one request; never throws for bad input. Call on the io thread.
 boost::asio::awaitable<command_result> run_command(daemon_context& ctx, const std::string& name,
                                                    const Poco::JSON::Object::Ptr& args);
 

@@ -64,9 +64,14 @@ Queue:
   queue show ID
   queue hold|release|delete ID [ID ...]
   queue summary
+Operations:
+  status                        customers, queues and links at a glance
+  events [--limit N]            what happened lately (links, flushes, changes)
+  doctor DOMAIN                 checks the domain's MX set-up in DNS (exit 1 on a warning)
 Configuration (reads the file, no daemon needed):
   config show [--changed]
   config params
+  config running                what the running daemon uses (asks the daemon)
 
 --json prints the daemon's answer as JSON (schema in README.md).
 )";
@@ -329,6 +334,46 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
               << o->get("messages_left").convert<std::string>() << " messages ("
               << o->get("bytes_left").convert<std::string>() << " bytes) queued"
               << (f->getValue<bool>("running") ? ", flush running" : "") << "\n";
+  } else if (command == "events") {
+    auto list = result.extract<Array::Ptr>();
+    std::vector<std::vector<std::string>> rows{{"AGO", "KIND", "CUSTOMER", "WHAT"}};
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto e = list->getObject(static_cast<unsigned>(i));
+      rows.push_back({age(e->getValue<std::int64_t>("time")), e->getValue<std::string>("kind"),
+                      e->getValue<std::string>("customer"), e->getValue<std::string>("text")});
+    }
+    print_table(rows);
+  } else if (command == "status") {
+    auto o = result.extract<Object::Ptr>();
+    auto t = o->getObject("totals");
+    auto d = o->getObject("disk");
+    std::cout << o->getValue<std::string>("hostname") << ": " << t->get("customers").convert<std::string>()
+              << " customers, " << t->get("messages").convert<std::string>() << " messages queued ("
+              << t->get("bytes").convert<std::string>() << " bytes, oldest "
+              << (t->getValue<std::int64_t>("oldest_age_seconds") > 0
+                      ? age(std::time(nullptr) - t->getValue<std::int64_t>("oldest_age_seconds"))
+                      : std::string("-"))
+              << "), " << t->get("links_up").convert<std::string>() << " links up, disk "
+              << (d->optValue<bool>("low", false) ? "LOW" : "ok") << "\n";
+    auto list = o->getArray("customers");
+    std::vector<std::vector<std::string>> rows{{"CUSTOMER", "ACTIVITY", "MESSAGES", "OLDEST", "ROUTE"}};
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto c = list->getObject(static_cast<unsigned>(i));
+      auto oldest = c->getValue<std::int64_t>("oldest_age_seconds");
+      rows.push_back({c->getValue<std::string>("name"), c->getValue<std::string>("activity"),
+                      c->get("messages").convert<std::string>(),
+                      oldest > 0 ? age(std::time(nullptr) - oldest) : "-", c->getValue<std::string>("route")});
+    }
+    print_table(rows);
+  } else if (command == "config.show") {
+    auto list = result.extract<Array::Ptr>();
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      auto p = list->getObject(static_cast<unsigned>(i));
+      std::cout << p->getValue<std::string>("name") << " = " << p->getValue<std::string>("value")
+                << (p->getValue<bool>("changed") ? "" : "    # default") << "\n";
+    }
+  } else if (command == "doctor") {
+    std::cout << result.extract<Object::Ptr>()->getValue<std::string>("text");
   } else if (result.isString()) {
     std::cout << result.convert<std::string>() << "\n";
   } else if (!result.isEmpty()) {
@@ -470,7 +515,10 @@ int run(std::vector<std::string> args) {
       std::cout << core::render_config(*cfg, changed);
       return 0;
     }
-    fail("usage: flushgate config show [--changed] | config params");
+    if (words.size() >= 2 && words[1] == "running") {
+      return send(cfg->text("control_socket"), "config.show", new Object, json);
+    }
+    fail("usage: flushgate config show [--changed] | config params | config running");
   }
   const std::string socket_path = cfg->text("control_socket");
   auto need = [&](std::size_t n, const char* usage) {
@@ -545,6 +593,27 @@ int run(std::vector<std::string> args) {
       return send(socket_path, "link." + verb, a, json);
     }
     if (verb == "list") return send(socket_path, "link.list", a, json);
+  } else if (group == "status") {
+    return send(socket_path, "status", a, json);
+  } else if (group == "events") {
+    for (std::size_t i = 1; i < words.size(); ++i) {
+      if (words[i] == "--limit" && i + 1 < words.size()) a->set("limit", words[++i]);
+      else fail("usage: flushgate events [--limit N]");
+    }
+    return send(socket_path, "events", a, json);
+  } else if (group == "doctor") {
+    if (words.size() != 2) fail("usage: flushgate doctor DOMAIN");
+    a->set("domain", words[1]);
+    auto report = request(socket_path, "doctor", a).extract<Object::Ptr>();
+    if (json) {
+      std::ostringstream out;
+      report->stringify(out, 2);
+      std::cout << out.str() << "\n";
+    } else {
+      print_result("doctor", report);
+    }
+    const std::string worst = report->getValue<std::string>("worst");
+    return worst == "warning" || worst == "error" ? 1 : 0;
   } else if (group == "flush") {
     need(2, "flush NAME [--wait] [--timeout SECONDS]");
     a->set("name", words[1]);

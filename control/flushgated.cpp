@@ -10,6 +10,8 @@
 // SIGTERM/SIGINT: graceful shutdown (smtp_server::shutdown), then exit 0.
 #include "control/commands.hpp"
 #include "control/control_server.hpp"
+#include "control/http_api.hpp"
+#include "core/event_log.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
@@ -44,6 +46,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -258,6 +261,21 @@ int run_daemon(core::config& cfg) {
       return 1;
     }
   }
+  // The HTTP API binds and reads (or creates) its token while privileged:
+  // the token file belongs to root and the admin group.
+  control::http_api_settings admin;
+  admin.listen = cfg.list("admin_listen");
+  admin.timeout = cfg.duration("admin_timeout");
+  if (!admin.listen.empty() &&
+      !control::load_admin_token(cfg.text("admin_token_file"), cfg.text("control_group"), admin.token, error)) {
+    core::log_error("{}", error);
+    return 1;
+  }
+  control::http_api http(io, admin);
+  if (!http.listen(error)) {
+    core::log_error("{}", error);
+    return 1;
+  }
   if (run_as != nullptr && !drop_privileges(run_as, error)) {
     core::log_error("{}", error);
     return 1;
@@ -358,6 +376,11 @@ int run_daemon(core::config& cfg) {
                            p.recipients_delivered, p.recipients_failed, p.recipients_deferred,
                            p.messages_done, p.bytes_done, p.error.empty() ? "" : " error=", p.error);
     hooks.fire(h);
+    core::recent_events().record(
+        p.error.empty() ? "flush_done" : "flush_failed", c->info.name,
+        fmt::format("flush ({}) over {}: {} delivered, {} bounced, {} deferred{}{}", p.trigger, p.route,
+                    p.recipients_delivered, p.recipients_failed, p.recipients_deferred,
+                    p.error.empty() ? "" : ": ", p.error));
   });
 
   gateway::intake_services intake{customers, worker, disk, tls.get(), {}};
@@ -370,6 +393,13 @@ int run_daemon(core::config& cfg) {
                              gateway::odmr_services{customers, worker, sched, agent, tls.get()},
                              std::move(odmr_acceptors), std::move(odmrs_acceptors));
   control::daemon_context context{worker, customers, router, sched, &hooks};
+  context.config = &cfg;
+  context.disk = &disk;
+  context.dns = &mx_opts;
+  context.radius = radius.get();
+  for (auto& sniffer : sniffers) context.sniffers.push_back(sniffer.get());
+  context.hostname = hostname;
+  context.started = static_cast<std::int64_t>(std::time(nullptr));
   link_context = &context;
   control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
   if (!control.listen(error)) {
@@ -380,6 +410,7 @@ int run_daemon(core::config& cfg) {
   smtpd.start();
   odmrd.start();
   control.start();
+  http.start(context);
   sched.start();
   if (radius) asio::co_spawn(io, radius->run(), asio::detached);
   for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
@@ -413,6 +444,7 @@ int run_daemon(core::config& cfg) {
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       if (radius) radius->stop();
       for (auto& sniffer : sniffers) sniffer->stop();
+      http.stop();
       co_await smtpd.shutdown();
       odmrd.stop();
       sched.stop();

@@ -1,7 +1,9 @@
 // link_events.cpp — see link_events.hpp.
 #include "control/link_events.hpp"
 
+#include "core/event_log.hpp"
 #include "core/log.hpp"
+#include "core/metrics.hpp"
 
 #include <ctime>
 
@@ -155,16 +157,50 @@ asio::awaitable<link_event_result> nas_reset(daemon_context& ctx, const linkmon:
   co_return out;
 }
 
+// Counts the event (flushgate_link_events_total) and, when it changed or was
+// refused, lists it among the recent events for the status page.
+void record_link_event(const linkmon::link_event& e, const char* kind, const link_event_result& r) {
+  // The source label is one of a few words: the control channel's is free text.
+  const std::string source = e.source == "radius" || e.source == "pcap" ? e.source : "script";
+  const char* result = r.ok ? (r.changed ? "changed" : "unchanged") : r.temporary ? "failed" : "refused";
+  core::metrics()
+      .counter_for("flushgate_link_events_total",
+                   "Link events (RADIUS, pcap, scripts), by source, kind and what they did.",
+                   {{"source", source}, {"kind", kind}, {"result", result}})
+      .add();
+  if (r.ok && !r.changed) return;
+  std::string text;
+  if (!r.ok) {
+    text = fmt::format("link {} for {} from {} refused: {}", kind, e.user, e.source, r.error);
+  } else if (e.k == linkmon::link_event::kind::up) {
+    text = fmt::format("link up: {} at {} ({})", e.user, e.address, e.source);
+  } else if (e.k == linkmon::link_event::kind::down) {
+    text = fmt::format("link down: {} ({})", e.user, e.source);
+  } else {
+    text = fmt::format("NAS {} restarted: its links ended ({})", e.nas, e.source);
+  }
+  core::recent_events().record(r.ok ? std::string("link_") + kind : "link_refused", r.customer, text);
+}
+
 }  // namespace
 
 asio::awaitable<link_event_result> apply_link_event(daemon_context& ctx,
                                                     const linkmon::link_event& e) {
+  link_event_result r;
+  const char* kind = "up";
   switch (e.k) {
-    case linkmon::link_event::kind::up: co_return co_await link_up(ctx, e);
-    case linkmon::link_event::kind::down: co_return co_await link_down(ctx, e);
-    case linkmon::link_event::kind::nas_reset: co_return co_await nas_reset(ctx, e);
+    case linkmon::link_event::kind::up: r = co_await link_up(ctx, e); break;
+    case linkmon::link_event::kind::down:
+      kind = "down";
+      r = co_await link_down(ctx, e);
+      break;
+    case linkmon::link_event::kind::nas_reset:
+      kind = "nas_reset";
+      r = co_await nas_reset(ctx, e);
+      break;
   }
-  co_return link_event_result{};
+  record_link_event(e, kind, r);
+  co_return r;
 }
 
 }  // namespace flushgate::control

@@ -114,6 +114,22 @@ const std::vector<param>& parameter_table() {
        .doc = "Group whose members may use the control socket; \"\" = only root and the daemon's "
               "user.",
        .check = check_account_name},
+      {.name = "admin_listen",
+       .kind = k::listen_list,
+       .default_value = "127.0.0.1:8025",
+       .doc = "Where the HTTP API, /metrics and the status page listen; \"\" = off. Keep it on "
+              "loopback (or behind a reverse proxy with TLS): the token travels in clear."},
+      {.name = "admin_token_file",
+       .kind = k::path,
+       .default_value = "$data_dir/admin.token",
+       .doc = "The HTTP API's token (one line); created with a random token, mode 0640 and group "
+              "control_group when missing. Refused when other users can read it."},
+      {.name = "admin_timeout",
+       .kind = k::duration,
+       .default_value = "10s",
+       .doc = "Limit for reading one HTTP request and for the command it runs.",
+       .min = 1,
+       .max = 600},
 
       // --- SMTP server (smtpd) ---------------------------------------------------
       {.name = "smtpd_listen",

@@ -9,6 +9,7 @@
 //   4. record all results of the batch in one transaction, DSNs included;
 //   5. repeat until nothing is left or the connection is lost.
 #include "gateway/delivery.hpp"
+#include "gateway/gateway_metrics.hpp"
 
 #include "core/log.hpp"
 #include "core/units.hpp"
@@ -256,6 +257,13 @@ asio::awaitable<bool> delivery_agent::record(std::vector<queue::store::attempt>&
   for (std::size_t i = 0; i < results->size(); ++i) {
     const auto& r = (*results)[i];
     notices += r.notice_qids.size();
+    for (const auto& u : attempts[i].updates) {
+      switch (u.fate) {
+        case queue::recipient_fate::delivered: count_delivery("sent"); break;
+        case queue::recipient_fate::failed: count_delivery("bounced"); break;
+        case queue::recipient_fate::deferred: count_delivery("deferred"); break;
+      }
+    }
     for (const auto& n : attempts[i].notices) {
       customers_.add_queued_bytes(notices_customer_id_, static_cast<std::int64_t>(n.content.size()));
     }
@@ -271,7 +279,10 @@ asio::awaitable<bool> delivery_agent::record(std::vector<queue::store::attempt>&
       core::log_info("{}: removed", attempts[i].qid);
     }
   }
-  if (notices > 0 && notice_queued_) notice_queued_(notices_customer_id_);
+  if (notices > 0) {
+    count_dsn_queued("final", notices);
+    if (notice_queued_) notice_queued_(notices_customer_id_);
+  }
   co_return true;
 }
 
@@ -692,12 +703,21 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
 
 asio::awaitable<void> delivery_agent::sweep() {
   const std::int64_t now = now_seconds();
+  // Copied first: the directory's entries may be replaced while we wait on the store.
+  struct sweep_target {
+    std::int64_t id, lifetime, warning;
+  };
+  std::vector<sweep_target> targets;
   for (const customer_entry* e : customers_.all()) {
     if (e->queued_bytes == 0) continue;
-    const std::int64_t id = e->info.id;
-    std::int64_t lifetime = e->info.queue_lifetime ? e->info.queue_lifetime : settings_.queue_lifetime.count();
-    std::int64_t warning = e->info.delay_warning ? e->info.delay_warning : settings_.delay_warning.count();
-    std::int64_t delay_before = warning > 0 ? now - warning : 0;
+    targets.push_back(
+        {e->info.id, e->info.queue_lifetime ? e->info.queue_lifetime : settings_.queue_lifetime.count(),
+         e->info.delay_warning ? e->info.delay_warning : settings_.delay_warning.count()});
+  }
+  for (const auto& target : targets) {
+    const std::int64_t id = target.id;
+    const std::int64_t lifetime = target.lifetime;
+    std::int64_t delay_before = target.warning > 0 ? now - target.warning : 0;
     std::int64_t expire_before = now - lifetime;
     for (int round = 0; round < 100; ++round) {  // bounded: 100 × 100 messages a sweep
       auto due = co_await store_.run([&](queue::store& s) {
@@ -757,6 +777,7 @@ asio::awaitable<void> delivery_agent::sweep() {
             for (const auto& qid : *done) {
               core::log_info("{}: sender delay notification: {}", m.qid, qid);
             }
+            count_dsn_queued("delay", done->size());
             for (const auto& n : notices) {
               customers_.add_queued_bytes(notices_customer_id_, static_cast<std::int64_t>(n.content.size()));
             }

@@ -1,5 +1,6 @@
 // scheduler.cpp — see scheduler.hpp.
 #include "gateway/scheduler.hpp"
+#include "gateway/gateway_metrics.hpp"
 
 #include "core/log.hpp"
 #include "core/units.hpp"
@@ -116,12 +117,17 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
   run_control control;
   st.control = &control;
   run_outcome out;
+  const auto began = steady::now();
   try {
     out = co_await run_(customer_id, std::move(r), st.progress, control);
   } catch (const std::exception& e) {
     out.left_mail = true;
     out.error = std::string("internal error: ") + e.what();
     core::log_error("delivery run for customer {} failed: {}", customer_id, e.what());
+  }
+  if (!out.nothing_deliverable) {
+    const char* result = out.cancelled || control.cancelled ? "cancelled" : out.left_mail ? "left_mail" : "complete";
+    observe_flush(result, std::chrono::duration<double>(steady::now() - began).count());
   }
   st.control = nullptr;
   --running_;

@@ -5,6 +5,7 @@
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "gateway/smtp_reply.hpp"
+#include "gateway/gateway_metrics.hpp"
 #include "gateway/smtp_session.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -114,6 +115,7 @@ asio::awaitable<void> smtp_server::accept_loop(tcp::acceptor& acceptor) {
     std::string client = socket.remote_endpoint(peer_ec).address().to_string();
     if (peer_ec) continue;  // already gone
     if (shutting_down_) {
+      count_smtp_connection("refused_shutdown");
       asio::co_spawn(io_, refuse(std::move(socket),
                                  format_reply(421, "4.3.2", settings_.hostname +
                                                                 " Service shutting down")),
@@ -122,6 +124,7 @@ asio::awaitable<void> smtp_server::accept_loop(tcp::acceptor& acceptor) {
     }
     if (sessions_.size() >= settings_.max_connections) {
       core::log_warning("smtpd: refusing [{}]: {} connections in total", client, sessions_.size());
+      count_smtp_connection("refused_limit");
       asio::co_spawn(io_, refuse(std::move(socket),
                                  format_reply(421, "4.7.0", settings_.hostname +
                                                                 " Error: too many connections")),
@@ -132,6 +135,7 @@ asio::awaitable<void> smtp_server::accept_loop(tcp::acceptor& acceptor) {
     if (per_client >= settings_.max_connections_per_client) {
       core::log_warning("smtpd: refusing [{}]: {} connections from this address", client,
                         per_client);
+      count_smtp_connection("refused_limit");
       asio::co_spawn(io_,
                      refuse(std::move(socket),
                             format_reply(421, "4.7.0",
@@ -141,6 +145,7 @@ asio::awaitable<void> smtp_server::accept_loop(tcp::acceptor& acceptor) {
       continue;
     }
     ++per_client;
+    count_smtp_connection("accepted");
     auto session = std::make_shared<smtp_session>(*this, std::move(socket), next_session_id_++);
     auto it = sessions_.insert(sessions_.end(), session);
     // The coroutine frame owns the session; the list holds only weak references.

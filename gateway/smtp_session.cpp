@@ -11,6 +11,7 @@
 #include "gateway/address.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/data_reader.hpp"
+#include "gateway/gateway_metrics.hpp"
 #include "gateway/sasl.hpp"
 #include "gateway/smtp_reply.hpp"
 #include "gateway/smtp_server.hpp"
@@ -79,6 +80,7 @@ std::chrono::steady_clock::duration smtp_session::read_timeout(std::chrono::seco
 
 void smtp_session::reply(int code, std::string_view enhanced, std::string_view text) {
   reader_.write(format_reply(code, enhanced, text));
+  if (code >= 400) count_smtp_refusal(code, enhanced);
   if (code >= 500) ++errors_;
 }
 
@@ -509,6 +511,7 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     const auto& qid = (*qids)[i];
     services.customers.add_queued_bytes(m.customer_id, static_cast<std::int64_t>(m.content.size()));
     if (services.queued) services.queued(m.customer_id);
+    count_message_accepted(m.content.size());
     core::log_info("{}: client={}, from=<{}>, size={}, nrcpt={} (queue active)", qid, client_,
                    m.sender, m.content.size(), m.recipients.size());
     if (!queued.empty()) queued += ' ';

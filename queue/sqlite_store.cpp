@@ -1,7 +1,7 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 2 (PRAGMA user_version = 2): version 1 below, then the
-// v1 -> v2 migration (schema_v2). A released version is never edited: an
+// Schema, version 5 (PRAGMA user_version = 5): version 1 below, then the
+// migrations schema_v2 ... schema_v5. A released version is never edited: an
 // existing database only ever moves forward through migrations[].
 //
 // Version 1:
@@ -42,6 +42,14 @@
 //                       one customer's unheld mail after a qid in qid order
 //                       straight from the index, without a sort and without
 //                       touching held messages' rows.
+//
+// Versions 3 and 4 add customer columns (tls; credential, etrn_networks).
+//
+// Version 5 replaces messages_by_arrival with messages_by_arrival_size
+// (arrival, id, size): the all-customers age histogram sums size over
+// arrival ranges from the index alone, and listing all messages in
+// (arrival, id) order still needs no sort. The per-customer histogram and
+// customer_stats read messages_by_customer the same way.
 //
 // list_due_notices needs no index of its own: it walks messages_by_customer
 // in arrival order up to the later of its two thresholds, so the young mail
@@ -162,12 +170,24 @@ ALTER TABLE customers ADD COLUMN credential TEXT NOT NULL DEFAULT '';
 ALTER TABLE customers ADD COLUMN etrn_networks TEXT NOT NULL DEFAULT '';
 )sql";
 
+// v4 -> v5: the queue's age histogram over all customers reads (arrival,
+// size) ranges from an index alone; messages_by_arrival had no size, so
+// each message cost a lookup of its row (a page of its own, next to the
+// body): seconds for a million messages. The new index keeps id after
+// arrival, so it still lists all messages in (arrival, id) order without a
+// sort, and replaces the old one (no extra index to write per message).
+constexpr const char* schema_v5 = R"sql(
+CREATE INDEX messages_by_arrival_size ON messages(arrival, id, size);
+DROP INDEX messages_by_arrival;
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
 constexpr const char* sql_begin = "BEGIN IMMEDIATE";
+constexpr const char* sql_begin_read = "BEGIN";
 constexpr const char* sql_commit = "COMMIT";
 constexpr const char* sql_rollback = "ROLLBACK";
 
@@ -304,6 +324,13 @@ constexpr const char* sql_customer_name = "SELECT name FROM customers WHERE id =
 constexpr const char* sql_customer_stats =
     "SELECT count(*), coalesce(sum(size), 0), coalesce(min(arrival), 0) FROM messages "
     "WHERE customer_id = ?1";
+// One bucket of queue_age_histogram: an inclusive range of arrival times.
+// Both read (arrival, size) from an index alone, never the message rows.
+constexpr const char* sql_age_bucket_of_customer =
+    "SELECT count(*), coalesce(sum(size), 0) FROM messages "
+    "WHERE customer_id = ?1 AND arrival BETWEEN ?2 AND ?3";
+constexpr const char* sql_age_bucket_all =
+    "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE arrival BETWEEN ?2 AND ?3";
 
 // SQLite reads a negative LIMIT as no limit; the store's limit 0 means the same.
 std::int64_t sql_limit(std::size_t limit) {
@@ -471,9 +498,12 @@ class sqlite_store::statement {
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when left without a commit. IMMEDIATE
 // takes the write lock at once, so a COMMIT never meets SQLITE_BUSY halfway.
+// A reading transaction (plain BEGIN) takes no lock: it only makes several
+// queries see one snapshot (WAL), and its COMMIT writes nothing.
 class sqlite_store::transaction {
  public:
-  explicit transaction(sqlite_store& st) noexcept : st_(st) {}
+  enum mode { writing, reading };
+  explicit transaction(sqlite_store& st, mode m = writing) noexcept : st_(st), mode_(m) {}
   ~transaction() {
     if (open_) rollback();
   }
@@ -481,10 +511,10 @@ class sqlite_store::transaction {
   transaction& operator=(const transaction&) = delete;
 
   error_code begin() {
-    statement s{st_.prepare(sql_begin)};
+    statement s{st_.prepare(mode_ == writing ? sql_begin : sql_begin_read)};
     if (!s) return st_.fail(st_.last_rc_, "prepare BEGIN");
     const int rc = s.step();
-    if (rc != SQLITE_DONE) return st_.fail(rc, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_DONE) return st_.fail(rc, mode_ == writing ? "BEGIN IMMEDIATE" : "BEGIN");
     open_ = true;
     return {};
   }
@@ -514,6 +544,7 @@ class sqlite_store::transaction {
   }
 
   sqlite_store& st_;
+  mode mode_;
   bool open_ = false;
 };
 
@@ -1111,7 +1142,62 @@ boost::system::result<queue_stats> sqlite_store::customer_stats(std::int64_t cus
   return q;
 }
 
+// Each bucket is one range of arrival times, counted by its own query: the
+// ranges do not overlap, so the whole histogram reads each index entry of
+// the customer (or of the queue) once. age <= bound is arrival >= now -
+// bound; the arithmetic saturates, so extreme bounds and clocks cannot wrap.
+boost::system::result<std::vector<age_bucket>> sqlite_store::queue_age_histogram(
+    std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) {
+  if (upper_bounds.size() > max_age_buckets) return errc::invalid_argument;
+  for (std::size_t i = 0; i < upper_bounds.size(); ++i) {
+    if (upper_bounds[i] < 0 || (i > 0 && upper_bounds[i] <= upper_bounds[i - 1])) {
+      return errc::invalid_argument;
+    }
+  }
+  constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
+  constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
+  auto oldest_arrival_within = [now](std::int64_t bound) {
+    std::int64_t t = 0;
+    return __builtin_sub_overflow(now, bound, &t) ? lowest : t;
+  };
+  transaction tx(*this, transaction::reading);
+  if (auto ec = tx.begin()) return ec;
+  if (customer_id != 0) {
+    statement s{prepare(sql_customer_exists)};
+    if (!s) return fail(last_rc_, "prepare customer lookup");
+    s.bind(1, customer_id);
+    const int rc = s.step();
+    if (rc == SQLITE_DONE) return errc::not_found;
+    if (rc != SQLITE_ROW) return fail(rc, "customer lookup");
+  }
+  std::vector<age_bucket> out(upper_bounds.size() + 1);
+  for (std::size_t i = 0; i < upper_bounds.size(); ++i) out[i].upper_seconds = upper_bounds[i];
+  std::int64_t newest = highest;  // arrival bound of this bucket, inclusive
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const bool last = i == upper_bounds.size();
+    const std::int64_t oldest = last ? lowest : oldest_arrival_within(upper_bounds[i]);
+    if (oldest <= newest) {
+      statement s{prepare(customer_id != 0 ? sql_age_bucket_of_customer : sql_age_bucket_all)};
+      if (!s) return fail(last_rc_, "prepare queue age histogram");
+      if (customer_id != 0) s.bind(1, customer_id);
+      s.bind(2, oldest);
+      s.bind(3, newest);
+      const int rc = s.step();
+      if (rc != SQLITE_ROW) return fail(rc, "queue age histogram");
+      out[i].messages = static_cast<std::uint64_t>(s.int64(0));
+      out[i].bytes = static_cast<std::uint64_t>(s.int64(1));
+    }
+    if (oldest == lowest) break;  // the remaining buckets are empty
+    newest = oldest - 1;
+  }
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
 const char* sqlite_store::deliverable_sql() noexcept { return sql_deliverable; }
+const char* sqlite_store::age_bucket_sql(bool one_customer) noexcept {
+  return one_customer ? sql_age_bucket_of_customer : sql_age_bucket_all;
+}
 const char* sqlite_store::due_notices_sql() noexcept { return sql_due_notices; }
 
 boost::system::result<std::int64_t> sqlite_store::message_id_of(std::string_view qid) {

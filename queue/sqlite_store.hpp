@@ -53,7 +53,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 4;
+  static constexpr int schema_version = 5;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
@@ -81,6 +81,9 @@ class sqlite_store final : public store {
   boost::system::error_code delete_message(std::string_view qid) override;
   boost::system::result<std::vector<queue_stats>> queue_summary() override;
   boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) override;
+  boost::system::result<std::vector<age_bucket>> queue_age_histogram(
+      std::int64_t customer_id, std::int64_t now,
+      std::span<const std::int64_t> upper_bounds) override;
 
   boost::system::result<std::vector<message_info>> list_deliverable(
       std::int64_t customer_id, std::string_view after_qid, std::size_t limit) override;
@@ -105,6 +108,8 @@ class sqlite_store final : public store {
   static const char* deliverable_sql() noexcept;
   // The exact SQL of list_due_notices (customer, arrival bound, expire_before, limit), ditto.
   static const char* due_notices_sql() noexcept;
+  // The exact SQL counting one age bucket of queue_age_histogram, for one customer or all.
+  static const char* age_bucket_sql(bool one_customer) noexcept;
 
  private:
   class statement;

@@ -16,6 +16,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -164,6 +165,18 @@ struct queue_stats {
   std::int64_t oldest_arrival = 0;  // unix seconds; 0 when empty
 };
 
+// One bucket of queue_age_histogram: the queued messages whose age (now -
+// arrival, seconds) is above the previous bucket's bound and at most
+// upper_seconds.
+struct age_bucket {
+  std::int64_t upper_seconds = -1;  // -1: no upper bound (the last bucket)
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;          // octets of content
+};
+
+// Most upper bounds queue_age_histogram takes (its work grows with them).
+inline constexpr std::size_t max_age_buckets = 32;
+
 class store {
  public:
   virtual ~store() = default;
@@ -192,6 +205,15 @@ class store {
   virtual boost::system::error_code delete_message(std::string_view qid) = 0;
   virtual boost::system::result<std::vector<queue_stats>> queue_summary() = 0;
   virtual boost::system::result<queue_stats> customer_stats(std::int64_t customer_id) = 0;
+  // Queued messages (any recipient left, held ones included) counted by age
+  // at `now` into one bucket per upper bound (ascending, >= 0, at most
+  // max_age_buckets) plus a last open-ended one: bounds.size() + 1 buckets,
+  // empty ones included. A bucket holds previous bound < age <= its bound;
+  // the first also holds negative ages (arrival after now: clock skew).
+  // Bounds not ascending or out of range give invalid_argument, an unknown
+  // customer not_found.
+  virtual boost::system::result<std::vector<age_bucket>> queue_age_histogram(
+      std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) = 0;
 
   // Delivery. Messages of a customer that are not held, with qid > after_qid
   // (qids sort by arrival), at most limit, recipients included.

@@ -44,6 +44,8 @@ daemon_fixture::settings base_settings(const std::filesystem::path& dir) {
       // them independent of how full the machine's /tmp is.
       {"queue_min_free", "1M"},
       {"smtpd_shutdown_grace", "5s"},
+      // Off unless a test asks: parallel daemons would share the default port.
+      {"admin_listen", ""},
   };
 }
 

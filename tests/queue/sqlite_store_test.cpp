@@ -1,6 +1,7 @@
 // sqlite_store_test.cpp — tests for queue/sqlite_store.cpp: customers,
 // commit/read round trips, batch atomicity, figures, hold/delete, reopening,
-// schema versioning and the v1 -> v2 migration, delivery bookkeeping
+// schema versioning and the migrations from v1 on, the age histogram (with
+// its query plans), delivery bookkeeping
 // (record_attempt, delay notices, due and deliverable listings, with their
 // query plans), live links, and a real full disk (a small tmpfs).
 #include "queue/sqlite_store.hpp"
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <span>
 #include <string>
@@ -507,6 +509,89 @@ TEST_F(SqliteStoreTest, SummaryAndStatsAddUp) {
   EXPECT_EQ(store_->customer_stats(9999).error(), errc::not_found);
 }
 
+// "upper:messages/bytes ..." for comparing histograms in one line.
+std::string describe(const std::vector<age_bucket>& buckets) {
+  std::string out;
+  for (const auto& b : buckets) {
+    out += std::to_string(b.upper_seconds) + ":" + std::to_string(b.messages) + "/" +
+           std::to_string(b.bytes) + " ";
+  }
+  return out;
+}
+
+TEST_F(SqliteStoreTest, QueueAgeHistogramCountsEachMessageOnceByAge) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  const auto idle = add("idle", {"idle.example"});
+  const std::int64_t now = 1700100000;
+  commit_one(message(acme, std::string(1, 'a'), now + 30));       // clock skew: age -30
+  commit_one(message(acme, std::string(2, 'a'), now - 60));       // exactly on the bound
+  commit_one(message(acme, std::string(4, 'a'), now - 61));
+  const auto held = commit_one(message(acme, std::string(8, 'a'), now - 3600));
+  commit_one(message(acme, std::string(16, 'a'), now - 90000));   // past the last bound
+  commit_one(message(bravo, std::string(32, 'b'), now - 10));
+  commit_one(message(bravo, std::string(64, 'b'), now - 200000));
+  ASSERT_FALSE(store_->set_held(held, true));  // held mail is still queued
+
+  const std::vector<std::int64_t> bounds = {60, 3600, 86400};
+  auto acme_ages = store_->queue_age_histogram(acme, now, bounds);
+  ASSERT_TRUE(acme_ages) << "histogram: got " << acme_ages.error().message() << ", want success";
+  EXPECT_EQ(describe(*acme_ages), "60:2/3 3600:2/12 86400:0/0 -1:1/16 ");
+
+  auto all_ages = store_->queue_age_histogram(0, now, bounds);
+  ASSERT_TRUE(all_ages);
+  EXPECT_EQ(describe(*all_ages), "60:3/35 3600:2/12 86400:0/0 -1:2/80 ");
+
+  auto idle_ages = store_->queue_age_histogram(idle, now, bounds);
+  ASSERT_TRUE(idle_ages);
+  EXPECT_EQ(describe(*idle_ages), "60:0/0 3600:0/0 86400:0/0 -1:0/0 ");
+
+  // No bounds: one open bucket holding everything.
+  auto total = store_->queue_age_histogram(0, now, {});
+  ASSERT_TRUE(total);
+  EXPECT_EQ(describe(*total), "-1:7/127 ");
+
+  // A delivered message leaves the histogram with its last recipient.
+  auto deliverable = store_->list_deliverable(bravo, "", 0);
+  ASSERT_TRUE(deliverable);
+  ASSERT_EQ(deliverable->size(), 2u);
+  std::vector<recipient_update> done;
+  for (const auto& r : deliverable->front().recipients) {
+    done.push_back({r.id, recipient_fate::delivered, "250 ok"});
+  }
+  ASSERT_TRUE(store_->record_attempt(deliverable->front().qid, done, 0, {}));
+  auto bravo_ages = store_->queue_age_histogram(bravo, now, bounds);
+  ASSERT_TRUE(bravo_ages);
+  EXPECT_EQ(describe(*bravo_ages), "60:0/0 3600:0/0 86400:0/0 -1:1/64 ");
+}
+
+TEST_F(SqliteStoreTest, QueueAgeHistogramRefusesBadBoundsAndUnknownCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  commit_one(message(acme, "x", 1000));
+  const std::vector<std::int64_t> descending = {3600, 60};
+  EXPECT_EQ(store_->queue_age_histogram(acme, 2000, descending).error(), errc::invalid_argument);
+  const std::vector<std::int64_t> twice = {60, 60};
+  EXPECT_EQ(store_->queue_age_histogram(acme, 2000, twice).error(), errc::invalid_argument);
+  const std::vector<std::int64_t> negative = {-1, 60};
+  EXPECT_EQ(store_->queue_age_histogram(acme, 2000, negative).error(), errc::invalid_argument);
+  std::vector<std::int64_t> too_many;
+  for (std::size_t i = 0; i <= max_age_buckets; ++i) too_many.push_back(static_cast<std::int64_t>(i));
+  EXPECT_EQ(store_->queue_age_histogram(acme, 2000, too_many).error(), errc::invalid_argument);
+  const std::vector<std::int64_t> fine = {60};
+  EXPECT_EQ(store_->queue_age_histogram(9999, 2000, fine).error(), errc::not_found);
+
+  // Bounds and clocks at the ends of the range saturate instead of wrapping.
+  const std::vector<std::int64_t> huge = {0, std::numeric_limits<std::int64_t>::max()};
+  auto edge = store_->queue_age_histogram(acme, std::numeric_limits<std::int64_t>::min(), huge);
+  ASSERT_TRUE(edge) << "histogram at INT64_MIN: got " << edge.error().message();
+  EXPECT_EQ(describe(*edge), "0:1/1 " + std::to_string(std::numeric_limits<std::int64_t>::max()) +
+                                 ":0/0 -1:0/0 ");
+  edge = store_->queue_age_histogram(acme, std::numeric_limits<std::int64_t>::max(), huge);
+  ASSERT_TRUE(edge);
+  EXPECT_EQ(describe(*edge), "0:0/0 " + std::to_string(std::numeric_limits<std::int64_t>::max()) +
+                                 ":1/1 -1:0/0 ");
+}
+
 TEST_F(SqliteStoreTest, ListMessagesInArrivalOrderWithLimit) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
@@ -690,6 +775,11 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name IN "
                       "('links', 'links_by_customer', 'messages_deliverable')"),
             3);
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_by_arrival_size'"),
+            1)
+      << "v5 adds messages_by_arrival_size";
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_by_arrival'"), 0)
+      << "v5 drops messages_by_arrival (replaced)";
 
   // Everything v1 stored is still there.
   auto c = store_->find_customer("acme");
@@ -710,6 +800,17 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   auto deliverable = store_->list_deliverable(7, "", 10);
   ASSERT_TRUE(deliverable);
   EXPECT_EQ(qids_of(*deliverable), std::vector<std::string>{"0000000000AB"});
+  const std::vector<std::int64_t> bounds = {60};
+  for (const std::int64_t who : {std::int64_t{7}, std::int64_t{0}}) {
+    auto ages = store_->queue_age_histogram(who, 1700000030, bounds);
+    ASSERT_TRUE(ages) << "histogram after migration: got " << ages.error().message();
+    ASSERT_EQ(ages->size(), 2u);
+    EXPECT_EQ((*ages)[0].messages, 1u) << "histogram of " << who << " after migration";
+    EXPECT_EQ((*ages)[0].bytes, 4u) << "histogram of " << who << " after migration";
+  }
+  auto all = store_->list_messages(0, 0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(qids_of(*all), std::vector<std::string>{"0000000000AB"});
   EXPECT_FALSE(store_->save_link({.user = "acme-dsl", .customer_id = 7, .session_id = "s1"}));
   const std::vector<recipient_update> updates = {{11, recipient_fate::delivered, "250 ok"},
                                                  {12, recipient_fate::deferred, "421 busy"}};
@@ -1176,6 +1277,32 @@ TEST_F(SqliteStoreTest, DeliveryQueriesUseTheirIndexes) {
       << "list_due_notices plan: got " << due << " want no sort";
   EXPECT_EQ(due.find("SCAN"), std::string::npos)
       << "list_due_notices plan: got " << due << " want no scan";
+}
+
+TEST_F(SqliteStoreTest, AgeHistogramAndSummaryReadOnlyIndexes) {
+  const auto acme = add("acme", {"acme.example"});
+  commit_one(message(acme, "x"));
+  const auto one = joined(query_plan(sqlite_store::age_bucket_sql(true)));
+  EXPECT_NE(one.find("USING COVERING INDEX messages_by_customer (customer_id=? AND arrival>? "
+                     "AND arrival<?)"),
+            std::string::npos)
+      << "one customer's histogram plan: got " << one << " want a range on messages_by_customer";
+  const auto all = joined(query_plan(sqlite_store::age_bucket_sql(false)));
+  EXPECT_NE(all.find("USING COVERING INDEX messages_by_arrival_size (arrival>? AND arrival<?)"),
+            std::string::npos)
+      << "whole queue's histogram plan: got " << all
+      << " want a range on messages_by_arrival_size, no row lookups";
+  // Listing everything in arrival order (list_messages with customer 0,
+  // the same SQL) still walks an index without a sort.
+  const auto listing = joined(query_plan(
+      "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
+      "m.envid, m.ret, m.body_type, m.client "
+      "FROM messages m JOIN customers c ON c.id = m.customer_id "
+      "ORDER BY m.arrival, m.id LIMIT 10"));
+  EXPECT_NE(listing.find("SCAN m USING INDEX messages_by_arrival_size"), std::string::npos)
+      << "all messages in arrival order: got " << listing << " want messages_by_arrival_size";
+  EXPECT_EQ(listing.find("TEMP B-TREE"), std::string::npos)
+      << "all messages in arrival order: got " << listing << " want no sort";
 }
 
 // A real full disk: the spool on a 2 MB tmpfs. Needs root (mount(2)).

@@ -1,0 +1,33 @@
+// status_report.hpp — the daemon's state at a glance: the status snapshot
+// (control command "status", the status page, GET /api/v1/status) and the
+// Prometheus exposition at /metrics.
+//
+// Purpose: one place gathers what an operator looks at — customers with
+// their activity (relaying, held, flushing, link up), queue depth and
+// oldest age, the queue's age histogram, live links, recent events, disk
+// headroom — as one JSON object whose schema README "HTTP API" documents.
+// render_metrics turns the same snapshot into gauges and adds the counters
+// of core::metrics() and of the link monitor.
+// Security: reads only; customer names and link users appear in the output
+// and are escaped by the renderers (JSON, Prometheus label escaping, HTML).
+// Errors: collect_status fails (unavailable) only when the store does.
+#pragma once
+
+#include "control/commands.hpp"
+
+#include <Poco/JSON/Object.h>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+
+namespace flushgate::control {
+
+// The snapshot; call on the io thread. `now` is unix seconds.
+boost::asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t now);
+
+// The /metrics text: counters from core::metrics(), the link monitor's and
+// hooks' counters, and gauges from a snapshot made by collect_status.
+std::string render_metrics(const daemon_context& ctx, const Poco::JSON::Object::Ptr& status);
+
+}  // namespace flushgate::control
