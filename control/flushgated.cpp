@@ -69,8 +69,12 @@ std::string system_hostname() {
   return buf;
 }
 
-// Creates data_dir (mode 0750) and hands it to the run user.
-bool prepare_data_dir(const std::string& dir, const passwd* run_as, std::string& error) {
+// Creates data_dir (mode 0750) and hands it to the run user; its group is
+// control_group when one is set, so that the admin group can reach the
+// control socket and the admin token inside it (the files themselves stay
+// the run user's: umask 027 and their own modes keep the queue private).
+bool prepare_data_dir(const std::string& dir, const passwd* run_as, const group* admins,
+                      std::string& error) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
@@ -78,15 +82,20 @@ bool prepare_data_dir(const std::string& dir, const passwd* run_as, std::string&
     return false;
   }
   ::chmod(dir.c_str(), 0750);
-  if (run_as != nullptr && ::chown(dir.c_str(), run_as->pw_uid, run_as->pw_gid) != 0) {
+  const gid_t dir_group = admins != nullptr ? admins->gr_gid : run_as != nullptr ? run_as->pw_gid : static_cast<gid_t>(-1);
+  if (run_as != nullptr && ::chown(dir.c_str(), run_as->pw_uid, dir_group) != 0) {
     error = "data_dir " + dir + ": cannot give it to " + run_as->pw_name + ": " + std::strerror(errno);
     return false;
   }
   return true;
 }
 
-bool drop_privileges(const passwd* run_as, std::string& error) {
-  if (::setgroups(0, nullptr) != 0 || ::setgid(run_as->pw_gid) != 0 ||
+// Keeps one supplementary group, control_group, so that the daemon can give
+// the control socket to it; every other group of root is dropped.
+bool drop_privileges(const passwd* run_as, const group* admins, std::string& error) {
+  const gid_t keep = admins != nullptr ? admins->gr_gid : 0;
+  if (::setgroups(admins != nullptr ? 1 : 0, admins != nullptr ? &keep : nullptr) != 0 ||
+      ::setgid(run_as->pw_gid) != 0 ||
       ::setuid(run_as->pw_uid) != 0) {
     error = std::string("cannot drop privileges to ") + run_as->pw_name + ": " + std::strerror(errno);
     return false;
@@ -175,8 +184,16 @@ int run_daemon(core::config& cfg) {
       return 1;
     }
   }
+  const group* admins = nullptr;
+  if (const std::string name = cfg.text("control_group"); !name.empty()) {
+    admins = ::getgrnam(name.c_str());
+    if (admins == nullptr) {
+      core::log_error("control_group: no group named \"{}\"", name);
+      return 1;
+    }
+  }
   const std::string data_dir = cfg.text("data_dir");
-  if (!prepare_data_dir(data_dir, run_as, error)) {
+  if (!prepare_data_dir(data_dir, run_as, admins, error)) {
     core::log_error("{}", error);
     return 1;
   }
@@ -276,7 +293,7 @@ int run_daemon(core::config& cfg) {
     core::log_error("{}", error);
     return 1;
   }
-  if (run_as != nullptr && !drop_privileges(run_as, error)) {
+  if (run_as != nullptr && !drop_privileges(run_as, admins, error)) {
     core::log_error("{}", error);
     return 1;
   }
@@ -437,6 +454,20 @@ int run_daemon(core::config& cfg) {
     }
   }, asio::detached);
 
+  // SIGHUP: reopen the log file (logrotate's postrotate sends it).
+  asio::signal_set hup(io, SIGHUP);
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    for (;;) {
+      auto [ec, sig] = co_await hup.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      if (core::reopen_log_target()) {
+        core::log_info("flushgated: signal {}: log reopened", sig);
+      } else {
+        core::log_warning("log_target {}: cannot reopen: still writing to the old file", cfg.text("log_target"));
+      }
+    }
+  }, asio::detached);
+
   asio::signal_set signals(io, SIGTERM, SIGINT);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
@@ -454,6 +485,7 @@ int run_daemon(core::config& cfg) {
       }
       control.stop();
       disk_timer.cancel();
+      hup.cancel();
       io.stop();
     }, asio::detached);
   });

@@ -179,7 +179,7 @@ const param* find_param(std::string_view name) {
 bool check_value(const param& p, std::string_view value, std::string& why) {
   if (value.empty()) {
     // Only a parameter whose default is empty has a meaning for "".
-    if (!p.default_value.empty()) {
+    if (!p.default_value.empty() && !p.may_be_empty) {
       why = "empty value (the default is " + quoted(p.default_value) + ")";
       return false;
     }

@@ -54,6 +54,7 @@ struct param {
   std::int64_t max = INT64_MAX;  // likewise
   std::string_view choices;      // "a|b|c" for choice
   value_check check = nullptr;   // applied to non-empty values after expansion
+  bool may_be_empty = false;     // "" means "off" although the default is not empty
 };
 
 // "string", "path", "address list", "duration", ... for messages and docs.

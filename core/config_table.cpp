@@ -118,7 +118,8 @@ const std::vector<param>& parameter_table() {
        .kind = k::listen_list,
        .default_value = "127.0.0.1:8025",
        .doc = "Where the HTTP API, /metrics and the status page listen; \"\" = off. Keep it on "
-              "loopback (or behind a reverse proxy with TLS): the token travels in clear."},
+              "loopback (or behind a reverse proxy with TLS): the token travels in clear.",
+       .may_be_empty = true},
       {.name = "admin_token_file",
        .kind = k::path,
        .default_value = "$data_dir/admin.token",

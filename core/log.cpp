@@ -4,6 +4,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -12,12 +13,15 @@
 namespace flushgate::core {
 namespace {
 
+// `mutex` guards file, path, use_syslog and program; min_level is read on
+// every call before the lock is taken, so it is atomic instead.
 struct log_sink {
   std::mutex mutex;
   std::FILE* file = stderr;
+  std::string path;  // the file's path when the target is a file, else empty
   bool use_syslog = false;
-  log_level min_level = log_level::info;
   std::string program = "flushgate";
+  std::atomic<log_level> min_level{log_level::info};
 };
 
 log_sink& sink() {
@@ -45,33 +49,56 @@ int syslog_priority(log_level level) {
   return LOG_INFO;
 }
 
+// Appends to `path`: "e" is glibc's O_CLOEXEC, so no child (a hook, a
+// test's Postfix) inherits the descriptor; line buffered, and log_line
+// flushes anyway.
+std::FILE* open_log_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "ae");
+  if (f != nullptr) std::setvbuf(f, nullptr, _IOLBF, 0);
+  return f;
+}
+
 }  // namespace
 
 bool set_log_target(const std::string& target, const std::string& program_name) {
   auto& s = sink();
   std::lock_guard lock(s.mutex);
-  s.program = program_name;
   if (s.file != stderr && s.file != nullptr) std::fclose(s.file);
   s.file = stderr;
+  s.path.clear();
+  // openlog(3) keeps the ident pointer: close before s.program changes.
+  if (s.use_syslog) closelog();
   s.use_syslog = false;
+  s.program = program_name;
   if (target.empty() || target == "stderr") return true;
   if (target == "syslog") {
     openlog(s.program.c_str(), LOG_PID | LOG_NDELAY, LOG_MAIL);
     s.use_syslog = true;
     return true;
   }
-  std::FILE* f = std::fopen(target.c_str(), "a");
+  std::FILE* f = open_log_file(target);
   if (f == nullptr) return false;
-  std::setvbuf(f, nullptr, _IOLBF, 0);
+  s.file = f;
+  s.path = target;
+  return true;
+}
+
+bool reopen_log_target() {
+  auto& s = sink();
+  std::lock_guard lock(s.mutex);
+  if (s.path.empty()) return true;  // stderr or syslog: nothing to reopen
+  // Open the new file before closing the old one: when the path cannot be
+  // opened (a directory gone, a file the run user may not write), lines keep
+  // going to the old file rather than nowhere. The lock makes the switch
+  // fall between two whole lines.
+  std::FILE* f = open_log_file(s.path);
+  if (f == nullptr) return false;
+  std::fclose(s.file);
   s.file = f;
   return true;
 }
 
-void set_log_level(log_level min_level) {
-  auto& s = sink();
-  std::lock_guard lock(s.mutex);
-  s.min_level = min_level;
-}
+void set_log_level(log_level min_level) { sink().min_level.store(min_level); }
 
 bool parse_log_level(std::string_view text, log_level& out) {
   if (text == "debug") out = log_level::debug;
@@ -84,7 +111,7 @@ bool parse_log_level(std::string_view text, log_level& out) {
 
 void log_line(log_level level, std::string_view text) {
   auto& s = sink();
-  if (level < s.min_level) return;
+  if (level < s.min_level.load(std::memory_order_relaxed)) return;
   std::string clean(text);
   for (char& c : clean) {
     // A peer's CR/LF or escape sequence must not start a forged log line.

@@ -304,6 +304,8 @@ TEST(ConfigExpansion, FollowsLongChainsOfTypedValues) {
     if (p.kind == param_kind::duration) names.push_back(p.name);
   }
   ASSERT_GE(names.size(), 10u);
+  // Expansion is bounded at 16 levels: a chain of 16 values is the longest allowed.
+  if (names.size() > 16) names.resize(16);
   for (std::size_t i = 0; i + 1 < names.size(); ++i) {
     text += std::string(names[i]) + " = $" + std::string(names[i + 1]) + "\n";
   }
@@ -359,7 +361,7 @@ TEST(ConfigExpansion, ReportsBadReferencesWithFileAndLine) {
       // a default that breaks because of a line: blamed on that line
       {"\ndata_dir = " + long_dir + "\n",
        "t.cf:2: control_socket: value longer than 64 KiB after $-expansion"},
-      {deep, "t.cf:1: smtpd_timeout: $-expansion nested deeper than 16 levels"},
+      {deep, "t.cf:1: " + chain.front() + ": $-expansion nested deeper than 16 levels"},
   };
   for (const auto& c : cases) {
     EXPECT_EQ(parse_error(c.text), c.want) << "parse(\"" << c.text.substr(0, 200) << "\")";
