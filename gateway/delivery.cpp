@@ -527,17 +527,22 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
       d.diagnostic = diagnostic;
       d.last_attempt = now_seconds();
       failures[w.message->qid].push_back(d);
-      core::log_info("{}: to=<{}>, relay={}, dsn={}, status=bounced ({})", w.message->qid,
-                     rc.address, remote.empty() ? "none" : remote, status, diagnostic);
+      core::log_info("{}: to=<{}>, relay={}, delay={}, dsn={}, status=bounced ({}), customer={}",
+                     w.message->qid, rc.address, remote.empty() ? "none" : remote,
+                     now_seconds() - w.message->arrival, status, diagnostic, customer_name);
     };
     auto defer = [&](const work_item& w, const queue::recipient_info& rc, const std::string& relay,
                      const std::string& why) {
       update(w, rc, queue::recipient_fate::deferred, why);
       out.left_mail = true;
       if (out.error.empty()) out.error = why;
-      core::log_info("{}: to=<{}>, relay={}, delay={}, status=deferred ({})", w.message->qid,
-                     rc.address, relay.empty() ? "none" : relay,
-                     now_seconds() - w.message->arrival, why);
+      // 4.4.1: no answer from the host; a 4xx reply's own code when it gave one.
+      const std::string dsn = why.size() > 9 && why[0] == '4' && why[3] == ' ' && why[4] == '4' && why[5] == '.'
+                                  ? why.substr(4, why.find(' ', 4) - 4)
+                                  : "4.4.1";
+      core::log_info("{}: to=<{}>, relay={}, delay={}, dsn={}, status=deferred ({}), customer={}",
+                     w.message->qid, rc.address, relay.empty() ? "none" : relay,
+                     now_seconds() - w.message->arrival, dsn, why, customer_name);
     };
 
     for (const auto& key : order) {
@@ -631,8 +636,9 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
             defer(w, *rc, relay, "lost connection with " + relay + " while sending");
           } else if (rr->reply.code >= 200 && rr->reply.code < 300) {
             update(w, *rc, queue::recipient_fate::delivered, rr->reply.line());
-            core::log_info("{}: to=<{}>, relay={}, delay={}, status=sent ({})", w.message->qid,
-                           rc->address, relay, now_seconds() - w.message->arrival, rr->reply.line());
+            core::log_info("{}: to=<{}>, relay={}, delay={}, dsn={}, status=sent ({}), customer={}",
+                           w.message->qid, rc->address, relay, now_seconds() - w.message->arrival,
+                           status_of(rr->reply, '2', "2.0.0"), rr->reply.line(), customer_name);
             if (!peer_dsn && notify_has(rc->notify, "SUCCESS")) {
               // RFC 3461 §5.2.2: the next hop cannot report success; we say "relayed".
               queue::dsn_recipient d;
@@ -744,8 +750,9 @@ asio::awaitable<void> delivery_agent::sweep() {
             d.diagnostic = rc.last_reply;
             d.last_attempt = rc.attempts > 0 ? now : 0;
             list.push_back(d);
-            core::log_info("{}: to=<{}>, status=expired, returned to sender ({})", m.qid,
-                           rc.address, rc.last_reply.empty() ? "never delivered" : rc.last_reply);
+            core::log_info("{}: to=<{}>, relay=none, delay={}, dsn=5.4.7, status=expired, returned to sender ({})",
+                           m.qid, rc.address, now - m.arrival,
+                           rc.last_reply.empty() ? "never delivered" : rc.last_reply);
           }
           auto notice = make_notice(m, body, std::move(list));
           if (notice.customer_id != 0) a.notices.push_back(std::move(notice));

@@ -315,10 +315,14 @@ asio::awaitable<void> smtp_session::do_mail(const command& c) {
     }
   }
   if (args.size && *args.size > settings.message_size_limit) {
+    core::log_info("NOQUEUE: reject: MAIL from {}: 552 5.3.4 message size {} exceeds the limit; from=<{}>",
+                   client_, *args.size, args.path);
     reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
     co_return;
   }
   if (disk.low() || (args.size && *args.size > disk.free_bytes())) {
+    core::log_info("NOQUEUE: reject: MAIL from {}: 452 4.3.1 insufficient system storage; from=<{}>",
+                   client_, args.path);
     reply(452, "4.3.1", "Error: insufficient system storage");
     co_return;
   }
@@ -512,8 +516,9 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     services.customers.add_queued_bytes(m.customer_id, static_cast<std::int64_t>(m.content.size()));
     if (services.queued) services.queued(m.customer_id);
     count_message_accepted(m.content.size());
-    core::log_info("{}: client={}, from=<{}>, size={}, nrcpt={} (queue active)", qid, client_,
-                   m.sender, m.content.size(), m.recipients.size());
+    const customer_entry* owner = services.customers.find_by_id(m.customer_id);
+    core::log_info("{}: client={}, from=<{}>, size={}, nrcpt={}, customer={} (queue active)", qid, client_,
+                   m.sender, m.content.size(), m.recipients.size(), owner ? owner->info.name : "?");
     if (!queued.empty()) queued += ' ';
     queued += qid;
   }
