@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
-#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -49,27 +48,34 @@ constexpr std::int64_t age_bad = 4 * 3600;
 
 // ---- readers: never throw, nullopt for missing, null or unusable ----------
 
+// Every number read is clamped to ±2^52 (4.5 PB, 140 million years), so
+// that differences and sums of a few of them cannot overflow.
+constexpr std::int64_t max_number = std::int64_t{1} << 52;
+
 std::optional<std::int64_t> to_int(const Var& v) {
   try {
-    if (v.isEmpty()) return std::nullopt;
-    if (v.isBoolean()) return std::nullopt;
+    if (v.isEmpty() || v.isBoolean()) return std::nullopt;
     if (v.isInteger()) {
       if (!v.isSigned()) {
-        const auto u = v.convert<Poco::UInt64>();
         return static_cast<std::int64_t>(
-            std::min<Poco::UInt64>(u, static_cast<Poco::UInt64>(std::numeric_limits<std::int64_t>::max())));
+            std::min<Poco::UInt64>(v.convert<Poco::UInt64>(), static_cast<Poco::UInt64>(max_number)));
       }
-      return v.convert<Poco::Int64>();
+      return std::clamp<std::int64_t>(v.convert<Poco::Int64>(), -max_number, max_number);
     }
     if (v.isNumeric() || v.isString()) {
       const double d = v.convert<double>();
       if (!std::isfinite(d)) return std::nullopt;
-      constexpr double lim = 9.0e18;
+      constexpr auto lim = static_cast<double>(max_number);
       return static_cast<std::int64_t>(std::clamp(d, -lim, lim));
     }
   } catch (...) {  // a conversion Poco refuses: treat as absent
   }
   return std::nullopt;
+}
+
+// a + b, held at ±max_number (totals summed over many customers).
+std::int64_t add_clamped(std::int64_t a, std::int64_t b) {
+  return std::clamp<std::int64_t>(a + b, -max_number, max_number);
 }
 
 std::optional<std::string> to_text(const Var& v) {
@@ -384,7 +390,7 @@ body{margin:0;background:var(--bg);color:var(--ink);font:14px/1.45 system-ui,-ap
 .logo::after{content:"";position:absolute;left:5px;right:5px;top:10px;height:2px;background:#fff;border-radius:1px;
 box-shadow:0 -5px 0 #fff,0 5px 0 rgba(255,255,255,.6)}
 .host{border-left:1px solid #2a3a52;padding-left:18px;min-width:0}
-.host h1{margin:0;font-size:18px;font-weight:600;overflow-wrap:anywhere}
+.host h1{margin:0;font-size:18px;font-weight:600;overflow-wrap:break-word}
 .host .meta,.stamp{color:var(--headmuted);font-size:12.5px}
 .stamp{margin-left:auto;text-align:right}
 .stamp b{color:var(--headink);font-weight:600}
@@ -413,8 +419,8 @@ th.num,td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 .mono{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12.5px}
 .muted{color:var(--muted)}.small{font-size:12px}
 .nowrap{white-space:nowrap}
-.name{font-weight:600;overflow-wrap:anywhere}
-.doms{font-size:12px;color:var(--muted);overflow-wrap:anywhere}
+.name{font-weight:600;overflow-wrap:break-word}
+.doms{font-size:12px;color:var(--muted);overflow-wrap:break-word}
 tr.t-bad td:first-child{box-shadow:inset 3px 0 var(--red)}
 tr.t-warn td:first-child{box-shadow:inset 3px 0 var(--amber)}
 tr.t-off td{color:var(--muted)}
@@ -427,9 +433,10 @@ line-height:17px;color:var(--muted);white-space:nowrap;font-weight:500}
 .c-green{--c:var(--green);--cb:var(--green-bg)}.c-amber{--c:var(--amber);--cb:var(--amber-bg)}.c-red{--c:var(--red);--cb:var(--red-bg)}
 .c-blue{--c:var(--blue);--cb:var(--blue-bg)}.c-teal{--c:var(--teal);--cb:var(--teal-bg)}.c-grey{--c:var(--grey);--cb:var(--grey-bg)}
 .c-violet{--c:var(--violet);--cb:var(--violet-bg)}
-.route{overflow-wrap:anywhere}
+.route{overflow-wrap:break-word}
+.cust-table .name,.cust-table td.c-state{white-space:nowrap}
 .qn{font-weight:600}.qb{font-size:12px;color:var(--muted)}
-.err{color:var(--red);font-size:12.5px;margin-top:2px;overflow-wrap:anywhere}
+.err{color:var(--red);font-size:12.5px;margin-top:2px;overflow-wrap:break-word}
 .age-warn{color:var(--amber);font-weight:650}.age-bad{color:var(--red);font-weight:700}
 .prog{margin-top:6px;width:170px;max-width:100%}
 .bar{height:6px;border-radius:3px;background:var(--track);overflow:hidden}
@@ -450,12 +457,12 @@ line-height:17px;color:var(--muted);white-space:nowrap;font-weight:500}
 .lk-top .up{margin-left:auto;font-size:12.5px;color:var(--green);font-weight:600;white-space:nowrap;font-variant-numeric:tabular-nums}
 .k-dsl{color:var(--blue);border-color:var(--blue-bg);background:var(--blue-bg)}
 .k-dial{color:var(--violet);border-color:var(--violet-bg);background:var(--violet-bg)}
-.lk-sub{margin-top:1px;overflow-wrap:anywhere}.lk-sub .arrow{color:var(--faint)}
-.lk-meta{font-size:12px;color:var(--muted);overflow-wrap:anywhere}
+.lk-sub{margin-top:1px;overflow-wrap:break-word}.lk-sub .arrow{color:var(--faint)}
+.lk-meta{font-size:12px;color:var(--muted);overflow-wrap:break-word}
 .empty{color:var(--muted);padding:6px 0 4px;margin:0}
 .more{color:var(--muted);font-size:12.5px;padding-top:6px;margin:0}
 .e-time{width:1%}.e-kind{width:1%;white-space:nowrap}.e-cust{width:1%;white-space:nowrap}
-.e-text{overflow-wrap:anywhere}
+.e-text{overflow-wrap:break-word}
 .ago{display:block;font-size:11.5px;color:var(--muted)}
 footer{max-width:1600px;margin:0 auto;padding:0 24px 20px;color:var(--muted);font-size:12px}
 @media (max-width:1180px){
@@ -466,7 +473,7 @@ footer{max-width:1600px;margin:0 auto;padding:0 24px 20px;color:var(--muted);fon
 @media (max-width:700px){
 .top{padding:10px 14px;gap:6px 14px}.host{border-left:0;padding-left:0;width:100%}.stamp{margin-left:0;text-align:left}
 main{padding:12px}footer{padding:0 12px 16px}
-.tiles{grid-template-columns:repeat(2,minmax(0,1fr));gap:8px}.tile .v{font-size:21px}.tile .s{white-space:normal}
+.tiles{grid-template-columns:repeat(2,minmax(0,1fr));gap:8px}.tile:last-child:nth-child(odd){grid-column:span 2}.tile .v{font-size:21px}.tile .s{white-space:normal}
 .panel{padding:10px 12px}
 table.cards thead{display:none}
 table.cards,table.cards tbody{display:block;width:100%}
@@ -486,6 +493,7 @@ grid-template-areas:"kind cust time" "text text text";padding:8px 0;border-botto
 .e-time{grid-area:time;width:auto;text-align:right}.e-kind{grid-area:kind;width:auto}.e-cust{grid-area:cust;width:auto;white-space:normal}
 .e-text{grid-area:text}
 .e-time .ago{display:inline;margin-left:4px}
+.cust-table .name,.cust-table td.c-state{white-space:normal}
 }
 )css";
 
@@ -580,39 +588,38 @@ void put_tiles(std::string& out, const page_context& ctx, const std::vector<cust
   }
 
   // Queue: messages and bytes.
-  {
-    auto messages = int_of(totals, "messages");
-    auto bytes = int_of(totals, "bytes");
-    if (totals.isNull() && !customers.empty()) {
-      std::int64_t m = 0, b = 0;
-      for (const auto& c : customers) {
-        m += c.messages.value_or(0);
-        b += c.bytes.value_or(0);
-      }
-      messages = m;
-      bytes = b;
+  auto messages = int_of(totals, "messages");
+  auto bytes = int_of(totals, "bytes");
+  if (totals.isNull() && !customers.empty()) {
+    std::int64_t m = 0, b = 0;
+    for (const auto& c : customers) {
+      m = add_clamped(m, c.messages.value_or(0));
+      b = add_clamped(b, c.bytes.value_or(0));
     }
-    std::string sub = bytes ? format_bytes(non_negative(*bytes)) : std::string{};
-    put_tile(out, "", "t-messages", "Queued messages", messages ? format_count(*messages) : "\xE2\x80\x94",
-             sub);
+    messages = m;
+    bytes = b;
   }
+  put_tile(out, "", "t-messages", "Queued messages", messages ? format_count(*messages) : "\xE2\x80\x94",
+           bytes ? format_bytes(non_negative(*bytes)) : std::string{});
 
-  // Oldest message.
+  // Oldest message: 0 s old is an age when something is queued, and "none"
+  // when nothing is (the snapshot says 0 for both).
   {
     auto oldest = int_of(totals, "oldest_age_seconds");
     if (!oldest && totals.isNull()) {
       for (const auto& c : customers)
-        if (c.oldest && (!oldest || *c.oldest > *oldest)) oldest = c.oldest;
+        if (c.oldest && c.messages.value_or(0) > 0 && (!oldest || *c.oldest > *oldest)) oldest = c.oldest;
     }
-    std::string_view css = "ok";
-    std::string sub = "nothing queued";
-    if (oldest && *oldest > 0) {
-      css = *oldest >= age_bad ? "bad" : *oldest >= age_warn ? "warn" : "ok";
-      sub = *oldest >= age_bad ? "past the delay warning" : "in the queue";
+    const bool queued = messages ? *messages > 0 : oldest && *oldest > 0;
+    if (oldest && queued) {
+      const std::int64_t age = std::max<std::int64_t>(0, *oldest);
+      put_tile(out, age >= age_bad ? "bad" : age >= age_warn ? "warn" : "ok", "t-oldest", "Oldest message",
+               format_age(age), age >= age_bad ? "past the delay warning" : "in the queue");
+    } else if (messages && *messages == 0) {
+      put_tile(out, "ok", "t-oldest", "Oldest message", "\xE2\x80\x94", "nothing queued");
+    } else {
+      put_tile(out, "", "t-oldest", "Oldest message", "\xE2\x80\x94", {});
     }
-    if (!oldest) css = "";
-    put_tile(out, css, "t-oldest", "Oldest message",
-             oldest && *oldest > 0 ? format_age(*oldest) : "\xE2\x80\x94", oldest ? sub : std::string{});
   }
 
   // Links up, split by kind.
@@ -728,7 +735,7 @@ void put_customers(std::string& out, const std::vector<customer_view>& customers
     else out += "<span class=\"qn\">" + format_count(*c.messages) + "</span>";
     if (c.bytes && *c.bytes > 0) out += "<div class=\"qb\">" + format_bytes(non_negative(*c.bytes)) + "</div>";
     out += "</td><td class=\"num c-old\" data-label=\"Oldest\">";
-    if (c.oldest && *c.oldest > 0 && c.messages.value_or(1) > 0) {
+    if (c.oldest && c.messages.value_or(0) > 0) {
       out += fmt::format("<span class=\"{}\">{}</span>", age_class(*c.oldest), format_age(*c.oldest));
     } else {
       out += "<span class=\"muted\">\xE2\x80\x94</span>";
@@ -749,7 +756,10 @@ void put_customers(std::string& out, const std::vector<customer_view>& customers
     } else {
       out += "<span class=\"muted\">\xE2\x80\x94</span>";
     }
-    if (c.next_attempt && *c.next_attempt >= 0 && c.messages.value_or(0) > 0 && c.activity != "flushing")
+    // A planned retry matters where there is somewhere to retry to.
+    const bool has_route = !c.route.empty() && c.route != "hold" && c.route != "odmr";
+    if (has_route && c.next_attempt && *c.next_attempt > 0 && c.messages.value_or(0) > 0 &&
+        c.activity != "flushing")
       out += "<div class=\"muted small\">next attempt in " + format_age(*c.next_attempt) + "</div>";
     if (!c.last_error.empty()) {
       out += "<div class=\"err\">\xE2\x9A\xA0 ";
@@ -770,7 +780,7 @@ void put_histogram(std::string& out, const page_context& ctx) {
   std::int64_t total = 0, largest = 0;
   for (const auto& b : buckets) {
     const auto m = std::max<std::int64_t>(0, int_of(b, "messages").value_or(0));
-    total += m;
+    total = add_clamped(total, m);
     largest = std::max(largest, m);
   }
   out += "<section class=\"panel\" id=\"ages\">\n<h2>Queue by age";
