@@ -121,3 +121,19 @@ TEST_F(Shutdown, TransactionPastTheGraceIsCutOff) {
 }
 
 }  // namespace
+
+// Not a shutdown: SIGHUP asks the daemon to reopen its log file (logrotate
+// moves the file away first), and it keeps running.
+TEST(LogRotation, SighupReopensTheLogFile) {
+  daemon_fixture daemon;
+  daemon.start();
+  const auto rotated = daemon.log_path().string() + ".1";
+  std::filesystem::rename(daemon.log_path(), rotated);
+  ASSERT_TRUE(daemon.signal(SIGHUP));
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(daemon.log_path()); }, std::chrono::seconds(10)))
+      << "got no new log file 10 s after SIGHUP, want one";
+  ASSERT_EQ(daemon.add_customer("acme", "acme.test").exit_code, 0);
+  EXPECT_TRUE(daemon.running()) << "the daemon died of SIGHUP";
+  EXPECT_NE(daemon.log_text().find("customer acme added"), std::string::npos)
+      << "got a new log without the next event:\n" << daemon.log_text();
+}
