@@ -616,7 +616,20 @@ asio::awaitable<command_result> queue_delete(daemon_context& ctx, const Object::
   return act_on_messages(ctx, args, queue_action::remove);
 }
 
-asio::awaitable<command_result> queue_summary(daemon_context& ctx, const Object::Ptr&) {
+asio::awaitable<command_result> queue_summary(daemon_context& ctx, const Object::Ptr& args) {
+  if (std::string name = args->optValue<std::string>("customer", ""); !name.empty()) {
+    // One customer: its row of the per-customer totals, not the whole queue.
+    const auto* entry = ctx.customers.find_by_name(name);
+    if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
+    const std::int64_t id = entry->info.id;
+    auto one = co_await ctx.store.run([id](queue::store& s) { return s.customer_stats(id); });
+    if (!one) co_return store_failure(one.error(), "customer " + name);
+    one->customer = name;
+    one->customer_id = id;
+    Array::Ptr single = new Array;
+    single->add(to_json(*one));
+    co_return command_result::success(single);
+  }
   auto summary = co_await ctx.store.run([](queue::store& s) { return s.queue_summary(); });
   if (!summary) co_return store_failure(summary.error(), "queue summary");
   Array::Ptr out = new Array;

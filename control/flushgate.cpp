@@ -63,7 +63,7 @@ Queue:
   queue list [--customer NAME] [--limit N]
   queue show ID
   queue hold|release|delete ID [ID ...]
-  queue summary
+  queue summary [--customer NAME]
 Operations:
   status                        customers, queues and links at a glance
   events [--limit N]            what happened lately (links, flushes, changes)
@@ -647,7 +647,13 @@ int run(std::vector<std::string> args) {
       a->set("qids", ids);
       return send(socket_path, "queue." + verb, a, json);
     }
-    if (verb == "summary") return send(socket_path, "queue.summary", a, json);
+    if (verb == "summary") {
+      for (std::size_t i = 2; i < words.size(); ++i) {
+        if (words[i] == "--customer" && i + 1 < words.size()) a->set("customer", words[++i]);
+        else fail("usage: flushgate queue summary [--customer NAME]");
+      }
+      return send(socket_path, "queue.summary", a, json);
+    }
   }
   fail("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\" (see flushgate help)");
 }

@@ -214,7 +214,10 @@ api_route route_request(std::string_view method, std::string_view target, const 
       if (!param("limit").empty()) args->set("limit", param("limit"));
       return command("queue.list", args);
     }
-    if (n == 4 && seg[3] == "summary" && get) return command("queue.summary", args);
+    if (n == 4 && seg[3] == "summary" && get) {
+      if (!param("customer").empty()) args->set("customer", param("customer"));
+      return command("queue.summary", args);
+    }
     if (n == 4 && get) {
       args->set("qid", seg[3]);
       return command("queue.show", args);

@@ -34,6 +34,7 @@ asio::awaitable<line_reader::status> line_reader::read_line(std::string& line, s
                                                             std::size_t long_limit) {
   bool discarding = false;
   std::size_t scan = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     const std::size_t effective =
         long_limit > limit && may_be_long && may_be_long(in_) ? long_limit : limit;
@@ -50,7 +51,8 @@ asio::awaitable<line_reader::status> line_reader::read_line(std::string& line, s
       in_.erase(0, in_.size() - 1);  // keep a trailing CR that may pair with LF
     }
     scan = in_.empty() ? 0 : in_.size() - 1;
-    bool filled = co_await fill(timeout);
+    const duration left = std::max<duration>(deadline - std::chrono::steady_clock::now(), duration::zero());
+    bool filled = co_await fill(left);
     if (!filled) co_return status::closed;
   }
 }

@@ -34,7 +34,9 @@ class line_reader {
 
   explicit line_reader(smtp_stream& stream) : stream_(stream) {}
 
-  // One line without its CRLF. `limit` counts the CRLF.
+  // One line without its CRLF. `limit` counts the CRLF; `timeout` bounds the
+  // whole line, however slowly its bytes arrive (a client trickling a byte
+  // at a time is cut when it runs out, not reset by each byte).
   boost::asio::awaitable<status> read_line(std::string& line, std::size_t limit,
                                            duration timeout, const long_line_test& may_be_long = {},
                                            std::size_t long_limit = 0);
