@@ -509,6 +509,73 @@ TEST_F(SqliteStoreTest, SummaryAndStatsAddUp) {
   EXPECT_EQ(store_->customer_stats(9999).error(), errc::not_found);
 }
 
+TEST_F(SqliteStoreTest, QueueTotalsFollowEveryChange) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  auto mismatches = [this] {
+    return query_int(
+        "SELECT count(*) FROM ("
+        " SELECT g.customer_id FROM (SELECT customer_id, count(*) AS n, sum(size) AS b "
+        "   FROM messages GROUP BY customer_id) g "
+        "   LEFT JOIN queue_totals t ON t.customer_id = g.customer_id "
+        "   WHERE t.messages IS NOT g.n OR t.bytes IS NOT g.b "
+        " UNION ALL "
+        " SELECT customer_id FROM queue_totals WHERE messages <> 0 AND customer_id NOT IN "
+        "   (SELECT customer_id FROM messages))");
+  };
+  const std::vector<new_message> batch = {message(acme, "one"), message(acme, "three"),
+                                          message(bravo, "twenty-two characters")};
+  auto qids = store_->commit_messages(batch);
+  ASSERT_TRUE(qids);
+  EXPECT_EQ(mismatches(), 0) << "after a commit";
+  EXPECT_EQ(store_->customer_stats(acme)->bytes, 8u);
+
+  // A batch that fails (a customer that does not exist) leaves the totals alone.
+  const std::vector<new_message> bad = {message(acme, "kept out"), message(9999, "nobody")};
+  EXPECT_FALSE(store_->commit_messages(bad));
+  EXPECT_EQ(mismatches(), 0) << "after a failed commit";
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 2u);
+
+  // Delivery of every recipient removes the message; deferral keeps it.
+  auto deliverable = store_->list_deliverable(acme, "", 0);
+  ASSERT_TRUE(deliverable);
+  ASSERT_EQ(deliverable->size(), 2u);
+  const auto& first = deliverable->front();
+  const std::vector<recipient_update> all_done = {
+      {first.recipients[0].id, recipient_fate::delivered, "250 ok"},
+      {first.recipients[1].id, recipient_fate::failed, "550 no"}};
+  ASSERT_TRUE(store_->record_attempt(first.qid, all_done, 0, {}));
+  const auto& second = (*deliverable)[1];
+  const std::vector<recipient_update> later = {
+      {second.recipients[0].id, recipient_fate::deferred, "451 later"}};
+  ASSERT_TRUE(store_->record_attempt(second.qid, later, 1700000900, {}));
+  EXPECT_EQ(mismatches(), 0) << "after delivery attempts";
+  auto stats = store_->customer_stats(acme);
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->messages, 1u);
+  EXPECT_EQ(stats->bytes, 5u);
+
+  // An operator's delete, then a forced removal of a customer with mail.
+  ASSERT_FALSE(store_->delete_message(second.qid));
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 0u);
+  EXPECT_EQ(store_->customer_stats(acme)->oldest_arrival, 0);
+  ASSERT_FALSE(store_->remove_customer("bravo", true));
+  EXPECT_EQ(mismatches(), 0) << "after delete and remove";
+  EXPECT_EQ(query_int("SELECT count(*) FROM queue_totals WHERE customer_id = " +
+                      std::to_string(bravo)),
+            0)
+      << "a removed customer's totals go with it";
+  auto summary = store_->queue_summary();
+  ASSERT_TRUE(summary);
+  EXPECT_TRUE(summary->empty()) << "summary rows: got " << summary->size() << ", want 0";
+
+  // Totals stay right across a reopen and further mail.
+  open_store();
+  commit_one(message(acme, "again"));
+  EXPECT_EQ(mismatches(), 0) << "after reopening";
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
+}
+
 // "upper:messages/bytes ..." for comparing histograms in one line.
 std::string describe(const std::vector<age_bucket>& buckets) {
   std::string out;
@@ -780,6 +847,13 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
       << "v5 adds messages_by_arrival_size";
   EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'messages_by_arrival'"), 0)
       << "v5 drops messages_by_arrival (replaced)";
+  EXPECT_EQ(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                      "tbl_name = 'messages' AND name LIKE 'queue_totals_%'"),
+            3)
+      << "v6 keeps queue_totals with three triggers";
+  EXPECT_EQ(query_int("SELECT messages * 1000 + bytes FROM queue_totals WHERE customer_id = 7"),
+            1004)
+      << "v6 fills queue_totals from the queued messages";
 
   // Everything v1 stored is still there.
   auto c = store_->find_customer("acme");
@@ -797,6 +871,12 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   EXPECT_EQ(*store_->read_content("0000000000AB"), "hi\r\n");
 
   // The new methods work on the old data.
+  auto summary = store_->queue_summary();
+  ASSERT_TRUE(summary) << "queue_summary after migration: got " << summary.error().message();
+  ASSERT_EQ(summary->size(), 1u);
+  EXPECT_EQ((*summary)[0].messages, 1u);
+  EXPECT_EQ((*summary)[0].bytes, 4u);
+  EXPECT_EQ((*summary)[0].oldest_arrival, 1700000000);
   auto deliverable = store_->list_deliverable(7, "", 10);
   ASSERT_TRUE(deliverable);
   EXPECT_EQ(qids_of(*deliverable), std::vector<std::string>{"0000000000AB"});
@@ -829,6 +909,56 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   auto links = store_->list_links();
   ASSERT_TRUE(links);
   EXPECT_EQ(links->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
+  // A spool as version 5 left it: mail queued, no queue_totals yet. Made by
+  // this build, then taken back to v5 the way v6 came: drop what v6 adds.
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  add("idle", {"idle.example"});
+  commit_one(message(acme, "12345", 1700000300));
+  commit_one(message(acme, "123", 1700000100));
+  commit_one(message(bravo, "1234567", 1700000200));
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db,
+                                "BEGIN; DROP TRIGGER queue_totals_insert; "
+                                "DROP TRIGGER queue_totals_delete; "
+                                "DROP TRIGGER queue_totals_update; DROP TABLE queue_totals; "
+                                "PRAGMA user_version = 5; COMMIT;",
+                                nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << "back to v5: " << (err != nullptr ? err : "");
+    sqlite3_free(err);
+    sqlite3_close_v2(db);
+    ASSERT_EQ(rc, SQLITE_OK);
+  }
+  ASSERT_EQ(query_int("PRAGMA user_version"), 5);
+
+  open_store();
+  EXPECT_EQ(query_int("PRAGMA user_version"), sqlite_store::schema_version);
+  EXPECT_EQ(query_int("SELECT count(*) FROM queue_totals"), 2)
+      << "one row per customer with mail";
+  auto summary = store_->queue_summary();
+  ASSERT_TRUE(summary) << "queue_summary after migration: got " << summary.error().message();
+  ASSERT_EQ(summary->size(), 2u);
+  EXPECT_EQ((*summary)[0].customer, "acme");
+  EXPECT_EQ((*summary)[0].messages, 2u);
+  EXPECT_EQ((*summary)[0].bytes, 8u);
+  EXPECT_EQ((*summary)[0].oldest_arrival, 1700000100);
+  EXPECT_EQ((*summary)[1].customer, "bravo");
+  EXPECT_EQ((*summary)[1].bytes, 7u);
+
+  // The triggers keep the filled totals going.
+  commit_one(message(bravo, "12", 1700000400));
+  auto stats = store_->customer_stats(bravo);
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->messages, 2u);
+  EXPECT_EQ(stats->bytes, 9u);
+  EXPECT_EQ(stats->oldest_arrival, 1700000200);
 }
 
 TEST_F(SqliteStoreTest, NoticesCustomerNeedsNoDomains) {
@@ -1282,6 +1412,18 @@ TEST_F(SqliteStoreTest, DeliveryQueriesUseTheirIndexes) {
 TEST_F(SqliteStoreTest, AgeHistogramAndSummaryReadOnlyIndexes) {
   const auto acme = add("acme", {"acme.example"});
   commit_one(message(acme, "x"));
+  // The figures read queue_totals and one index seek per customer, never
+  // every message.
+  for (const char* sql : {sqlite_store::summary_sql(), sqlite_store::customer_stats_sql()}) {
+    const auto plan = joined(query_plan(sql));
+    EXPECT_NE(plan.find("USING COVERING INDEX messages_by_customer (customer_id=?)"),
+              std::string::npos)
+        << "plan of " << sql << ": got " << plan << " want a seek on messages_by_customer";
+    EXPECT_EQ(plan.find("SCAN m"), std::string::npos)
+        << "plan of " << sql << ": got " << plan << " want no scan of messages";
+    EXPECT_EQ(plan.find("SCAN messages"), std::string::npos)
+        << "plan of " << sql << ": got " << plan << " want no scan of messages";
+  }
   const auto one = joined(query_plan(sqlite_store::age_bucket_sql(true)));
   EXPECT_NE(one.find("USING COVERING INDEX messages_by_customer (customer_id=? AND arrival>? "
                      "AND arrival<?)"),
