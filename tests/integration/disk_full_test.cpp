@@ -7,17 +7,28 @@
 // itself within seconds, and every acknowledged message is in the store.
 // And queue_min_free itself: "free disk space below which new mail gets
 // 452" — a burst of mail must not eat the headroom down to the last byte.
+// And invariant 2 when the disk fills between intake and a bounce: a
+// recipient whose next hop says 5xx leaves the queue only together with its
+// failure DSN, in one transaction; with no room for the DSN the recipient
+// stays queued (intake says 452 meanwhile), and once space returns the next
+// retry queues the DSN and sends it — one DSN, no operator action.
 // Needs root to mount the tmpfs; skips with the reason otherwise.
 #include "tests/integration/daemon_fixture.hpp"
+#include "tests/integration/delivery_peers.hpp"
 #include "tests/integration/smtp_helpers.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 
 namespace {
@@ -215,6 +226,157 @@ TEST_F(DiskFull, BurstLeavesQueueMinFreeHeadroom) {
       << "got a commit that failed for lack of space, want the 452 before the disk runs out";
   EXPECT_TRUE(reply_is(probe.command("QUIT"), 221));
   expect_store_holds_exactly_the_acknowledged();
+}
+
+// Writes `path` until the file system refuses another byte (ENOSPC): big
+// blocks first, then pages. The octets written, or -1 on another error.
+std::int64_t fill_to_the_brim(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  std::int64_t written = 0;
+  const std::string block(mebibyte, 'f');
+  for (std::size_t size : {mebibyte, std::size_t{4096}, std::size_t{512}}) {
+    // Bounded: the disks here are at most 32M.
+    for (int n = 0; n < 64 * 1024; ++n) {
+      const ssize_t w = ::write(fd, block.data(), size);
+      if (w > 0) {
+        written += w;
+        continue;
+      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno != ENOSPC) {
+        ::close(fd);
+        return -1;
+      }
+      break;
+    }
+  }
+  ::close(fd);
+  return written;
+}
+
+// A 5xx for a recipient while there is no room for its DSN. The customer's
+// server is down at first (the message waits, retried every second), the
+// disk is filled to the last byte, then the server comes up refusing the
+// recipient with 550: each attempt bounces it, the transaction that would
+// remove it and queue the DSN fails, so it must stay queued. Space returns;
+// the next retry queues the DSN, and it goes out through bounce_relay.
+TEST_F(DiskFull, DsnOnFullDiskKeepsRecipientQueuedThenGoesOut) {
+  if (!smtp_sink::available()) GTEST_SKIP() << smtp_sink::sink_path << " is not installed";
+  ASSERT_NO_FATAL_FAILURE(mount_disk(16));
+  if (!mounted_) return;
+  smtp_sink bounces("127.0.0.41", free_port_on("127.0.0.41"));
+  bounces.start();
+  // The customer's server: its address is fixed now, it starts later.
+  const std::string customer_host = "127.0.0.42";
+  const std::uint16_t customer_port = free_port_on(customer_host);
+  smtp_sink customer(customer_host, customer_port,
+                     {"-f", "RCPT", "-B", "550 5.1.1 flushgate-test: no such user"});
+  daemon_.emplace(daemon_fixture::settings{{"data_dir", (disk_ / "data").string()},
+                                           {"queue_min_free", "1M"},
+                                           {"retry_schedule", "1s"},
+                                           {"queue_sweep_interval", "1s"},
+                                           {"bounce_relay", bounces.address()}});
+  daemon_->start();
+  auto added = daemon_->add_customer(
+      "acme", "acme.test",
+      {"--mode", "relay", "--route", customer_host + ":" + std::to_string(customer_port)});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+
+  const std::string content = test_message("dsn-on-full-disk", "bob@acme.test",
+                                           numbered_message("dsn-body", 64 * 1024));
+  auto sent = submit(daemon_->port(), "alice@sender.test", {{"bob@acme.test", ""}}, content);
+  ASSERT_TRUE(sent.error.empty()) << sent.error;
+  ASSERT_TRUE(wait_log_line(*daemon_, {sent.qid, "status=deferred"}, 20s))
+      << "got no deferral while the customer's server is down, want one; log:\n"
+      << daemon_->log_text();
+
+  // The disk fills up to its last byte.
+  const std::int64_t filled = fill_to_the_brim(filler());
+  ASSERT_GT(filled, 0) << "cannot fill the tmpfs";
+  const auto free_when_full = std::filesystem::space(disk_).available;
+  std::cout << "disk full: filler of " << filled << " octets, " << free_when_full
+            << " octets left" << std::endl;
+  ASSERT_LT(free_when_full, 4096u) << "the filler should leave no room for a DSN";
+
+  // The customer's server comes up and refuses bob: attempts bounce him but
+  // the DSN cannot be stored. Two attempts that bounced, and a failed
+  // record after each, show the daemon keeps trying without losing him.
+  customer.start();
+  const auto bounced_while_full = [&] {
+    return log_lines(*daemon_, {sent.qid + ": to=<bob@acme.test>", "status=bounced"}).size();
+  };
+  EXPECT_TRUE(wait_until([&] { return bounced_while_full() >= 2; }, 30s, 100ms))
+      << "got " << bounced_while_full() << " bounced attempts in 30 s, want >= 2; log:\n"
+      << daemon_->log_text();
+  const std::size_t failed_records =
+      log_lines(*daemon_, {"recording delivery results failed"}).size();
+  EXPECT_GT(failed_records, 0u)
+      << "got no failed record of the results, want one for each attempt on the full disk";
+  std::cout << "disk full: " << bounced_while_full() << " attempts bounced bob, " << failed_records
+            << " records of results failed" << std::endl;
+  const auto still = recipients_of(*daemon_, sent.qid);
+  ASSERT_EQ(still.size(), 1u) << sent.qid << ": got " << still.size()
+                              << " recipients queued while its DSN cannot be stored, want bob "
+                                 "still queued (invariant 2); log:\n"
+                              << daemon_->log_text();
+  EXPECT_EQ(still[0].address, "bob@acme.test");
+  EXPECT_EQ(queued_for(*daemon_, "mailer-daemon"), 0u) << "no DSN can be queued on a full disk";
+  EXPECT_TRUE(bounces.dumps().empty()) << "got a notice at the bounce relay, want none yet";
+
+  // Intake meanwhile: 452 4.3.1, the sender keeps the mail.
+  {
+    smtp_probe probe(20s);
+    ASSERT_TRUE(open_session(probe, daemon_->port()));
+    auto r = send_message(probe, "carol@sender.test", {"dave@acme.test"},
+                          numbered_message("while-full", 4096));
+    EXPECT_TRUE(reply_is(r.reply, 452, "4.3.1")) << "a message while the disk is full";
+    ASSERT_FALSE(r.reply && r.reply->code == 250) << "got 250 on a full disk";
+  }
+
+  // Space returns; no operator action.
+  std::filesystem::remove(filler());
+  const bool settled = wait_until(
+      [&] {
+        return !bounces.dumps().empty() && queued_for(*daemon_, "acme") == 0u &&
+               queued_for(*daemon_, "mailer-daemon") == 0u;
+      },
+      30s, 100ms);
+  EXPECT_TRUE(settled) << "after freeing the disk: got " << bounces.dumps().size()
+                       << " notices at the bounce relay, "
+                       << queued_for(*daemon_, "acme").value_or(99) << " messages queued for acme, "
+                       << queued_for(*daemon_, "mailer-daemon").value_or(99)
+                       << " notices queued, want >= 1, 0 and 0 within 30 s; log:\n"
+                       << daemon_->log_text();
+
+  const auto dumps = bounces.dumps();
+  ASSERT_EQ(dumps.size(), 1u) << "got " << dumps.size() << " notices, want exactly one";
+  const std::string& dsn = dumps[0];
+  EXPECT_EQ(field_values(dsn, "X-Mail-Args"), std::vector<std::string>{"<>"})
+      << "the DSN's envelope sender";
+  const auto rcpt_args = field_values(dsn, "X-Rcpt-Args");
+  ASSERT_EQ(rcpt_args.size(), 1u) << dsn;
+  EXPECT_TRUE(rcpt_args[0].starts_with("<alice@sender.test>"))
+      << "got RCPT " << rcpt_args[0] << ", want the original sender";
+  EXPECT_EQ(field_values(dsn, "Final-Recipient"),
+            std::vector<std::string>{"rfc822; bob@acme.test"});
+  EXPECT_EQ(field_values(dsn, "Action"), std::vector<std::string>{"failed"});
+  EXPECT_EQ(field_values(dsn, "Status"), std::vector<std::string>{"5.1.1"});
+  EXPECT_NE(dsn.find("Message-ID: <dsn-on-full-disk@sender.test>"), std::string::npos)
+      << "got a DSN without the original's headers, want them returned";
+  EXPECT_EQ(log_lines(*daemon_, {sent.qid, "sender non-delivery notification"}).size(), 1u)
+      << "got the DSN queued other than once; log:\n" << daemon_->log_text();
+  for (const auto& d : customer.dumps()) {
+    EXPECT_EQ(d.find("dsn-body line"), std::string::npos)
+        << "got the message's content at the customer's server, want it refused at RCPT";
+  }
+  const bool ok = daemon_->stop() == 0;
+  EXPECT_TRUE(ok) << daemon_->log_text();
+  auto stored = daemon_fixture::read_store(daemon_->data_dir());
+  ASSERT_TRUE(stored) << "read_store: " << stored.error().message();
+  EXPECT_TRUE(stored->empty()) << "got " << stored->size()
+                               << " messages left in the store, want none: bob bounced and his "
+                                  "DSN went out";
 }
 
 }  // namespace
