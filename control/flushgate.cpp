@@ -350,7 +350,7 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
     std::cout << o->getValue<std::string>("hostname") << ": " << t->get("customers").convert<std::string>()
               << " customers, " << t->get("messages").convert<std::string>() << " messages queued ("
               << t->get("bytes").convert<std::string>() << " bytes, oldest "
-              << (t->getValue<std::int64_t>("oldest_age_seconds") > 0
+              << (t->getValue<std::uint64_t>("messages") > 0
                       ? age(std::time(nullptr) - t->getValue<std::int64_t>("oldest_age_seconds"))
                       : std::string("-"))
               << "), " << t->get("links_up").convert<std::string>() << " links up, disk "
@@ -362,7 +362,8 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
       auto oldest = c->getValue<std::int64_t>("oldest_age_seconds");
       rows.push_back({c->getValue<std::string>("name"), c->getValue<std::string>("activity"),
                       c->get("messages").convert<std::string>(),
-                      oldest > 0 ? age(std::time(nullptr) - oldest) : "-", c->getValue<std::string>("route")});
+                      c->getValue<std::uint64_t>("messages") > 0 ? age(std::time(nullptr) - oldest) : "-",
+                      c->getValue<std::string>("route")});
     }
     print_table(rows);
   } else if (command == "config.show") {
