@@ -618,3 +618,18 @@ TEST(ConfigLoadFile, ReportsAMissingFile) {
 
 }  // namespace
 }  // namespace flushgate::core
+
+namespace flushgate::core {
+namespace {
+
+TEST(ConfigExpansion, FanningOutReferencesAreRefusedNotExpandedForMinutes) {
+  // Found by config_parser_fuzz: 40 references a level, 4 levels, every
+  // value short; expanding it meant millions of references.
+  std::string error;
+  auto c = config::load_file(FLUSHGATE_SOURCE_DIR "/tests/data/config/expansion-fanout.cf", error);
+  EXPECT_FALSE(c.has_value()) << "got the fan-out file accepted, want an error";
+  EXPECT_NE(error.find("$-references to expand"), std::string::npos) << "got " << error;
+}
+
+}  // namespace
+}  // namespace flushgate::core
