@@ -22,6 +22,8 @@ struct route_case {
 };
 
 TEST(HttpApiRoute, MapsRequestsOntoCommands) {
+  // Named: a temporary's c_str() in the table would dangle (ASan saw it).
+  const std::string deep_body(40, '[');
   const route_case cases[] = {
       {"GET", "/api/v1/customers", "", "customer.list", 0},
       {"POST", "/api/v1/customers", R"({"name":"acme","domains":["acme.test"]})", "customer.add", 0},
@@ -53,7 +55,7 @@ TEST(HttpApiRoute, MapsRequestsOntoCommands) {
       {"PUT", "/api/v1/links", "{}", "", 405},
       {"POST", "/api/v1/customers", "{not json", "", 400},
       {"POST", "/api/v1/customers", "[1,2]", "", 400},
-      {"POST", "/api/v1/customers", std::string(40, '[').c_str(), "", 400},
+      {"POST", "/api/v1/customers", deep_body.c_str(), "", 400},
       {"POST", "/api/v1/command", "{}", "", 400},
       {"GET", "/api/v1/customers/acme/unknown", "", "", 404},
   };
