@@ -616,7 +616,10 @@ std::vector<std::chrono::seconds> config::durations(std::string_view key) const 
 
 bool config::is_default(std::string_view key) const {
   const param* p = nullptr;
-  return entry_of(key, p).value == p->default_value;
+  // entry_of sets p: call it first (the operands of == are unsequenced;
+  // clang read p while it was still null — found by config_parser_fuzz).
+  const entry& e = entry_of(key, p);
+  return e.value == p->default_value;
 }
 
 // --- rendering ----------------------------------------------------------------------
