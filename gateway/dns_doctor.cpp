@@ -4,6 +4,7 @@
 // strand) collects facts into domain_facts; analyse() turns facts plus the
 // customer into findings and never touches the network.
 #include "gateway/dns_doctor.hpp"
+#include "gateway/dns_answer.hpp"
 
 #include <ares.h>
 #include <arpa/inet.h>
@@ -35,16 +36,7 @@ using std::chrono::steady_clock;
 
 namespace {
 
-// RFC 1035 §3.2.2, §4.1.1 / RFC 3596.
-constexpr int dns_class_in = 1;
-constexpr int dns_type_a = 1;
-constexpr int dns_type_cname = 5;
-constexpr int dns_type_mx = 15;
-constexpr int dns_type_aaaa = 28;
-constexpr unsigned dns_rcode_nxdomain = 3;
-constexpr std::size_t dns_header_size = 12;
-constexpr std::size_t max_name_length = 253;  // without the trailing dot
-constexpr std::size_t max_label_length = 63;
+constexpr std::size_t dns_header_size = 12;  // RFC 1035 §4.1.1
 // A round waits for one event (a socket or c-ares's next timeout); the
 // deadline ends it in time, this in count.
 constexpr int max_rounds_per_batch = 10000;
@@ -53,47 +45,7 @@ constexpr int max_cname_answers = 64;  // answer records looked at per message
 // ---------------------------------------------------------------------------
 // Lookups
 
-struct dns_question {
-  std::string name;
-  int type = 0;
-};
 
-// What c-ares said about one question; one the deadline cut off keeps ETIMEOUT.
-struct dns_answer {
-  int status = ARES_ETIMEOUT;
-  std::vector<unsigned char> message;
-};
-
-enum class lookup_status { found, nodata, nxdomain, temporary };
-
-lookup_status classify(const dns_answer& a) {
-  switch (a.status) {
-    case ARES_SUCCESS: return lookup_status::found;
-    case ARES_ENODATA: return lookup_status::nodata;
-    case ARES_ENOTFOUND:
-      // Only an answer that really carries NXDOMAIN is permanent.
-      if (a.message.size() >= 4 && (a.message[3] & 0x0Fu) == dns_rcode_nxdomain) {
-        return lookup_status::nxdomain;
-      }
-      return lookup_status::temporary;
-    default: return lookup_status::temporary;
-  }
-}
-
-// A host counts as existing when either family says so, and as failed
-// temporarily when either family did: found > temporary > nodata > nxdomain.
-lookup_status combine(lookup_status x, lookup_status y) {
-  auto rank = [](lookup_status s) {
-    switch (s) {
-      case lookup_status::found: return 3;
-      case lookup_status::temporary: return 2;
-      case lookup_status::nodata: return 1;
-      case lookup_status::nxdomain: return 0;
-    }
-    return 0;
-  };
-  return rank(x) >= rank(y) ? x : y;
-}
 
 // c-ares's status in an operator's words (c-ares 1.18 reports REFUSED and
 // SERVFAIL from every server as ECONNREFUSED).
@@ -110,25 +62,6 @@ std::string describe_status(const dns_answer& a) {
   }
 }
 
-// Lower-cases, drops one trailing dot; true when `name` is then a
-// letter-digit-hyphen host name (RFC 5321 §4.1.2 Domain).
-bool normalise_host_name(std::string& name) {
-  if (!name.empty() && name.back() == '.') name.pop_back();
-  if (name.empty() || name.size() > max_name_length) return false;
-  std::size_t label = 0;
-  bool ok = true;
-  for (char& c : name) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c == '.') {
-      if (label == 0) ok = false;
-      label = 0;
-      continue;
-    }
-    const bool ldh = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-    if (!ldh || ++label > max_label_length) ok = false;
-  }
-  return ok && label != 0;
-}
 
 bool same_name(std::string_view a, std::string_view b) {
   return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;

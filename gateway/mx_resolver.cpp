@@ -1,5 +1,6 @@
 // mx_resolver.cpp — c-ares driven by Asio; MX selection per RFC 5321 §5.1.
 #include "gateway/mx_resolver.hpp"
+#include "gateway/dns_answer.hpp"
 
 #include "core/log.hpp"
 
@@ -33,15 +34,6 @@ using boost::asio::ip::address;
 
 namespace {
 
-// RFC 1035 §3.2.2 / RFC 3596 / RFC 1035 §4.1.1.
-constexpr int dns_class_in = 1;
-constexpr int dns_type_a = 1;
-constexpr int dns_type_mx = 15;
-constexpr int dns_type_aaaa = 28;
-constexpr unsigned dns_rcode_nxdomain = 3;
-constexpr std::size_t max_name_length = 253;  // without the trailing dot
-constexpr std::size_t max_label_length = 63;
-
 // Boost 1.81 keeps error_category's destructor non-virtual; categories are
 // never deleted through a base pointer, so -Wnon-virtual-dtor is a false alarm.
 #pragma GCC diagnostic push
@@ -63,53 +55,7 @@ class mx_category_impl final : public boost::system::error_category {
 };
 #pragma GCC diagnostic pop
 
-struct dns_question {
-  std::string name;
-  int type = 0;
-};
 
-// What c-ares said about one question; a question the batch deadline cut
-// off keeps ARES_ETIMEOUT.
-struct dns_answer {
-  int status = ARES_ETIMEOUT;
-  std::vector<unsigned char> message;
-};
-
-enum class lookup_status { found, nodata, nxdomain, temporary };
-
-// ares_query maps the rcode to a status; NXDOMAIN alone is permanent, and only
-// when the answer really carries that rcode (anything doubtful is retried).
-lookup_status classify(const dns_answer& a) {
-  switch (a.status) {
-    case ARES_SUCCESS: return lookup_status::found;
-    case ARES_ENODATA: return lookup_status::nodata;
-    case ARES_ENOTFOUND:
-      if (a.message.size() >= 4 && (a.message[3] & 0x0Fu) == dns_rcode_nxdomain) {
-        return lookup_status::nxdomain;
-      }
-      return lookup_status::temporary;
-    default: return lookup_status::temporary;
-  }
-}
-
-// Lower-cases `name`, drops one trailing dot and checks that it is a
-// letter-digit-hyphen host name (RFC 5321 §4.1.2 Domain); false otherwise.
-bool normalise_host_name(std::string& name) {
-  if (!name.empty() && name.back() == '.') name.pop_back();
-  if (name.empty() || name.size() > max_name_length) return false;
-  std::size_t label = 0;
-  for (char& c : name) {
-    if (c == '.') {
-      if (label == 0) return false;
-      label = 0;
-      continue;
-    }
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    const bool ldh = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-    if (!ldh || ++label > max_label_length) return false;
-  }
-  return label != 0;
-}
 
 // One host's A and AAAA answers folded into an address list.
 struct host_lookup {
@@ -164,20 +110,6 @@ lookup_status parse_aaaa(const dns_answer& a, const std::string& name, std::size
   return count > 0 ? lookup_status::found : lookup_status::nodata;
 }
 
-// found > temporary > nodata > nxdomain: a host counts as existing when
-// either family says so, and as temporarily failed when either family did.
-lookup_status combine(lookup_status x, lookup_status y) {
-  auto rank = [](lookup_status s) {
-    switch (s) {
-      case lookup_status::found: return 3;
-      case lookup_status::temporary: return 2;
-      case lookup_status::nodata: return 1;
-      case lookup_status::nxdomain: return 0;
-    }
-    return 0;
-  };
-  return rank(x) >= rank(y) ? x : y;
-}
 
 // Addresses in resolver order within each family; `prefer_ipv6` picks which
 // family comes first. Capped at `cap` in total.
