@@ -28,12 +28,6 @@ constexpr age_band age_bands[] = {
     {86400, "4 h - 1 d"}, {2 * 86400, "1 - 2 d"}, {5 * 86400, "2 - 5 d"},
 };
 
-// Copied from the directory before the store is asked anything: its entries
-// may be replaced while a coroutine waits.
-struct customer_view {
-  queue::customer info;
-};
-
 // What a customer is doing now, in the status page's words.
 std::string activity_of(const queue::customer& c, std::uint64_t messages, bool flushing, bool link_up) {
   if (c.state == queue::customer_state::disabled) return "disabled";
@@ -84,8 +78,10 @@ void add_counters(std::string& out, const char* name, const char* help, const ch
 }  // namespace
 
 asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t now) {
-  std::vector<customer_view> customers;
-  for (const auto* e : ctx.customers.all()) customers.push_back({e->info});
+  // Copied before the store is asked anything: the directory's entries may
+  // be replaced while this coroutine waits.
+  std::vector<queue::customer> customers;
+  for (const auto* e : ctx.customers.all()) customers.push_back(e->info);
 
   auto summary = co_await ctx.store.run([](queue::store& s) { return s.queue_summary(); });
   if (!summary) {
@@ -105,7 +101,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   std::map<std::int64_t, const queue::queue_stats*> stats_of;
   for (const auto& s : *summary) stats_of[s.customer_id] = &s;
   std::map<std::int64_t, std::string> name_of;
-  for (const auto& c : customers) name_of[c.info.id] = c.info.name;
+  for (const auto& c : customers) name_of[c.id] = c.name;
 
   Object::Ptr out = new Object;
   out->set("generated", now);
@@ -126,7 +122,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   std::int64_t oldest = 0;
   Array::Ptr customer_list = new Array;
   for (const auto& c : customers) {
-    const auto it = stats_of.find(c.info.id);
+    const auto it = stats_of.find(c.id);
     const queue::queue_stats* st = it == stats_of.end() ? nullptr : it->second;
     const std::uint64_t messages = st ? st->messages : 0;
     const std::uint64_t bytes = st ? st->bytes : 0;
@@ -134,23 +130,23 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
     total_messages += messages;
     total_bytes += bytes;
     if (arrival > 0 && (oldest == 0 || arrival < oldest)) oldest = arrival;
-    const auto* progress = ctx.scheduler.progress(c.info.id);
+    const auto* progress = ctx.scheduler.progress(c.id);
     const bool flushing = progress != nullptr && progress->running;
-    const bool link_up = !ctx.router.links_of(c.info.id).empty();
+    const bool link_up = !ctx.router.links_of(c.id).empty();
 
     Object::Ptr o = new Object;
-    o->set("name", c.info.name);
-    o->set("state", std::string(queue::to_string(c.info.state)));
-    o->set("mode", std::string(queue::to_string(c.info.mode)));
-    o->set("activity", activity_of(c.info, messages, flushing, link_up));
-    o->set("route", ctx.router.route_for(c.info).describe());
+    o->set("name", c.name);
+    o->set("state", std::string(queue::to_string(c.state)));
+    o->set("mode", std::string(queue::to_string(c.mode)));
+    o->set("activity", activity_of(c, messages, flushing, link_up));
+    o->set("route", ctx.router.route_for(c).describe());
     o->set("messages", messages);
     o->set("bytes", bytes);
     o->set("oldest_age_seconds", arrival > 0 ? now - arrival : 0);
     Array::Ptr domains = new Array;
-    for (const auto& d : c.info.domains) domains->add(d);
+    for (const auto& d : c.domains) domains->add(d);
     o->set("domains", domains);
-    o->set("recipient_list", c.info.recipients.has_value());
+    o->set("recipient_list", c.recipients.has_value());
     if (flushing) {
       Object::Ptr f = new Object;
       f->set("messages_done", progress->messages_done);
@@ -163,7 +159,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
       o->set("flush", Poco::Dynamic::Var());
     }
     o->set("last_error", progress != nullptr && !progress->running ? progress->error : std::string());
-    o->set("next_attempt_in", ctx.scheduler.next_attempt_in(c.info.id));
+    o->set("next_attempt_in", ctx.scheduler.next_attempt_in(c.id));
     customer_list->add(o);
   }
   out->set("customers", customer_list);
