@@ -9,9 +9,9 @@
 #include "core/event_log.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
-#include "gateway/address.hpp"
-#include "gateway/dns_doctor.hpp"
-#include "gateway/sasl.hpp"
+#include "gateway/inbound/address.hpp"
+#include "gateway/dns/dns_doctor.hpp"
+#include "gateway/inbound/sasl.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Stringifier.h>
@@ -438,7 +438,7 @@ asio::awaitable<command_result> customer_passwd(daemon_context& ctx, const Objec
     co_return command_result::failure("the password must be 8 to 255 characters");
   }
   queue::customer c = entry->info;
-  // Only the HMAC-MD5 key schedule is kept (gateway/sasl.hpp), never the password.
+  // Only the HMAC-MD5 key schedule is kept (gateway/inbound/sasl.hpp), never the password.
   c.credential = password == "-" ? std::string() : gateway::make_credential(password);
   auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
   if (ec) co_return store_failure(ec, "customer " + name);
@@ -793,7 +793,7 @@ asio::awaitable<command_result> config_show(daemon_context& ctx, const Object::P
 }
 
 // The DNS doctor: the domain's MX set-up as senders see it, checked
-// against what this gateway knows of the domain (gateway/dns_doctor.hpp).
+// against what this gateway knows of the domain (gateway/dns/dns_doctor.hpp).
 asio::awaitable<command_result> doctor(daemon_context& ctx, const Object::Ptr& args) {
   std::string domain = lower(args->optValue<std::string>("domain", ""));
   while (!domain.empty() && domain.back() == '.') domain.pop_back();

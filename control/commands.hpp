@@ -13,16 +13,7 @@
 // Errors: a failed command answers ok=false with a one-line reason.
 #pragma once
 
-#include "core/config.hpp"
-#include "gateway/customer_directory.hpp"
-#include "gateway/mx_resolver.hpp"
-#include "gateway/router.hpp"
-#include "gateway/scheduler.hpp"
-#include "linkmon/hooks.hpp"
-#include "linkmon/pcap_sniffer.hpp"
-#include "linkmon/radius_listener.hpp"
-#include "queue/disk_guard.hpp"
-#include "queue/store_worker.hpp"
+#include "control/daemon_context.hpp"
 
 #include <Poco/Dynamic/Var.h>
 #include <Poco/JSON/Object.h>
@@ -34,23 +25,6 @@
 #include <vector>
 
 namespace flushgate::control {
-
-// The parts of the daemon the commands act on. The optional parts are set
-// by flushgated; tests may leave them out (the commands that need one say so).
-struct daemon_context {
-  queue::store_worker& store;
-  gateway::customer_directory& customers;
-  gateway::router& router;
-  gateway::scheduler& scheduler;
-  linkmon::hook_runner* hooks = nullptr;              // operator scripts on link and flush events
-  const core::config* config = nullptr;               // the effective configuration (config.show)
-  queue::disk_guard* disk = nullptr;                  // headroom (status, metrics)
-  const gateway::mx_options* dns = nullptr;           // the resolver and "self" (doctor)
-  linkmon::radius_listener* radius = nullptr;         // its counters (metrics)
-  std::vector<linkmon::pcap_sniffer*> sniffers;       // their counters (metrics)
-  std::string hostname;                               // myhostname
-  std::int64_t started = 0;                           // unix seconds
-};
 
 // What kind of failure a command had; the HTTP API maps it to a status code.
 enum class command_status { ok, bad_request, not_found, conflict, unavailable };

@@ -9,9 +9,12 @@
 // user's allowed_net, changes nothing and is logged loudly (a forged Start
 // must not redirect a customer's mail).
 // Errors: link_event_result.ok = false with the reason.
+// Callers: the control command table (`flushgate link up|down`, pppd's
+// scripts), the RADIUS listener and the pcap sniffer (wired in flushgated);
+// it depends only on daemon_context, never on the command table.
 #pragma once
 
-#include "control/commands.hpp"
+#include "control/daemon_context.hpp"
 #include "linkmon/link_event.hpp"
 
 #include <boost/asio/awaitable.hpp>

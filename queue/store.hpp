@@ -75,7 +75,7 @@ struct customer {
   std::int64_t queue_lifetime = 0;     // seconds; 0: the global queue_lifetime
   std::int64_t delay_warning = 0;      // seconds; 0: the global delay_warning_time
   std::string tls;                     // STARTTLS toward its server: none|may|encrypt|verify; "" = smtp_tls
-  std::string credential;              // ETRN/ODMR login: "hmac-md5:..." (gateway/sasl.hpp), "" = none; never a password
+  std::string credential;              // ETRN/ODMR login: "hmac-md5:..." (gateway/inbound/sasl.hpp), "" = none; never a password
   std::vector<std::string> etrn_networks;  // CIDRs from which ETRN is allowed without AUTH
 };
 

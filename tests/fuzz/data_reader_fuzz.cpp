@@ -27,7 +27,7 @@
 //     that start with "received", optional blanks, ':' (any case).
 // Also: feed() never uses more than it was given and uses all of it until the
 // end is found; after the end it uses nothing; take_content() moves out.
-#include "gateway/data_reader.hpp"
+#include "gateway/inbound/data_reader.hpp"
 #include "tests/fuzz/fuzz_check.hpp"
 
 #include <algorithm>

@@ -40,9 +40,9 @@
 //   - xtext and base64: decoding accepts exactly the grammar (RFC 3461 §4;
 //     strict RFC 4648 as sasl.hpp says); decode(encode(x)) == x; a decoded
 //     value re-encodes to something that decodes to it again.
-#include "gateway/address.hpp"
-#include "gateway/sasl.hpp"
-#include "gateway/smtp_command.hpp"
+#include "gateway/inbound/address.hpp"
+#include "gateway/inbound/sasl.hpp"
+#include "gateway/inbound/smtp_command.hpp"
 #include "gateway/xtext.hpp"
 #include "tests/fuzz/fuzz_check.hpp"
 

@@ -71,7 +71,7 @@ std::pair<std::string, std::string> split_received(std::string_view content);
 std::string make_message(const std::vector<std::string>& headers, std::string_view body);
 
 // The client side of SASL for tests (computed with Poco, independently of
-// the daemon's gateway/sasl): base64 and the CRAM-MD5 response of RFC 2195,
+// the daemon's gateway/inbound/sasl): base64 and the CRAM-MD5 response of RFC 2195,
 // base64("user" SP lowercase-hex HMAC-MD5(secret, challenge)).
 std::string base64(std::string_view data);
 std::string unbase64(const std::string& text);

@@ -1,0 +1,164 @@
+// router.cpp — see router.hpp.
+#include "gateway/flush/router.hpp"
+
+#include "core/units.hpp"
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
+
+namespace flushgate::gateway {
+
+namespace asio = boost::asio;
+
+namespace {
+// True when `ip` lies in `cidr` ("192.0.2.0/24", "2001:db8::/32").
+bool in_network(const asio::ip::address& ip, const std::string& cidr) {
+  boost::system::error_code ec;
+  if (ip.is_v4()) {
+    auto net = asio::ip::make_network_v4(cidr, ec);
+    if (ec) return false;
+    auto mask = net.netmask().to_uint();
+    return (ip.to_v4().to_uint() & mask) == (net.address().to_uint() & mask);
+  }
+  auto net = asio::ip::make_network_v6(cidr, ec);
+  if (ec) return false;
+  auto a = ip.to_v6().to_bytes();
+  auto n = net.address().to_bytes();
+  int bits = net.prefix_length();
+  for (std::size_t i = 0; i < a.size() && bits > 0; ++i, bits -= 8) {
+    unsigned mask = bits >= 8 ? 0xffu : (0xffu << (8 - bits)) & 0xffu;
+    if ((a[i] & mask) != (n[i] & mask)) return false;
+  }
+  return true;
+}
+}  // namespace
+
+std::string route::describe() const {
+  auto hostport = [this] {
+    bool v6 = host.find(':') != std::string::npos;
+    return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  };
+  switch (k) {
+    case kind::hold: return "hold";
+    case kind::odmr: return "odmr";
+    case kind::mx: return "mx";
+    case kind::host: return "host " + hostport();
+    case kind::link: return "link " + link_user + " " + hostport();
+  }
+  return "hold";
+}
+
+route router::route_for(const queue::customer& c) const {
+  route r;
+  if (c.mode == queue::delivery_mode::odmr) {
+    r.k = route::kind::odmr;
+    return r;
+  }
+  // The best live link: DSL before dial-up, then the newest.
+  const queue::link_record* best = nullptr;
+  for (const auto& [user, link] : links_) {
+    if (link.customer_id != c.id) continue;
+    if (best == nullptr) {
+      best = &link;
+      continue;
+    }
+    bool better_kind = link.kind == queue::link_kind::dsl && best->kind != queue::link_kind::dsl;
+    bool same_kind = link.kind == best->kind;
+    if (better_kind || (same_kind && link.since > best->since)) best = &link;
+  }
+  if (best != nullptr) {
+    r.k = route::kind::link;
+    r.host = best->address;
+    r.port = c.link_port;
+    r.link_user = best->user;
+    return r;
+  }
+  if (c.route == "mx") {
+    r.k = route::kind::mx;
+  } else if (!c.route.empty()) {
+    r.k = route::kind::host;
+    if (auto hp = core::parse_host_port(c.route)) {
+      r.host = hp->first;
+      r.port = hp->second;
+    } else {
+      r.host = c.route;
+      r.port = 25;
+    }
+  }
+  return r;
+}
+
+link_refusal router::check_link(const customer_directory& customers, const std::string& user,
+                                const std::string& address, const queue::link_user** user_out,
+                                const customer_entry** owner_out) const {
+  const customer_entry* owner = customers.find_by_link_user(user);
+  if (owner == nullptr) return link_refusal::unknown_user;
+  const queue::link_user* lu = nullptr;
+  for (const auto& u : owner->info.link_users) {
+    if (u.user == user) lu = &u;
+  }
+  if (user_out != nullptr) *user_out = lu;
+  if (owner_out != nullptr) *owner_out = owner;
+  boost::system::error_code ec;
+  auto ip = asio::ip::make_address(address, ec);
+  if (ec || ip.is_unspecified() || ip.is_multicast() ||
+      (ip.is_v4() && ip.to_v4() == asio::ip::address_v4::broadcast())) {
+    return link_refusal::bad_address;
+  }
+  if (lu != nullptr && !lu->allowed_net.empty() && !in_network(ip, lu->allowed_net)) {
+    return link_refusal::outside_allowed_net;
+  }
+  return link_refusal::none;
+}
+
+void router::set_links(std::vector<queue::link_record> links) {
+  links_.clear();
+  for (auto& l : links) links_[l.user] = std::move(l);
+}
+
+void router::link_up(const queue::link_record& link) { links_[link.user] = link; }
+
+std::optional<queue::link_record> router::link_down(const std::string& user,
+                                                    const std::string& session_id) {
+  auto it = links_.find(user);
+  if (it == links_.end()) return std::nullopt;
+  if (!session_id.empty() && it->second.session_id != session_id) return std::nullopt;
+  auto removed = std::move(it->second);
+  links_.erase(it);
+  return removed;
+}
+
+std::vector<queue::link_record> router::links_down_for_nas(const std::string& nas) {
+  std::vector<queue::link_record> removed;
+  for (auto it = links_.begin(); it != links_.end();) {
+    if (!nas.empty() && it->second.nas == nas) {
+      removed.push_back(std::move(it->second));
+      it = links_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return removed;
+}
+
+std::vector<queue::link_record> router::links() const {
+  std::vector<queue::link_record> out;
+  for (const auto& [user, l] : links_) out.push_back(l);
+  return out;
+}
+
+std::vector<queue::link_record> router::links_of(std::int64_t customer_id) const {
+  std::vector<queue::link_record> out;
+  for (const auto& [user, l] : links_) {
+    if (l.customer_id == customer_id) out.push_back(l);
+  }
+  return out;
+}
+
+const queue::link_record* router::find_link(const std::string& user) const {
+  auto it = links_.find(user);
+  return it == links_.end() ? nullptr : &it->second;
+}
+
+}  // namespace flushgate::gateway
