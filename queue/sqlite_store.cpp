@@ -633,6 +633,11 @@ boost::system::result<std::unique_ptr<sqlite_store>> sqlite_store::open(const st
   // lock for a moment; wait for it rather than failing a commit at once.
   sqlite3_busy_timeout(db, 5000);
 
+  // Incremental vacuum (see release_space): takes effect only on a database
+  // that has no table yet, i.e. a new spool; older ones are handled after
+  // the migration (enable_incremental_vacuum).
+  if (auto ec = s->exec("PRAGMA auto_vacuum=INCREMENTAL", "PRAGMA auto_vacuum")) return ec;
+
   // WAL: readers never block the writer, and a commit is one sequential
   // append. synchronous=FULL: the WAL is fsync'd at every COMMIT, which is
   // what "250 only after fsync" rests on (NORMAL would sync only at
@@ -663,7 +668,72 @@ boost::system::result<std::unique_ptr<sqlite_store>> sqlite_store::open(const st
     return ec;
   }
   if (auto ec = s->migrate()) return ec;
+  if (auto ec = s->enable_incremental_vacuum()) return ec;
   return s;
+}
+
+std::int64_t sqlite_store::pragma_int(const char* sql) {
+  statement s{prepare(sql)};
+  if (!s || s.step() != SQLITE_ROW) return -1;
+  return s.int64(0);
+}
+
+// auto_vacuum can only be chosen before the first table exists, or by
+// rebuilding the file with VACUUM. A new store gets it in its first
+// transaction (the schema migration runs right after this is set); a store
+// made before it is rebuilt once here when that is quick.
+error_code sqlite_store::enable_incremental_vacuum() {
+  constexpr std::int64_t incremental = 2;
+  if (pragma_int("PRAGMA auto_vacuum") == incremental) return {};
+  std::error_code fec;
+  const auto size = std::filesystem::file_size(path_, fec);
+  if (fec || size > max_vacuum_at_open) {
+    core::log_warning("queue store {}: made before incremental vacuum and {} bytes large: free "
+                      "pages are reused but not given back to the file system (rebuild it with "
+                      "sqlite3 {} 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM' while flushgated is "
+                      "stopped)",
+                      path_, fec ? 0 : size, path_);
+    return {};
+  }
+  if (auto ec = exec("PRAGMA auto_vacuum=INCREMENTAL; VACUUM", "VACUUM for incremental vacuum")) {
+    return ec;
+  }
+  core::log_info("queue store {}: rebuilt for incremental vacuum ({} bytes)", path_, size);
+  return {};
+}
+
+boost::system::result<space_info> sqlite_store::space() {
+  space_info out;
+  const std::int64_t free_pages = pragma_int("PRAGMA freelist_count");
+  const std::int64_t page_size = pragma_int("PRAGMA page_size");
+  if (free_pages < 0 || page_size < 0) return fail(sqlite3_errcode(db_), "PRAGMA freelist_count");
+  out.reusable_bytes = static_cast<std::uint64_t>(free_pages) * static_cast<std::uint64_t>(page_size);
+  for (const auto& file : {path_, path_ + "-wal"}) {
+    std::error_code fec;
+    const auto n = std::filesystem::file_size(file, fec);
+    if (!fec) out.file_bytes += n;
+  }
+  return out;
+}
+
+// One step: move at most max_bytes of pages from the end of the file into
+// free slots and cut the file there, then checkpoint so the moved pages
+// leave the WAL, and truncate the WAL (otherwise it keeps its largest size
+// for ever). Each step writes about max_bytes to the WAL, which is why the
+// steps are small: on a nearly full disk the WAL has to fit.
+boost::system::result<std::uint64_t> sqlite_store::release_space(std::uint64_t max_bytes) {
+  const std::int64_t page_size = pragma_int("PRAGMA page_size");
+  if (page_size <= 0) return fail(sqlite3_errcode(db_), "PRAGMA page_size");
+  if (pragma_int("PRAGMA auto_vacuum") == 2) {
+    const auto pages = std::max<std::uint64_t>(1, max_bytes / static_cast<std::uint64_t>(page_size));
+    const std::string sql = "PRAGMA incremental_vacuum(" + std::to_string(pages) + ")";
+    if (auto ec = exec(sql.c_str(), "PRAGMA incremental_vacuum")) return ec;
+  }
+  if (auto ec = exec("PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA wal_checkpoint")) return ec;
+  if (pragma_int("PRAGMA auto_vacuum") != 2) return std::uint64_t{0};
+  const std::int64_t free_pages = pragma_int("PRAGMA freelist_count");
+  if (free_pages < 0) return fail(sqlite3_errcode(db_), "PRAGMA freelist_count");
+  return static_cast<std::uint64_t>(free_pages) * static_cast<std::uint64_t>(page_size);
 }
 
 sqlite3_stmt* sqlite_store::prepare(const char* sql) {

@@ -39,6 +39,11 @@
 // start after the upgrade. On a disk that is full to the last byte even
 // delete_message can fail with disk_full (the WAL must grow by a few
 // pages); freeing some space elsewhere first always works.
+// Space: the database uses incremental vacuum (auto_vacuum = INCREMENTAL),
+// so the pages that deleted mail freed can be given back to the file system
+// a step at a time (release_space: PRAGMA incremental_vacuum, then a WAL
+// checkpoint that truncates the WAL), never with a full VACUUM while mail
+// comes in; until then space() counts them as reusable.
 // See also: store.hpp, store_worker.hpp, https://sqlite.org/wal.html.
 #pragma once
 
@@ -107,6 +112,13 @@ class sqlite_store final : public store {
   boost::system::error_code remove_link(std::string_view user,
                                         std::string_view session_id) override;
   boost::system::result<std::vector<link_record>> list_links() override;
+  boost::system::result<space_info> space() override;
+  boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
+
+  // A store from before incremental vacuum (auto_vacuum = none) up to this
+  // size is rebuilt at open (one VACUUM, before the daemon serves); a larger
+  // one keeps reusing its free pages but gives none back to the file system.
+  static constexpr std::uint64_t max_vacuum_at_open = 256ull << 20;
 
   // The exact SQL of list_deliverable (customer, after_qid, limit), for query-plan tests.
   static const char* deliverable_sql() noexcept;
@@ -131,6 +143,10 @@ class sqlite_store final : public store {
   // Maps a failed SQLite result to errc and logs what failed.
   boost::system::error_code fail(int rc, std::string_view what);
   boost::system::error_code migrate();
+  // Turns on incremental vacuum for a store made before it (see max_vacuum_at_open).
+  boost::system::error_code enable_incremental_vacuum();
+  // One integer PRAGMA (freelist_count, page_size, auto_vacuum); -1 on failure.
+  std::int64_t pragma_int(const char* sql);
   boost::system::error_code exec(const char* sql, std::string_view what);
   boost::system::result<std::int64_t> customer_id_of(std::string_view name);
   boost::system::error_code check_customer_free(const customer& c, std::int64_t self);

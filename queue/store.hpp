@@ -177,6 +177,12 @@ struct age_bucket {
 // Most upper bounds queue_age_histogram takes (its work grows with them).
 inline constexpr std::size_t max_age_buckets = 32;
 
+// The room a store keeps inside its own files on this host (see store::space).
+struct space_info {
+  std::uint64_t file_bytes = 0;      // its files on the local disk (database and log); 0: not local
+  std::uint64_t reusable_bytes = 0;  // free inside those files: new mail fills it before they grow
+};
+
 class store {
  public:
   virtual ~store() = default;
@@ -260,6 +266,15 @@ class store {
   virtual boost::system::error_code remove_link(std::string_view user,
                                                 std::string_view session_id) = 0;
   virtual boost::system::result<std::vector<link_record>> list_links() = 0;
+
+  // Space (ARCHITECTURE.md invariant 8: room that mail leaving the queue
+  // freed is usable again within seconds). space() is cheap (no scan of the
+  // queue). release_space gives at most about max_bytes of the free room
+  // back to the file system in one short step and returns how much it could
+  // still give back afterwards; call it again while that is not 0. A backend
+  // whose files are not on this host returns zeros from both.
+  virtual boost::system::result<space_info> space() = 0;
+  virtual boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) = 0;
 };
 
 }  // namespace flushgate::queue
