@@ -535,11 +535,30 @@ asio::awaitable<command_result> queue_list(daemon_context& ctx, const Object::Pt
   std::size_t limit = 1000;
   std::string error;
   if (!read_number(args, "limit", limit, error)) co_return command_result::failure(error);
-  auto list = co_await ctx.store.run(
-      [&](queue::store& s) { return s.list_messages(customer_id, limit); });
+  // The page, and how many are queued in all, so that a cut list says so.
+  std::uint64_t total = 0;
+  auto list = co_await ctx.store.run([&](queue::store& s) -> boost::system::result<std::vector<queue::message_info>> {
+    auto page = s.list_messages(customer_id, limit);
+    if (!page) return page;
+    if (customer_id != 0) {
+      auto stats = s.customer_stats(customer_id);
+      if (!stats) return stats.error();
+      total = stats->messages;
+    } else {
+      auto summary = s.queue_summary();
+      if (!summary) return summary.error();
+      for (const auto& q : *summary) total += q.messages;
+    }
+    return page;
+  });
   if (!list) co_return store_failure(list.error(), "queue list");
-  Array::Ptr out = new Array;
-  for (const auto& m : *list) out->add(to_json(m, false));
+  Array::Ptr rows = new Array;
+  for (const auto& m : *list) rows->add(to_json(m, false));
+  Object::Ptr out = new Object;
+  out->set("messages", rows);
+  out->set("shown", static_cast<std::uint64_t>(list->size()));
+  out->set("total", std::max<std::uint64_t>(total, list->size()));
+  out->set("limit", static_cast<std::uint64_t>(limit));
   co_return command_result::success(out);
 }
 

@@ -85,6 +85,16 @@ struct cli_error {
   throw cli_error{message, status};
 }
 
+// Bytes for a person: "12.3 MB", "4.0 KB", "17 B".
+std::string human_bytes(std::uint64_t n) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1);
+  if (n >= (1ull << 20)) os << static_cast<double>(n) / (1 << 20) << " MB";
+  else if (n >= 1024) os << static_cast<double>(n) / 1024 << " KB";
+  else os << n << " B";
+  return os.str();
+}
+
 std::string age(std::int64_t since) {
   if (since == 0) return "-";
   std::int64_t s = std::time(nullptr) - since;
@@ -280,7 +290,8 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
   } else if (command == "queue.list") {
     std::vector<std::vector<std::string>> rows = {
         {"QUEUE ID", "CUSTOMER", "SIZE", "AGE", "RCPTS", "HELD", "SENDER"}};
-    auto list = result.extract<Array::Ptr>();
+    auto page = result.extract<Object::Ptr>();
+    auto list = page->getArray("messages");
     for (std::size_t i = 0; i < list->size(); ++i) {
       auto m = list->getObject(static_cast<unsigned>(i));
       std::string sender = m->getValue<std::string>("sender");
@@ -290,6 +301,12 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
                       m->getValue<bool>("held") ? "held" : "", "<" + sender + ">"});
     }
     print_table(rows);
+    // A cut list says so (on stderr, so that a pipe reading the table gets only rows).
+    const auto shown = page->getValue<std::uint64_t>("shown");
+    const auto total = page->getValue<std::uint64_t>("total");
+    if (shown < total) {
+      std::cerr << shown << " of " << total << " shown (--limit N, --customer NAME)\n";
+    }
   } else if (command == "queue.show") {
     auto m = result.extract<Object::Ptr>();
     print_table({{"queue id:", m->getValue<std::string>("qid")},
@@ -354,7 +371,11 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
                       ? age(std::time(nullptr) - t->getValue<std::int64_t>("oldest_age_seconds"))
                       : std::string("-"))
               << "), " << t->get("links_up").convert<std::string>() << " links up, disk "
-              << (d->optValue<bool>("low", false) ? "LOW" : "ok") << "\n";
+              << (d->optValue<bool>("low", false) ? "LOW" : "ok") << " ("
+              << human_bytes(d->optValue<std::uint64_t>("free_bytes", 0)) << " free, +"
+              << human_bytes(d->optValue<std::uint64_t>("store_free_bytes", 0))
+              << " inside the queue store, minimum "
+              << human_bytes(d->optValue<std::uint64_t>("min_free_bytes", 0)) << ")\n";
     auto list = o->getArray("customers");
     std::vector<std::vector<std::string>> rows{{"CUSTOMER", "ACTIVITY", "MESSAGES", "OLDEST", "ROUTE"}};
     for (std::size_t i = 0; i < list->size(); ++i) {
@@ -400,15 +421,6 @@ Poco::Dynamic::Var request(const std::string& socket_path, const std::string& co
   auto reply = parser.parse(answer).extract<Object::Ptr>();
   if (!reply->getValue<bool>("ok")) fail(reply->getValue<std::string>("error"), 1);
   return reply->get("result");
-}
-
-std::string human_bytes(std::uint64_t n) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(1);
-  if (n >= (1ull << 20)) os << static_cast<double>(n) / (1 << 20) << " MB";
-  else if (n >= 1024) os << static_cast<double>(n) / 1024 << " KB";
-  else os << n << " B";
-  return os.str();
 }
 
 // `flush NAME --wait`: start the flush, show progress until it ends, and

@@ -28,6 +28,7 @@
 #include "linkmon/pcap_sniffer.hpp"
 #include "linkmon/radius_listener.hpp"
 #include "queue/disk_guard.hpp"
+#include "queue/space_watch.hpp"
 #include "queue/sqlite_store.hpp"
 #include "queue/store_worker.hpp"
 
@@ -434,25 +435,10 @@ int run_daemon(core::config& cfg) {
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
                  hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
 
-  // Disk headroom is re-read once a second (cheap statvfs), not per command.
-  asio::steady_timer disk_timer(io);
-  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    for (;;) {
-      bool was_low = disk.low();
-      bool low = disk.refresh();
-      if (low != was_low) {
-        if (low) {
-          core::log_warning("disk: {} bytes free under {}, below queue_min_free: answering 452",
-                            disk.free_bytes(), data_dir);
-        } else {
-          core::log_info("disk: space is back ({} bytes free): accepting mail again", disk.free_bytes());
-        }
-      }
-      disk_timer.expires_after(1s);
-      auto [ec] = co_await disk_timer.async_wait(asio::as_tuple(asio::use_awaitable));
-      if (ec) co_return;
-    }
-  }, asio::detached);
+  // Disk headroom (and the room inside the store) is re-read once a second,
+  // not per command; freed store pages go back to the file system in steps.
+  queue::space_watch space(worker, disk);
+  asio::co_spawn(io, space.run(), asio::detached);
 
   // SIGHUP: reopen the log file (logrotate's postrotate sends it).
   asio::signal_set hup(io, SIGHUP);
@@ -484,7 +470,7 @@ int run_daemon(core::config& cfg) {
         co_await hooks.drain(std::chrono::seconds(2));
       }
       control.stop();
-      disk_timer.cancel();
+      space.stop();
       hup.cancel();
       io.stop();
     }, asio::detached);

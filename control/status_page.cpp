@@ -650,6 +650,11 @@ void put_tiles(std::string& out, const page_context& ctx, const std::vector<cust
     std::string sub;
     if (low) sub = "LOW \xE2\x80\x94 new mail is refused (452)";
     else if (min_free) sub = "minimum " + format_bytes(non_negative(*min_free));
+    // The room the guard counts besides the file system: free pages inside
+    // the queue store, which new mail reuses (and which go back in steps).
+    if (auto inside = int_of(disk, "store_free_bytes"); inside && *inside > 0) {
+      sub += " \xC2\xB7 +" + format_bytes(non_negative(*inside)) + " free inside the queue store";
+    }
     put_tile(out, css, "t-disk", "Disk free",
              free_bytes ? format_bytes(non_negative(*free_bytes)) : "\xE2\x80\x94", sub);
   }

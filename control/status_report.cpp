@@ -112,7 +112,10 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
 
   Object::Ptr disk = new Object;
   if (ctx.disk != nullptr) {
-    disk->set("free_bytes", ctx.disk->free_bytes());
+    disk->set("free_bytes", ctx.disk->free_bytes());              // the file system's
+    disk->set("store_free_bytes", ctx.disk->store_free_bytes());  // free inside the store's files
+    disk->set("store_file_bytes", ctx.disk->store_file_bytes());  // the store's files
+    disk->set("room_bytes", ctx.disk->room_bytes());              // what the guard compares
     disk->set("low", ctx.disk->low());
   }
   if (ctx.config != nullptr) disk->set("min_free_bytes", ctx.config->size("queue_min_free"));
@@ -251,11 +254,16 @@ std::string render_metrics(const daemon_context& ctx, const Object::Ptr& status)
   }
 
   Object::Ptr disk = status ? status->getObject("disk") : nullptr;
-  add_gauge(out, "flushgate_disk_free_bytes", "Free bytes under data_dir.",
+  add_gauge(out, "flushgate_disk_free_bytes", "Free bytes of the file system under data_dir.",
             static_cast<double>(uint_field(disk, "free_bytes")));
+  add_gauge(out, "flushgate_store_free_bytes",
+            "Bytes free inside the queue store's files (reused by new mail, given back in steps).",
+            static_cast<double>(uint_field(disk, "store_free_bytes")));
+  add_gauge(out, "flushgate_store_file_bytes", "Size of the queue store's files on this host.",
+            static_cast<double>(uint_field(disk, "store_file_bytes")));
   add_gauge(out, "flushgate_disk_min_free_bytes", "queue_min_free: below it intake answers 452.",
             static_cast<double>(uint_field(disk, "min_free_bytes")));
-  add_gauge(out, "flushgate_disk_low", "1 while free space is below queue_min_free.",
+  add_gauge(out, "flushgate_disk_low", "1 while free space (file system + inside the store) is below queue_min_free.",
             disk && disk->has("low") && disk->getValue<bool>("low") ? 1 : 0);
   add_gauge(out, "flushgate_start_time_seconds", "When the daemon started (unix seconds).",
             static_cast<double>(ctx.started));

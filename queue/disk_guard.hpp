@@ -1,11 +1,18 @@
 // disk_guard.hpp — is there room to accept mail?
 //
-// Purpose: intake asks low() before MAIL, RCPT and DATA; while the free space
-// under the data directory is below queue_min_free the answer is 452 4.3.1 and
-// the sender keeps the mail (ARCHITECTURE.md invariant 4). refresh() is cheap
-// (one statvfs) and is called once a second by the daemon and after a failed
-// commit, so the network thread never waits on the disk for this.
+// Purpose: intake asks low() before MAIL, RCPT and DATA; while the room for
+// new mail is below queue_min_free the answer is 452 4.3.1 and the sender
+// keeps the mail (ARCHITECTURE.md invariant 4). The room is the free space
+// of the file system under the data directory plus the space the store
+// holds free inside its own files (pages that mail which left the queue
+// freed, and which new mail fills before the files grow): without the
+// second, a store that an outage filled would answer 452 for ever after
+// the mail left (invariant 8). refresh() is cheap (one statvfs) and is
+// called once a second (space_watch.hpp) and after a failed commit, so the
+// network thread never waits on the disk for this.
 // Errors: a failing statvfs counts as "low" (fail safe: defer, never bounce).
+// See also: space_watch.hpp (keeps store_free current and gives it back to
+// the file system), store.hpp (store::space).
 #pragma once
 
 #include <atomic>
@@ -17,17 +24,39 @@ namespace flushgate::queue {
 class disk_guard {
  public:
   disk_guard(std::string dir, std::uint64_t min_free) : dir_(std::move(dir)), min_free_(min_free) {}
-  // Re-reads the free space; returns low().
+  // Re-reads the file system's free space; returns low().
   bool refresh();
   // Marks the disk as full until the next refresh shows room (after ENOSPC).
-  void mark_full() { free_.store(0); }
-  bool low() const { return free_.load() < min_free_; }
+  void mark_full() {
+    free_.store(0);
+    store_free_.store(0);
+  }
+  // What the store reported (store::space): its files' size and the room free inside them.
+  void set_store_space(std::uint64_t file_bytes, std::uint64_t free_inside) {
+    store_files_.store(file_bytes);
+    store_free_.store(free_inside);
+  }
+  bool low() const { return room_bytes() < min_free_; }
+  // The file system's free space under the data directory.
   std::uint64_t free_bytes() const { return free_.load(); }
+  // Free inside the store's files, as last reported.
+  std::uint64_t store_free_bytes() const { return store_free_.load(); }
+  // The store's files on this disk (database and log), as last reported.
+  std::uint64_t store_file_bytes() const { return store_files_.load(); }
+  // What new mail can use: both of the above (saturating).
+  std::uint64_t room_bytes() const {
+    const std::uint64_t a = free_.load(), b = store_free_.load();
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+  }
+  std::uint64_t min_free() const { return min_free_; }
+  const std::string& dir() const { return dir_; }
 
  private:
   std::string dir_;
   std::uint64_t min_free_;
   std::atomic<std::uint64_t> free_{UINT64_MAX};
+  std::atomic<std::uint64_t> store_free_{0};
+  std::atomic<std::uint64_t> store_files_{0};
 };
 
 }  // namespace flushgate::queue

@@ -320,7 +320,7 @@ asio::awaitable<void> smtp_session::do_mail(const command& c) {
     reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
     co_return;
   }
-  if (disk.low() || (args.size && *args.size > disk.free_bytes())) {
+  if (disk.low() || (args.size && *args.size > disk.room_bytes())) {
     core::log_info("NOQUEUE: reject: MAIL from {}: 452 4.3.1 insufficient system storage; from=<{}>",
                    client_, args.path);
     reply(452, "4.3.1", "Error: insufficient system storage");

@@ -317,7 +317,7 @@ std::vector<std::string> queue_ids_of(const daemon_fixture& daemon, const std::s
   auto r = daemon.cli({"--json", "queue", "list", "--customer", customer});
   if (r.exit_code != 0) return out;
   try {
-    auto rows = parse_json(r.out).extract<Poco::JSON::Array::Ptr>();
+    auto rows = parse_json(r.out).extract<Poco::JSON::Object::Ptr>()->getArray("messages");
     for (std::size_t i = 0; i < rows->size(); ++i) {
       out.push_back(rows->getObject(static_cast<unsigned>(i))->getValue<std::string>("qid"));
     }

@@ -12,10 +12,16 @@
 // failure DSN, in one transaction; with no room for the DSN the recipient
 // stays queued (intake says 452 meanwhile), and once space returns the next
 // retry queues the DSN and sends it — one DSN, no operator action.
+// And invariant 8, the outage the product exists for: a 20M disk that
+// held mail filled up to 452 takes mail again within seconds once the queue
+// empties — by a flush to the customer's real Postfix, by expiry with DSNs,
+// by `queue delete`, by `customer remove --force` — and twenty rounds of
+// "fill, flush" do not ratchet the store's files up.
 // Needs root to mount the tmpfs; skips with the reason otherwise.
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
 #include "tests/integration/smtp_helpers.hpp"
+#include "tests/support/postfix_instance.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
 
@@ -25,6 +31,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -99,15 +106,17 @@ class DiskFull : public ::testing::Test {
     ASSERT_EQ(added.exit_code, 0) << added.err;
   }
 
-  // Sends 256 KB messages back to back until the first 452; remembers every
-  // 250 in acked_. Fails on a 5xx or a lost connection.
-  void send_until_deferred(smtp_probe& probe) {
-    // The disks here (at most 32M) can never take 200 messages of 256K: the
-    // 452 must come first.
-    for (int n = 0; n < 200; ++n) {
-      const std::string id = "fill-" + std::to_string(n);
-      const std::string content = numbered_message(id, message_octets);
-      auto r = send_message(probe, "a@sender.test", {"u@demo.test"}, content);
+  // Sends messages of `octets` back to back until the first 452; remembers
+  // every 250 in acked_. Fails on a 5xx or a lost connection.
+  void send_until_deferred(smtp_probe& probe, std::size_t octets = message_octets,
+                           const std::string& rcpt = "u@demo.test", const std::string& prefix = "fill-") {
+    // The disks here (at most 32M) can never take 32M / octets messages
+    // plus one: the 452 must come first.
+    const std::size_t most = 32 * mebibyte / octets + 1;
+    for (std::size_t n = 0; n < most; ++n) {
+      const std::string id = prefix + std::to_string(n);
+      const std::string content = numbered_message(id, octets);
+      auto r = send_message(probe, "a@sender.test", {rcpt}, content);
       ASSERT_TRUE(r.reply) << "message " << id << ": " << describe(r.reply) << "\nlog:\n"
                            << daemon_->log_text();
       ASSERT_LT(r.reply->code, 500) << "message " << id << ": got " << describe(r.reply)
@@ -127,7 +136,28 @@ class DiskFull : public ::testing::Test {
       deferred_ = r;
       return;
     }
-    FAIL() << "got no 452 after 200 messages of " << message_octets << " octets";
+    FAIL() << "got no 452 after " << most << " messages of " << octets << " octets";
+  }
+
+  // Sends small messages to `rcpt` every `period` until one is answered with
+  // 250 (remembered in acked_), a 5xx or no reply ends it, or `timeout`
+  // passes; true when it ended before the deadline. The last reply and the
+  // number of tries come back for the failure message.
+  bool retry_until_accepted(smtp_probe& probe, const std::string& rcpt, const std::string& prefix,
+                            std::chrono::milliseconds timeout, std::chrono::milliseconds period,
+                            probe_result& last, int& tries) {
+    return wait_until(
+        [&] {
+          const std::string id = prefix + std::to_string(tries++);
+          const std::string content = numbered_message(id, 4096);
+          auto r = send_message(probe, "a@sender.test", {rcpt}, content);
+          last = r.reply;
+          if (r.reply && r.reply->code == 250) acked_[id] = content;
+          if (!r.reply || r.reply->code == 250 || r.reply->code >= 500) return true;
+          if (r.stopped_at != stage::done) probe.command("RSET");
+          return false;
+        },
+        timeout, period);
   }
 
   // Stops the daemon; every acknowledged message is stored once, unchanged,
@@ -185,18 +215,7 @@ TEST_F(DiskFull, FullDiskDefersWith452AndRecoversByItself) {
   std::filesystem::remove(filler());
   int tries = 0;
   probe_result last = make_error_code(probe_errc::timed_out);
-  const bool answered = wait_until(
-      [&] {
-        const std::string id = "recover-" + std::to_string(tries++);
-        const std::string content = numbered_message(id, 4096);
-        auto r = send_message(probe, "a@sender.test", {"u@demo.test"}, content);
-        last = r.reply;
-        if (r.reply && r.reply->code == 250) acked_[id] = content;
-        if (!r.reply || r.reply->code == 250 || r.reply->code >= 500) return true;
-        if (r.stopped_at != stage::done) probe.command("RSET");
-        return false;
-      },
-      15s, 200ms);
+  const bool answered = retry_until_accepted(probe, "u@demo.test", "recover-", 15s, 200ms, last, tries);
   EXPECT_TRUE(answered && reply_is(last, 250))
       << "after freeing " << filler_octets << " octets: got " << describe(last) << " after "
       << tries << " tries, want 250 within 15 s";
@@ -377,6 +396,227 @@ TEST_F(DiskFull, DsnOnFullDiskKeepsRecipientQueuedThenGoesOut) {
   EXPECT_TRUE(stored->empty()) << "got " << stored->size()
                                << " messages left in the store, want none: bob bounced and his "
                                   "DSN went out";
+}
+
+// ------------------------------------------------------------ recovery
+//
+// The outage (issue "Recovery"): data_dir on a 20M tmpfs, queue_min_free 2M,
+// the customer in hold mode; senders fill it with 64K messages until 452.
+// Then the queue empties one of four ways, and intake must answer 250 again
+// within 10 s of the queue being empty, with no operator action.
+
+constexpr std::size_t outage_disk_mib = 20;
+constexpr std::size_t outage_message_octets = 64 * 1024;
+
+class Recovery : public DiskFull {
+ protected:
+  // Mounts the 20M disk and starts the daemon on it (extra settings added),
+  // with customer acme (acme.test) in hold mode, routed to `route` if given.
+  void start_outage(daemon_fixture::settings extra = {}, const std::string& route = "") {
+    ASSERT_NO_FATAL_FAILURE(mount_disk(outage_disk_mib));
+    if (!mounted_) return;
+    extra.emplace("data_dir", (disk_ / "data").string());
+    extra.emplace("queue_min_free", "2M");
+    daemon_.emplace(extra);
+    daemon_->start();
+    std::vector<std::string> options{"--mode", "hold"};
+    if (!route.empty()) options.insert(options.end(), {"--route", route});
+    auto added = daemon_->add_customer("acme", "acme.test", options);
+    ASSERT_EQ(added.exit_code, 0) << added.err;
+  }
+
+  // Fills the disk with 64K messages for acme until the 452; returns how many were acknowledged.
+  std::size_t fill(const std::string& prefix) {
+    const std::size_t before = acked_.size();
+    smtp_probe probe(20s);
+    EXPECT_TRUE(open_session(probe, daemon_->port()));
+    send_until_deferred(probe, outage_message_octets, "bob@acme.test", prefix);
+    probe.command("QUIT");
+    return acked_.size() - before;
+  }
+
+  // Waits for acme's queue to be empty (true), then sends small messages
+  // until one gets 250; returns the seconds from the empty queue to that 250,
+  // or nullopt when none came within 10 s (with the last reply in `why`).
+  std::optional<double> seconds_until_intake(std::string& why, const std::string& id_prefix) {
+    if (!wait_until([&] { return queued_for(*daemon_, "acme") == 0u; }, 120s, 50ms)) {
+      why = "acme's queue did not empty within 120 s (" +
+            std::to_string(queued_for(*daemon_, "acme").value_or(99)) + " left)";
+      return std::nullopt;
+    }
+    const auto emptied = std::chrono::steady_clock::now();
+    smtp_probe probe(20s);
+    if (!open_session(probe, daemon_->port())) {
+      why = "cannot open an SMTP session";
+      return std::nullopt;
+    }
+    int tries = 0;
+    probe_result last = make_error_code(probe_errc::timed_out);
+    const bool accepted = retry_until_accepted(probe, "bob@acme.test", id_prefix, 10s, 100ms, last, tries);
+    probe.command("QUIT");
+    if (!accepted || !reply_is(last, 250)) {
+      why = "got " + describe(last) + " after " + std::to_string(tries) + " tries";
+      return std::nullopt;
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - emptied).count();
+  }
+
+  // The store's files on the tmpfs (queue.db and its WAL), in octets.
+  std::uintmax_t store_octets() const {
+    std::uintmax_t total = 0;
+    for (const char* name : {"queue.db", "queue.db-wal"}) {
+      std::error_code ec;
+      const auto n = std::filesystem::file_size(disk_ / "data" / name, ec);
+      if (!ec) total += n;
+    }
+    return total;
+  }
+
+  // Every acknowledged message arrived at the customer's Postfix, once.
+  void expect_all_acked_arrived(const postfix_instance& postfix) {
+    std::map<std::string, int> seen;
+    for (const auto& f : postfix.message_files()) {
+      const std::string text = read_file(f);
+      const auto at = text.find("X-Test-Id: ");
+      if (at == std::string::npos) continue;
+      ++seen[text.substr(at + 11, text.find('\n', at) - at - 11)];
+    }
+    for (const auto& [id, content] : acked_) {
+      EXPECT_EQ(seen[id], 1) << "acknowledged message " << id << ": got it at the customer "
+                             << seen[id] << " times, want once";
+    }
+  }
+
+  void report(const char* how, std::size_t acked, double seconds) {
+    std::cout << "recovery (" << how << "): " << acked << " messages of " << outage_message_octets
+              << " octets filled the " << outage_disk_mib << "M disk; intake answered 250 "
+              << seconds << " s after the queue emptied; store files " << store_octets()
+              << " octets" << std::endl;
+  }
+};
+
+#define SKIP_WITHOUT_POSTFIX()                                                   \
+  if (!postfix_instance::available()) {                                          \
+    GTEST_SKIP() << "needs root and Postfix (/usr/sbin/postfix) for the customer"; \
+  }
+
+TEST_F(Recovery, FlushToPostfixFreesTheDiskForIntake) {
+  SKIP_WITHOUT_POSTFIX();
+  auto postfix = postfix_instance::final_destination(
+      {"acme.test"}, "127.0.0.51:" + std::to_string(free_port_on("127.0.0.51")));
+  postfix.start();
+  ASSERT_NO_FATAL_FAILURE(start_outage({}, postfix.host() + ":" + std::to_string(postfix.port())));
+  if (IsSkipped()) return;
+  const std::size_t acked = fill("flush-");
+  ASSERT_GT(acked, 100u) << "the 20M disk should take over 100 messages of 64K before 452";
+
+  auto flushed = daemon_->cli({"flush", "acme", "--wait", "--timeout", "120"}, 150s);
+  ASSERT_EQ(flushed.exit_code, 0) << flushed.out << flushed.err << daemon_->log_text();
+  std::string why;
+  auto seconds = seconds_until_intake(why, "after-flush-");
+  ASSERT_TRUE(seconds) << "after the flush: " << why << ", want 250 within 10 s of the queue "
+                       << "emptying; log:\n" << daemon_->log_text();
+  report("flush to Postfix", acked, *seconds);
+  // The mail accepted after the flush goes out too; then every
+  // acknowledged message is at the customer, once.
+  flushed = daemon_->cli({"flush", "acme", "--wait", "--timeout", "60"}, 90s);
+  EXPECT_EQ(flushed.exit_code, 0) << flushed.out << flushed.err;
+  ASSERT_TRUE(wait_until([&] { return postfix.message_files().size() >= acked_.size(); }, 30s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at the customer, want "
+      << acked_.size();
+  expect_all_acked_arrived(postfix);
+}
+
+TEST_F(Recovery, ExpiryWithDsnsFreesTheDiskForIntake) {
+  if (!smtp_sink::available()) GTEST_SKIP() << smtp_sink::sink_path << " is not installed";
+  smtp_sink bounces("127.0.0.52", free_port_on("127.0.0.52"));
+  bounces.start();
+  ASSERT_NO_FATAL_FAILURE(start_outage({{"queue_lifetime", "20s"},
+                                        {"delay_warning_time", "0"},
+                                        {"queue_sweep_interval", "1s"},
+                                        {"bounce_relay", bounces.address()}}));
+  if (IsSkipped()) return;
+  const std::size_t acked = fill("expire-");
+  ASSERT_GT(acked, 100u);
+  std::string why;
+  auto seconds = seconds_until_intake(why, "after-expiry-");
+  ASSERT_TRUE(seconds) << "after expiry: " << why << "; log:\n" << daemon_->log_text();
+  report("expiry with DSNs", acked, *seconds);
+  // One failure DSN for every expired message went out (none lost, none twice).
+  ASSERT_TRUE(wait_until([&] { return bounces.dumps().size() >= acked; }, 60s, 100ms))
+      << "got " << bounces.dumps().size() << " DSNs at the bounce relay, want " << acked;
+  EXPECT_EQ(bounces.dumps().size(), acked);
+}
+
+TEST_F(Recovery, QueueDeleteFreesTheDiskForIntake) {
+  ASSERT_NO_FATAL_FAILURE(start_outage());
+  if (IsSkipped()) return;
+  const std::size_t acked = fill("delete-");
+  ASSERT_GT(acked, 100u);
+  std::vector<std::string> args{"queue", "delete"};
+  for (const auto& qid : queue_ids_of(*daemon_, "acme")) args.push_back(qid);
+  ASSERT_EQ(args.size(), acked + 2) << "queue list shows other than the acknowledged messages";
+  auto deleted = daemon_->cli(args, 60s);
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.out << deleted.err;
+  std::string why;
+  auto seconds = seconds_until_intake(why, "after-delete-");
+  ASSERT_TRUE(seconds) << "after queue delete: " << why << "; log:\n" << daemon_->log_text();
+  report("queue delete", acked, *seconds);
+}
+
+TEST_F(Recovery, CustomerRemoveForceFreesTheDiskForIntake) {
+  ASSERT_NO_FATAL_FAILURE(start_outage());
+  if (IsSkipped()) return;
+  const std::size_t acked = fill("remove-");
+  ASSERT_GT(acked, 100u);
+  auto removed = daemon_->cli({"customer", "remove", "acme", "--force"}, 60s);
+  ASSERT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  auto added = daemon_->add_customer("acme", "acme.test", {"--mode", "hold"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  std::string why;
+  auto seconds = seconds_until_intake(why, "after-remove-");
+  ASSERT_TRUE(seconds) << "after customer remove --force: " << why << "; log:\n" << daemon_->log_text();
+  report("customer remove --force", acked, *seconds);
+}
+
+// Twenty outages in a row on the same disk: each ends with intake taking
+// mail again, and the store's files never need more than the disk (they
+// would grow past it if freed pages were not reused or given back).
+TEST_F(Recovery, TwentyFillAndFlushCyclesDoNotRatchet) {
+  SKIP_WITHOUT_POSTFIX();
+  auto postfix = postfix_instance::final_destination(
+      {"acme.test"}, "127.0.0.53:" + std::to_string(free_port_on("127.0.0.53")));
+  postfix.start();
+  ASSERT_NO_FATAL_FAILURE(start_outage({}, postfix.host() + ":" + std::to_string(postfix.port())));
+  if (IsSkipped()) return;
+  std::uintmax_t largest = 0;
+  double slowest = 0;
+  std::size_t least = SIZE_MAX, most = 0;
+  for (int cycle = 0; cycle < 20; ++cycle) {
+    const std::size_t acked = fill("c" + std::to_string(cycle) + "-");
+    least = std::min(least, acked);
+    most = std::max(most, acked);
+    largest = std::max(largest, store_octets());
+    auto flushed = daemon_->cli({"flush", "acme", "--wait", "--timeout", "120"}, 150s);
+    ASSERT_EQ(flushed.exit_code, 0) << "cycle " << cycle << ": " << flushed.out << flushed.err;
+    std::string why;
+    auto seconds = seconds_until_intake(why, "c" + std::to_string(cycle) + "-after-");
+    ASSERT_TRUE(seconds) << "cycle " << cycle << ": " << why << "; log:\n" << daemon_->log_text();
+    slowest = std::max(slowest, *seconds);
+    EXPECT_GT(acked, 100u) << "cycle " << cycle << ": the disk took only " << acked
+                           << " messages: space is not coming back";
+  }
+  std::cout << "recovery: 20 cycles, " << least << ".." << most
+            << " messages acknowledged per cycle, slowest return of intake " << slowest
+            << " s, largest store files " << largest << " octets, after the last cycle "
+            << store_octets() << " octets" << std::endl;
+  EXPECT_LT(largest, outage_disk_mib * mebibyte);
+  auto flushed = daemon_->cli({"flush", "acme", "--wait", "--timeout", "60"}, 90s);
+  EXPECT_EQ(flushed.exit_code, 0) << flushed.out << flushed.err;
+  ASSERT_TRUE(wait_until([&] { return postfix.message_files().size() >= acked_.size(); }, 60s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at the customer, want "
+      << acked_.size();
+  expect_all_acked_arrived(postfix);
 }
 
 }  // namespace

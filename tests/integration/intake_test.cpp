@@ -10,6 +10,7 @@
 #include "tests/integration/smtp_helpers.hpp"
 
 #include <Poco/JSON/Array.h>
+#include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -235,6 +236,36 @@ TEST_F(Intake, TwoCustomersGetOneQueueEntryEach) {
     EXPECT_EQ(rcpts->size(), 1u) << "each entry holds only its own customer's recipient";
   }
   EXPECT_EQ(customers, (std::set<std::string>{"demo", "other"}));
+}
+
+// A cut `queue list` says so: "N of M shown" on stderr, and its JSON
+// carries the total (for everyone and for one customer).
+TEST_F(Intake, QueueListSaysWhenItIsCut) {
+  auto added = daemon_.add_customer("other", "other.test", {"--mode", "hold"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  smtp_probe probe;
+  ASSERT_TRUE(open_session(probe, daemon_.port()));
+  for (int i = 0; i < 5; ++i) {
+    auto sent = send_message(probe, "alice@sender.test", {i < 4 ? "bob@demo.test" : "wendy@other.test"},
+                             make_message({"Subject: list " + std::to_string(i)}, "body\r\n"));
+    ASSERT_TRUE(reply_is(sent.reply, 250)) << describe(sent.reply);
+  }
+  auto cut = daemon_.cli({"queue", "list", "--limit", "2"});
+  ASSERT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_NE(cut.err.find("2 of 5 shown (--limit N, --customer NAME)"), std::string::npos)
+      << "got stderr \"" << cut.err << "\", want it to say 2 of 5 shown";
+  auto whole = daemon_.cli({"queue", "list"});
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  EXPECT_EQ(whole.err, "") << "a list that is not cut says nothing more";
+
+  auto json = daemon_.cli({"--json", "queue", "list", "--customer", "demo", "--limit", "3"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  Poco::JSON::Parser parser;
+  auto page = parser.parse(json.out).extract<Poco::JSON::Object::Ptr>();
+  EXPECT_EQ(page->getArray("messages")->size(), 3u);
+  EXPECT_EQ(page->getValue<std::uint64_t>("shown"), 3u);
+  EXPECT_EQ(page->getValue<std::uint64_t>("total"), 4u) << "demo has 4 queued: " << json.out;
+  EXPECT_EQ(page->getValue<std::uint64_t>("limit"), 3u);
 }
 
 TEST_F(Intake, SessionBasics) {

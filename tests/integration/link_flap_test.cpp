@@ -230,7 +230,7 @@ class LinkFlap : public ::testing::Test {
     std::set<std::string> out;
     try {
       Poco::JSON::Parser parser;
-      auto rows = parser.parse(r.out).extract<Poco::JSON::Array::Ptr>();
+      auto rows = parser.parse(r.out).extract<Poco::JSON::Object::Ptr>()->getArray("messages");
       for (std::size_t i = 0; i < rows->size(); ++i) {
         out.insert(rows->getObject(static_cast<unsigned>(i))->getValue<std::string>("qid"));
       }
