@@ -15,6 +15,7 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
+#include "core/unix_address.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/flush/delivery.hpp"
 #include "gateway/dns/mx_resolver.hpp"
@@ -24,6 +25,7 @@
 #include "gateway/inbound/smtp_server.hpp"
 #include "control/link_events.hpp"
 #include "control/nas_clients.hpp"
+#include "control/service_notify.hpp"
 #include "linkmon/hooks.hpp"
 #include "linkmon/pcap_sniffer.hpp"
 #include "linkmon/radius_listener.hpp"
@@ -39,6 +41,8 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include <openssl/ssl.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -130,6 +134,12 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const core::config& cfg, st
     error = "smtpd_tls_key_file " + key + ": " + ec.message();
     return nullptr;
   }
+  // A renewed certificate with the old key (or the reverse) is found here,
+  // not at the first STARTTLS.
+  if (::SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    error = "smtpd_tls_key_file " + key + ": does not match the certificate in smtpd_tls_cert_file " + cert;
+    return nullptr;
+  }
   return ctx;
 }
 
@@ -145,6 +155,28 @@ std::unique_ptr<asio::ssl::context> make_client_tls_context(const core::config& 
   return ctx;
 }
 
+// --check beyond the syntax: what the daemon would load at start and could
+// fail on — the TLS key pair (exists, parses, matches), radius_clients_file,
+// and whether control_socket fits a socket address. False with the first
+// problem, naming the parameter and the file.
+bool check_files(const core::config& cfg, std::string& error) {
+  make_tls_context(cfg, error);
+  if (!error.empty()) return false;
+  if (!make_client_tls_context(cfg, error)) return false;
+  if (const std::string clients = cfg.text("radius_clients_file"); !clients.empty()) {
+    linkmon::nas_table table;
+    if (!control::load_nas_clients(clients, table, error)) {
+      error = "radius_clients_file: " + error;
+      return false;
+    }
+  }
+  const std::string socket = cfg.text("control_socket");
+  if (const std::string why = core::unix_address::check_length(socket); !why.empty()) {
+    error = "control_socket " + socket + ": " + why;
+    return false;
+  }
+  return true;
+}
 
 // The system customer that owns the gateway's own notices (DSNs).
 std::int64_t ensure_notices_customer(queue::store& store, gateway::customer_directory& customers) {
@@ -404,11 +436,6 @@ int run_daemon(core::config& cfg) {
   intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
   intake.routes = &router;
   intake.flushes = &sched;
-  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
-                             std::move(acceptors));
-  gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
-                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
-                             std::move(odmr_acceptors), std::move(odmrs_acceptors));
   control::daemon_context context{worker, customers, router, sched, &hooks};
   context.config = &cfg;
   context.disk = &disk;
@@ -424,6 +451,20 @@ int run_daemon(core::config& cfg) {
     return 1;
   }
 
+  // The control socket exists before the SMTP and ODMR ports accept, so a
+  // client that reached the SMTP port can also reach `flushgate`.
+  for (auto [key, list] : {std::pair{"smtpd_listen", &acceptors}, std::pair{"odmr_listen", &odmr_acceptors},
+                           std::pair{"odmrs_listen", &odmrs_acceptors}}) {
+    if (!gateway::start_listening(*list, key, error)) {
+      core::log_error("{}", error);
+      return 1;
+    }
+  }
+  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
+                             std::move(acceptors));
+  gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
+                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
+                             std::move(odmr_acceptors), std::move(odmrs_acceptors));
   smtpd.start();
   odmrd.start();
   control.start();
@@ -433,6 +474,10 @@ int run_daemon(core::config& cfg) {
   for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
                  hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
+  // Every listener listens now (the kernel queues connections until io.run()).
+  control::service_notifier service(io);
+  service.ready(fmt::format("serving: {} customers, {} messages queued", customers.size(), queued));
+  service.start_watchdog();
 
   // Disk headroom is re-read once a second (cheap statvfs), not per command.
   asio::steady_timer disk_timer(io);
@@ -472,6 +517,7 @@ int run_daemon(core::config& cfg) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     core::log_info("flushgated: signal {}: shutting down", sig);
+    service.stopping();
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       if (radius) radius->stop();
       for (auto& sniffer : sniffers) sniffer->stop();
@@ -486,6 +532,7 @@ int run_daemon(core::config& cfg) {
       control.stop();
       disk_timer.cancel();
       hup.cancel();
+      service.stop_watchdog();
       io.stop();
     }, asio::detached);
   });
@@ -525,6 +572,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
+    if (!check_files(*cfg, error)) {
+      std::cerr << "flushgated: " << *config_path << ": " << error << "\n";
+      return 2;
+    }
     std::cout << "flushgated: " << *config_path << ": ok\n";
     return 0;
   }
