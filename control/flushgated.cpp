@@ -15,6 +15,7 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
+#include "core/ip_network.hpp"
 #include "core/unix_address.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/flush/delivery.hpp"
@@ -362,6 +363,9 @@ int run_daemon(core::config& cfg) {
   gateway::mx_options mx_opts;
   mx_opts.servers = cfg.list("dns_servers");
   mx_opts.self_names = cfg.list("smtp_self_names");
+  for (const auto& text : cfg.list("smtp_self_addresses")) {
+    if (auto net = core::parse_ip_network(text)) mx_opts.self_networks.push_back(*net);  // checked by the table
+  }
   for (const auto& ep : acceptors) {
     boost::system::error_code ec;
     auto a = ep->local_endpoint(ec).address();
