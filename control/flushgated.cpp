@@ -40,10 +40,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -130,14 +133,17 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const core::config& cfg, st
     error = "smtpd_tls_cert_file " + cert + ": " + ec.message();
     return nullptr;
   }
+  // A renewed certificate with the old key (or the reverse) is found here,
+  // not at the first STARTTLS: OpenSSL compares the key with the certificate
+  // as it loads the key.
   ctx->use_private_key_file(key, asio::ssl::context::pem, ec);
-  if (ec) {
+  const bool mismatch = ec && ec.category() == asio::error::get_ssl_category() &&
+                        ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH;
+  if (ec && !mismatch) {
     error = "smtpd_tls_key_file " + key + ": " + ec.message();
     return nullptr;
   }
-  // A renewed certificate with the old key (or the reverse) is found here,
-  // not at the first STARTTLS.
-  if (::SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+  if (mismatch || ::SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
     error = "smtpd_tls_key_file " + key + ": does not match the certificate in smtpd_tls_cert_file " + cert;
     return nullptr;
   }

@@ -226,7 +226,8 @@ cli_result daemon_fixture::cli(const std::vector<std::string>& args,
   return {r.exit_code, std::move(r.stdout_text), std::move(r.stderr_text)};
 }
 
-cli_result daemon_fixture::check() const {
+cli_result daemon_fixture::check() {
+  if (port_ == 0) port_ = free_port();  // a config with port 0 does not pass
   write_config();
   auto r = run_command({daemon_path().string(), "--config", config_path().string(), "--check"},
                        std::chrono::seconds(15));

@@ -93,7 +93,7 @@ class daemon_fixture {
   cli_result cli(const std::vector<std::string>& args,
                  std::chrono::milliseconds timeout = std::chrono::seconds(15)) const;
   // Writes the config and runs `flushgated --config FILE --check` (no daemon starts).
-  cli_result check() const;
+  cli_result check();
   // `customer add NAME --domain DOMAIN extra...`.
   cli_result add_customer(const std::string& name, const std::string& domain,
                           const std::vector<std::string>& extra = {}) const;
