@@ -1,13 +1,18 @@
 // flushgated — the flushgate daemon.
 //
 //   flushgated --config FILE     run in the foreground (the way a supervisor wants it)
-//   flushgated --config FILE --check   validate the configuration and exit
+//   flushgated --config FILE --check   validate the configuration (and load the
+//                                      TLS key pair and radius_clients_file) and exit
 //   flushgated --params          print the parameter table (Markdown) and exit
 //
 // Start-up order: read and validate the configuration (refuse to start on any
-// error, naming file and line); bind every listener; drop privileges to
-// run_user when started as root; open the store; load customers; serve.
-// SIGTERM/SIGINT: graceful shutdown (smtp_server::shutdown), then exit 0.
+// error, naming file and line); bind every listener (SMTP and ODMR bound, not
+// yet listening); drop privileges to run_user when started as root; open the
+// store; load customers; create the control socket; only then let SMTP and
+// ODMR listen, so a client that reached port 25 can also reach `flushgate`;
+// tell the service manager READY=1 (service_notify.hpp); serve.
+// SIGTERM/SIGINT: STOPPING=1, graceful shutdown (smtp_server::shutdown), then exit 0.
+// SIGHUP: reopen the log file (no reload, so no RELOADING=1).
 #include "control/commands.hpp"
 #include "control/control_server.hpp"
 #include "control/http_api.hpp"
