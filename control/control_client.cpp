@@ -1,6 +1,8 @@
 // control_client.cpp — see control_client.hpp.
 #include "control/control_client.hpp"
 
+#include "core/unix_address.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -13,13 +15,18 @@ namespace flushgate::control {
 
 bool control_client::request(const std::string& request, std::string& answer, std::string& error,
                              std::chrono::seconds timeout) {
-  sockaddr_un addr{};
-  if (path_.size() >= sizeof addr.sun_path) {
-    error = "control socket path too long: " + path_;
+  // A path longer than sun_path is reached through its directory.
+  auto address = core::unix_address::make(path_);
+  if (!address) {
+    const std::string why = core::unix_address::check_length(path_);
+    error = "cannot reach flushgated at control_socket " + path_ + ": " +
+            (why.empty() ? address.error().message() : why);
     return false;
   }
+  sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+  const std::string& short_path = address->socket_path();
+  std::memcpy(addr.sun_path, short_path.c_str(), short_path.size() + 1);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = std::string("socket: ") + std::strerror(errno);

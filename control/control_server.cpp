@@ -2,6 +2,7 @@
 #include "control/control_server.hpp"
 
 #include "core/log.hpp"
+#include "core/unix_address.hpp"
 
 #include <Poco/JSON/Parser.h>
 
@@ -64,10 +65,18 @@ bool control_server::listen(std::string& error) {
     group_id_ = g->gr_gid;
   }
   boost::system::error_code ec;
+  // A path longer than a socket address holds is bound through its directory.
+  auto address = core::unix_address::make(path_);
+  if (!address) {
+    const std::string why = core::unix_address::check_length(path_);
+    error = "control_socket " + path_ + ": " + (why.empty() ? address.error().message() : why);
+    return false;
+  }
+  const stream_protocol::endpoint endpoint(address->socket_path());
   // A socket file left by a crashed daemon is replaced; a live daemon is not.
   if (::access(path_.c_str(), F_OK) == 0) {
     stream_protocol::socket probe(io_);
-    probe.connect(stream_protocol::endpoint(path_), ec);
+    probe.connect(endpoint, ec);
     if (!ec) {
       error = "control_socket " + path_ + " is in use: is another flushgated running?";
       return false;
@@ -78,7 +87,7 @@ bool control_server::listen(std::string& error) {
   acceptor_->open(stream_protocol(), ec);
   if (!ec) {
     mode_t old = ::umask(0117);  // the file is born 0660, never wider
-    acceptor_->bind(stream_protocol::endpoint(path_), ec);
+    acceptor_->bind(endpoint, ec);
     ::umask(old);
   }
   if (!ec) acceptor_->listen(16, ec);

@@ -7,7 +7,10 @@
 // checked: root, the daemon's own user, or a member of control_group. Others
 // get one error line and are closed. A request line is at most 1 MiB and must
 // arrive within 30 s.
-// Errors: listen() reports bind/chmod/chown failures with the path; a
+// A control_socket path longer than a socket address holds (107 bytes) is
+// bound through its directory (core/unix_address.hpp).
+// Errors: listen() reports bind/chmod/chown failures with the path (and the
+// address limit when the file's own name is too long for it); a
 // malformed request gets {"ok": false, "error": ...}.
 #pragma once
 

@@ -1,13 +1,18 @@
 // flushgated — the flushgate daemon.
 //
 //   flushgated --config FILE     run in the foreground (the way a supervisor wants it)
-//   flushgated --config FILE --check   validate the configuration and exit
+//   flushgated --config FILE --check   validate the configuration (and load the
+//                                      TLS key pair and radius_clients_file) and exit
 //   flushgated --params          print the parameter table (Markdown) and exit
 //
 // Start-up order: read and validate the configuration (refuse to start on any
-// error, naming file and line); bind every listener; drop privileges to
-// run_user when started as root; open the store; load customers; serve.
-// SIGTERM/SIGINT: graceful shutdown (smtp_server::shutdown), then exit 0.
+// error, naming file and line); bind every listener (SMTP and ODMR bound, not
+// yet listening); drop privileges to run_user when started as root; open the
+// store; load customers; create the control socket; only then let SMTP and
+// ODMR listen, so a client that reached port 25 can also reach `flushgate`;
+// tell the service manager READY=1 (service_notify.hpp); serve.
+// SIGTERM/SIGINT: STOPPING=1, graceful shutdown (smtp_server::shutdown), then exit 0.
+// SIGHUP: reopen the log file (no reload, so no RELOADING=1).
 #include "control/commands.hpp"
 #include "control/control_server.hpp"
 #include "control/http_api.hpp"
@@ -15,6 +20,8 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
+#include "core/ip_network.hpp"
+#include "core/unix_address.hpp"
 #include "gateway/customer_directory.hpp"
 #include "gateway/flush/delivery.hpp"
 #include "gateway/dns/mx_resolver.hpp"
@@ -24,6 +31,7 @@
 #include "gateway/inbound/smtp_server.hpp"
 #include "control/link_events.hpp"
 #include "control/nas_clients.hpp"
+#include "control/service_notify.hpp"
 #include "linkmon/hooks.hpp"
 #include "linkmon/pcap_sniffer.hpp"
 #include "linkmon/radius_listener.hpp"
@@ -38,8 +46,13 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -126,9 +139,18 @@ std::unique_ptr<asio::ssl::context> make_tls_context(const core::config& cfg, st
     error = "smtpd_tls_cert_file " + cert + ": " + ec.message();
     return nullptr;
   }
+  // A renewed certificate with the old key (or the reverse) is found here,
+  // not at the first STARTTLS: OpenSSL compares the key with the certificate
+  // as it loads the key.
   ctx->use_private_key_file(key, asio::ssl::context::pem, ec);
-  if (ec) {
+  const bool mismatch = ec && ec.category() == asio::error::get_ssl_category() &&
+                        ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH;
+  if (ec && !mismatch) {
     error = "smtpd_tls_key_file " + key + ": " + ec.message();
+    return nullptr;
+  }
+  if (mismatch || ::SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    error = "smtpd_tls_key_file " + key + ": does not match the certificate in smtpd_tls_cert_file " + cert;
     return nullptr;
   }
   return ctx;
@@ -146,6 +168,28 @@ std::unique_ptr<asio::ssl::context> make_client_tls_context(const core::config& 
   return ctx;
 }
 
+// --check beyond the syntax: what the daemon would load at start and could
+// fail on — the TLS key pair (exists, parses, matches), radius_clients_file,
+// and whether control_socket fits a socket address. False with the first
+// problem, naming the parameter and the file.
+bool check_files(const core::config& cfg, std::string& error) {
+  make_tls_context(cfg, error);
+  if (!error.empty()) return false;
+  if (!make_client_tls_context(cfg, error)) return false;
+  if (const std::string clients = cfg.text("radius_clients_file"); !clients.empty()) {
+    linkmon::nas_table table;
+    if (!control::load_nas_clients(clients, table, error)) {
+      error = "radius_clients_file: " + error;
+      return false;
+    }
+  }
+  const std::string socket = cfg.text("control_socket");
+  if (const std::string why = core::unix_address::check_length(socket); !why.empty()) {
+    error = "control_socket " + socket + ": " + why;
+    return false;
+  }
+  return true;
+}
 
 // The system customer that owns the gateway's own notices (DSNs).
 std::int64_t ensure_notices_customer(queue::store& store, gateway::customer_directory& customers) {
@@ -331,6 +375,9 @@ int run_daemon(core::config& cfg) {
   gateway::mx_options mx_opts;
   mx_opts.servers = cfg.list("dns_servers");
   mx_opts.self_names = cfg.list("smtp_self_names");
+  for (const auto& text : cfg.list("smtp_self_addresses")) {
+    if (auto net = core::parse_ip_network(text)) mx_opts.self_networks.push_back(*net);  // checked by the table
+  }
   for (const auto& ep : acceptors) {
     boost::system::error_code ec;
     auto a = ep->local_endpoint(ec).address();
@@ -405,11 +452,6 @@ int run_daemon(core::config& cfg) {
   intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
   intake.routes = &router;
   intake.flushes = &sched;
-  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
-                             std::move(acceptors));
-  gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
-                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
-                             std::move(odmr_acceptors), std::move(odmrs_acceptors));
   control::daemon_context context{worker, customers, router, sched, &hooks};
   context.config = &cfg;
   context.disk = &disk;
@@ -425,6 +467,20 @@ int run_daemon(core::config& cfg) {
     return 1;
   }
 
+  // The control socket exists before the SMTP and ODMR ports accept, so a
+  // client that reached the SMTP port can also reach `flushgate`.
+  for (auto [key, list] : {std::pair{"smtpd_listen", &acceptors}, std::pair{"odmr_listen", &odmr_acceptors},
+                           std::pair{"odmrs_listen", &odmrs_acceptors}}) {
+    if (!gateway::start_listening(*list, key, error)) {
+      core::log_error("{}", error);
+      return 1;
+    }
+  }
+  gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
+                             std::move(acceptors));
+  gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
+                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
+                             std::move(odmr_acceptors), std::move(odmrs_acceptors));
   smtpd.start();
   odmrd.start();
   control.start();
@@ -434,6 +490,10 @@ int run_daemon(core::config& cfg) {
   for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
   core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
                  hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
+  // Every listener listens now (the kernel queues connections until io.run()).
+  control::service_notifier service(io);
+  service.ready(fmt::format("serving: {} customers, {} messages queued", customers.size(), queued));
+  service.start_watchdog();
 
   // Disk headroom (and the room inside the store) is re-read once a second,
   // not per command; freed store pages go back to the file system in steps.
@@ -458,6 +518,7 @@ int run_daemon(core::config& cfg) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     core::log_info("flushgated: signal {}: shutting down", sig);
+    service.stopping();
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       if (radius) radius->stop();
       for (auto& sniffer : sniffers) sniffer->stop();
@@ -472,6 +533,7 @@ int run_daemon(core::config& cfg) {
       control.stop();
       space.stop();
       hup.cancel();
+      service.stop_watchdog();
       io.stop();
     }, asio::detached);
   });
@@ -511,6 +573,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
+    if (!check_files(*cfg, error)) {
+      std::cerr << "flushgated: " << *config_path << ": " << error << "\n";
+      return 2;
+    }
     std::cout << "flushgated: " << *config_path << ": ok\n";
     return 0;
   }

@@ -7,6 +7,7 @@
 // come from the RFC where one sets them. Keep rows grouped by module in the
 // order the README shows them.
 #include "core/config.hpp"
+#include "core/ip_network.hpp"
 #include "core/units.hpp"
 
 namespace flushgate::core {
@@ -48,17 +49,35 @@ bool check_log_target(std::string_view value, std::string& why) {
   return false;
 }
 
-}  // namespace
-
-bool check_duration_list(std::string_view value, std::string& why) {
-  std::size_t items = 0;
+// Calls `fn` on each item of a comma- or space-separated list (empty items
+// skipped) until it returns false; false when it did.
+template <typename Fn>
+bool each_list_item(std::string_view value, Fn fn) {
   std::size_t pos = 0;
   while (pos < value.size()) {
     const std::size_t end = value.find_first_of(", \t", pos);
     const std::string_view item =
         value.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
     pos = end == std::string_view::npos ? value.size() : end + 1;
-    if (item.empty()) continue;
+    if (!item.empty() && !fn(item)) return false;
+  }
+  return true;
+}
+
+// smtp_self_addresses: addresses or CIDR networks, IPv4 or IPv6; may be empty.
+bool check_network_list(std::string_view value, std::string& why) {
+  return each_list_item(value, [&](std::string_view item) {
+    if (parse_ip_network(item)) return true;
+    why = "bad network \"" + std::string(item) + "\" in list (an IPv4 or IPv6 address, optionally /PREFIX)";
+    return false;
+  });
+}
+
+}  // namespace
+
+bool check_duration_list(std::string_view value, std::string& why) {
+  std::size_t items = 0;
+  const bool good = each_list_item(value, [&](std::string_view item) {
     const auto d = parse_duration(item);
     if (!d || d->count() <= 0) {
       why = "bad duration \"" + std::string(item) +
@@ -66,7 +85,9 @@ bool check_duration_list(std::string_view value, std::string& why) {
       return false;
     }
     ++items;
-  }
+    return true;
+  });
+  if (!good) return false;
   if (items == 0) {
     why = "empty list of durations";
     return false;
@@ -397,6 +418,13 @@ const std::vector<param>& parameter_table() {
        .default_value = "$myhostname",
        .doc = "Names (comma or space separated) under which this gateway appears in MX lists; "
               "MX hosts at or below its preference are never tried (no mail loops)."},
+      {.name = "smtp_self_addresses",
+       .kind = k::string,
+       .default_value = "",
+       .doc = "Networks (CIDR, IPv4 or IPv6, comma or space separated) holding this gateway's public "
+              "addresses, e.g. behind NAT or when listening on 0.0.0.0; an MX host with an address in "
+              "them is this gateway. Bound listener addresses count anyway.",
+       .check = check_network_list},
   };
   return table;
 }

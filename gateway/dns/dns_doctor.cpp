@@ -420,13 +420,6 @@ struct domain_facts {
   bool own_is_self = false;    // ... and they include the gateway
 };
 
-bool is_self_address(const std::vector<address>& addrs, const mx_options& opts) {
-  return std::any_of(addrs.begin(), addrs.end(), [&](const address& a) {
-    return std::find(opts.self_addresses.begin(), opts.self_addresses.end(), a) !=
-           opts.self_addresses.end();
-  });
-}
-
 bool is_self_name(const std::string& name, const mx_options& opts) {
   return std::any_of(opts.self_names.begin(), opts.self_names.end(), [&](std::string n) {
     if (!n.empty() && n.back() == '.') n.pop_back();
@@ -483,7 +476,7 @@ asio::awaitable<domain_facts> gather(dns_channel& ch, const mx_options& opts, st
   first.push_back({domain, dns_type_aaaa});
   const auto answers = co_await ch.ask(std::move(first));
   f.own = fold_addresses(answers[1], answers[2], domain, opts.max_addresses_per_host);
-  f.own_is_self = is_self_address(f.own.addresses, opts);
+  f.own_is_self = opts.holds_self_address(f.own.addresses);
   f.mx_status = classify(answers[0]);
   if (f.mx_status == lookup_status::temporary) f.mx_failure = describe_status(answers[0]);
   if (f.mx_status != lookup_status::found) co_return f;
@@ -549,7 +542,7 @@ asio::awaitable<domain_facts> gather(dns_channel& ch, const mx_options& opts, st
   }
   for (auto& h : f.hosts) {
     if (h.kind == host_kind::host) {
-      h.is_self = is_self_name(h.name, opts) || is_self_address(h.lookup.addresses, opts);
+      h.is_self = is_self_name(h.name, opts) || opts.holds_self_address(h.lookup.addresses);
     }
   }
   co_return f;

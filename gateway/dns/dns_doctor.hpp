@@ -4,7 +4,9 @@
 // (the `dns_servers` of mx_options, the same view the MX resolver has) for
 // the domain's MX records, its own A/AAAA and every MX host's A/AAAA, then
 // compares what it found with what the gateway knows of the domain's
-// customer. Each finding has a level, a stable code and a text for an ISP
+// customer. The gateway is recognised as mx_options says (names, bound
+// addresses, smtp_self_addresses networks). Each finding has a level, a
+// stable code and a text for an ISP
 // operator that names the record and says the fix. Checked:
 //   mx-is-cname, mx-is-ip-address, mx-bad-name, mx-host-no-address,
 //   mx-host-lookup-failed, no-mx-no-address, implicit-mx, null-mx,

@@ -130,13 +130,6 @@ host_lookup collect_addresses(const dns_answer& a4, const dns_answer& a6, const 
   return h;
 }
 
-bool is_self_address(const std::vector<address>& addrs, const mx_options& opts) {
-  return std::any_of(addrs.begin(), addrs.end(), [&](const address& a) {
-    return std::find(opts.self_addresses.begin(), opts.self_addresses.end(), a) !=
-           opts.self_addresses.end();
-  });
-}
-
 // RFC 5321 §5.1: when the relay is in the list at `self_pref`, that level and
 // every worse one go.
 void drop_from_preference(std::vector<mx_target>& targets, int self_pref) {
@@ -606,7 +599,7 @@ asio::awaitable<boost::system::result<std::vector<mx_target>>> mx_resolver::reso
   // Step 5: our own addresses, then hosts without any address.
   const auto self_by_address =
       std::find_if(targets.begin(), targets.end(),
-                   [&](const mx_target& t) { return is_self_address(t.addresses, opts); });
+                   [&](const mx_target& t) { return opts.holds_self_address(t.addresses); });
   if (self_by_address != targets.end()) {
     drop_from_preference(targets, self_by_address->preference);
     if (targets.empty()) co_return mx_errc::self_only;
@@ -616,6 +609,14 @@ asio::awaitable<boost::system::result<std::vector<mx_target>>> mx_resolver::reso
     co_return any_temporary ? mx_errc::temporary : mx_errc::no_usable_hosts;
   }
   co_return targets;
+}
+
+bool mx_options::holds_self_address(const std::vector<address>& addresses) const {
+  return std::any_of(addresses.begin(), addresses.end(), [&](const address& a) {
+    return std::find(self_addresses.begin(), self_addresses.end(), a) != self_addresses.end() ||
+           std::any_of(self_networks.begin(), self_networks.end(),
+                       [&](const core::ip_network& n) { return n.contains(a); });
+  });
 }
 
 asio::awaitable<boost::system::result<std::vector<address>>> mx_resolver::resolve_host(

@@ -6,7 +6,9 @@
 // equal preferences shuffled; each host keeps its addresses in the order the
 // resolver gave them; no MX means the implicit MX (the domain itself, pref 0);
 // a null MX (RFC 7505) means no mail; when the gateway finds itself in the
-// list it keeps only strictly better preferences.
+// list — by name (smtp_self_names), by a bound listener address, or by an
+// address inside smtp_self_addresses (NAT, listeners on 0.0.0.0) — it keeps
+// only strictly better preferences.
 //
 // Design: c-ares runs inside Asio on the constructor's executor (through a
 // strand), never in a thread of its own. c-ares reports the sockets it wants
@@ -55,6 +57,8 @@
 // uses only core/ and queue/ (flushgate::gateway_dns links nothing else).
 #pragma once
 
+#include "core/ip_network.hpp"
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -93,13 +97,19 @@ struct mx_target {
 struct mx_options {
   std::vector<std::string> servers;  // "127.0.0.1:5353", "[::1]:53"; empty = resolv.conf
   std::vector<std::string> self_names;  // our own host names, lower case
-  std::vector<boost::asio::ip::address> self_addresses;
+  std::vector<boost::asio::ip::address> self_addresses;  // the bound listeners' addresses
+  // smtp_self_addresses: networks holding our public addresses (NAT, 0.0.0.0).
+  std::vector<core::ip_network> self_networks;
   std::chrono::milliseconds timeout{5000};  // per try and server (c-ares timeout)
   int tries = 2;                            // tries per server
   std::size_t max_mx_records = 50;          // the best ones are kept
   std::size_t max_addresses_per_host = 10;
   bool prefer_ipv6 = false;  // AAAA addresses before A addresses of a host
   std::uint64_t shuffle_seed = 0;  // equal-preference shuffle; 0 = std::random_device
+
+  // True when one of `addresses` is this gateway: a bound listener address,
+  // or one inside self_networks.
+  bool holds_self_address(const std::vector<boost::asio::ip::address>& addresses) const;
 };
 
 class mx_resolver {

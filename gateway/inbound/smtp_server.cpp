@@ -70,7 +70,6 @@ acceptor_list bind_listeners(asio::io_context& io, const std::vector<std::string
     if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec && endpoint.address().is_v6()) acceptor->set_option(asio::ip::v6_only(true), ec);
     if (!ec) acceptor->bind(endpoint, ec);
-    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
       error = "smtpd_listen: cannot listen on " + text + ": " + ec.message();
       return {};
@@ -79,6 +78,21 @@ acceptor_list bind_listeners(asio::io_context& io, const std::vector<std::string
   }
   if (acceptors.empty()) error = "smtpd_listen: no address given";
   return acceptors;
+}
+
+bool start_listening(acceptor_list& acceptors, const std::string& what, std::string& error) {
+  for (auto& acceptor : acceptors) {
+    boost::system::error_code ec;
+    acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      boost::system::error_code ignored;
+      const auto ep = acceptor->local_endpoint(ignored);
+      error = what + ": cannot listen on " + ep.address().to_string() + ":" + std::to_string(ep.port()) +
+              ": " + ec.message();
+      return false;
+    }
+  }
+  return true;
 }
 
 std::vector<tcp::endpoint> smtp_server::local_endpoints() const {

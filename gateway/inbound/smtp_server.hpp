@@ -84,9 +84,15 @@ struct intake_services {
 using acceptor_list = std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>;
 
 // Binds every "host:port" address (port 25 needs root: call this before
-// dropping privileges). On failure returns an empty list and names the address.
+// dropping privileges). The sockets are bound, not yet listening: a client
+// is refused until start_listening(), so the daemon decides when its ports
+// open (after the control socket). On failure returns an empty list and
+// names the address.
 acceptor_list bind_listeners(boost::asio::io_context& io, const std::vector<std::string>& addresses,
                              std::string& error);
+// Makes bound acceptors listen (needs no privilege). On failure returns
+// false and names the address in `error` after `what` (the parameter).
+bool start_listening(acceptor_list& acceptors, const std::string& what, std::string& error);
 
 class smtp_server {
  public:

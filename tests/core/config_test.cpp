@@ -631,5 +631,18 @@ TEST(ConfigExpansion, FanningOutReferencesAreRefusedNotExpandedForMinutes) {
   EXPECT_NE(error.find("$-references to expand"), std::string::npos) << "got " << error;
 }
 
+TEST(ConfigParse, SelfAddressesTakeIpv4AndIpv6Networks) {
+  const auto c = parse_ok("smtp_self_addresses = 192.0.2.0/24, 2001:db8::/32 198.51.100.7\n");
+  EXPECT_EQ(c.list("smtp_self_addresses"),
+            (std::vector<std::string>{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7"}));
+  EXPECT_TRUE(parse_ok("myhostname = gw.test\n").list("smtp_self_addresses").empty())
+      << "got a default, want an empty list";
+  for (const char* bad : {"192.0.2.0/33", "2001:db8::/129", "gw.example", "192.0.2.0/", "192.0.2.0/24x"}) {
+    const std::string error = parse_error(std::string("smtp_self_addresses = ") + bad + "\n");
+    EXPECT_NE(error.find("smtp_self_addresses"), std::string::npos)
+        << "for " << bad << ": got \"" << error << "\", want an error naming smtp_self_addresses";
+  }
+}
+
 }  // namespace
 }  // namespace flushgate::core

@@ -1,6 +1,7 @@
 // daemon_fixture.cpp — see daemon_fixture.hpp.
 #include "tests/integration/daemon_fixture.hpp"
 
+#include "core/unix_address.hpp"
 #include "queue/sqlite_store.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/wait.hpp"
@@ -90,10 +91,18 @@ void daemon_fixture::spawn() {
   spawn_options options;
   options.stdout_path = dir() / "flushgated.out";
   options.stderr_path = dir() / "flushgated.out";
+  options.env = env_;
   daemon_.reset();
   daemon_.emplace(std::vector<std::string>{daemon_path().string(), "--config",
                                            config_path().string()},
                   options);
+}
+
+void daemon_fixture::launch() {
+  if (!port_fixed_) port_ = free_port();
+  port_fixed_ = true;
+  write_config();
+  spawn();
 }
 
 void daemon_fixture::start(std::chrono::milliseconds deadline) {
@@ -192,9 +201,14 @@ bool daemon_fixture::smtp_listening() const {
 // The control socket accepts a connection (a stale socket file from a killed
 // daemon refuses it).
 bool daemon_fixture::control_answers() const {
-  const std::string path = control_socket().string();
+  return socket_answers(control_socket());
+}
+
+bool socket_answers(const std::filesystem::path& socket_path) {
+  auto short_address = core::unix_address::make(socket_path.string());  // long paths too
+  if (!short_address) return false;
+  const std::string& path = short_address->socket_path();
   sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) return false;
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -209,6 +223,14 @@ cli_result daemon_fixture::cli(const std::vector<std::string>& args,
   std::vector<std::string> argv{cli_path().string(), "--config", config_path().string()};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = run_command(argv, timeout);
+  return {r.exit_code, std::move(r.stdout_text), std::move(r.stderr_text)};
+}
+
+cli_result daemon_fixture::check() {
+  if (port_ == 0) port_ = free_port();  // a config with port 0 does not pass
+  write_config();
+  auto r = run_command({daemon_path().string(), "--config", config_path().string(), "--check"},
+                       std::chrono::seconds(15));
   return {r.exit_code, std::move(r.stdout_text), std::move(r.stderr_text)};
 }
 

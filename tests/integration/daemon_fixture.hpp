@@ -68,11 +68,16 @@ class daemon_fixture {
 
   // Writes the config, starts flushgated and waits until it is ready; throws if not.
   void start(std::chrono::milliseconds deadline = std::chrono::seconds(15));
+  // Writes the config and starts flushgated without waiting for anything
+  // (readiness tests watch for themselves); the port stays fixed from here on.
+  void launch();
   // Starts again after stop()/kill(): same config, data_dir and port; throws if not ready.
   void restart(std::chrono::milliseconds deadline = std::chrono::seconds(15));
   // Replaces or adds a config key for the next start()/restart() (e.g. a
   // CA file that was missing); the config is rewritten when the daemon starts.
   void set_setting(const std::string& key, const std::string& value) { overrides_[key] = value; }
+  // Adds "NAME=value" to the daemon's environment for the next start (e.g. NOTIFY_SOCKET).
+  void add_env(const std::string& name_value) { env_.push_back(name_value); }
   // SIGTERM, waits up to `deadline`, then SIGKILL; the exit status (-1: never started).
   int stop(std::chrono::milliseconds deadline = std::chrono::seconds(15));
   // SIGKILL to the daemon's process group; the exit status (-1: never started).
@@ -87,6 +92,8 @@ class daemon_fixture {
   // Runs `flushgate --config FILE args...` to completion (bounded by `timeout`).
   cli_result cli(const std::vector<std::string>& args,
                  std::chrono::milliseconds timeout = std::chrono::seconds(15)) const;
+  // Writes the config and runs `flushgated --config FILE --check` (no daemon starts).
+  cli_result check();
   // `customer add NAME --domain DOMAIN extra...`.
   cli_result add_customer(const std::string& name, const std::string& domain,
                           const std::vector<std::string>& extra = {}) const;
@@ -124,7 +131,11 @@ class daemon_fixture {
   std::uint16_t port_ = 0;
   bool port_fixed_ = false;  // after the first successful start, restarts keep the port
   std::optional<process> daemon_;
+  std::vector<std::string> env_;
 };
+
+// True when a UNIX stream socket at `socket_path` (of any length) accepts a connection.
+bool socket_answers(const std::filesystem::path& socket_path);
 
 // True when `name` (a path, or a name looked up in PATH) is an executable file.
 bool program_available(const std::string& name);

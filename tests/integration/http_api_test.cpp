@@ -321,4 +321,22 @@ TEST(HttpApiDoctor, FlushgateDoctorExplainsAgainstRealDns) {
   EXPECT_NE(json.out.find("\"code\": \"mx-is-cname\""), std::string::npos) << json.out;
 }
 
+TEST(HttpApiDoctor, SmtpSelfAddressesFromTheConfigReachTheDoctor) {
+  if (!nsd_server::available()) GTEST_SKIP() << "nsd is not installed: the doctor is tested against a real nsd";
+  nsd_server nsd(std::vector<nsd_zone>{
+      {"doctor.test", read_text_file(FLUSHGATE_SOURCE_DIR "/tests/data/dns/doctor/doctor.test.zone")}});
+  // The gateway behind NAT: natgw(6).doctor.test is in no smtp_self_names,
+  // only its public addresses give it away.
+  daemon_fixture daemon({{"dns_servers", nsd.address()},
+                         {"smtp_self_names", "gw.doctor.test"},
+                         {"smtp_self_addresses", "127.0.1.0/24, 2001:db8:25::/48"}});
+  daemon.start();
+  for (const char* domain : {"gwbynat.doctor.test", "gwbynat6.doctor.test"}) {
+    auto r = daemon.cli({"doctor", domain});
+    EXPECT_EQ(r.exit_code, 1) << "got exit " << r.exit_code << " for " << domain << ", want 1: " << r.out << r.err;
+    EXPECT_NE(r.out.find("gateway-mx-no-customer"), std::string::npos)
+        << "got \"" << r.out << "\", want the NATed gateway recognised as this gateway";
+  }
+}
+
 }  // namespace

@@ -245,6 +245,21 @@ TEST_F(DnsDoctorTest, GatewayMxWithoutCustomerIsError) {
   expect_finding(implicit, doctor_level::error, "gateway-mx-no-customer");
 }
 
+TEST_F(DnsDoctorTest, GatewayBehindNatIsKnownBySelfAddresses) {
+  for (const auto& [domain, network] : {std::pair{"gwbynat.doctor.test", "127.0.1.0/24"},
+                                        std::pair{"gwbynat6.doctor.test", "2001:db8:25::/48"}}) {
+    auto o = nsd_options();
+    const auto unknown = run_diagnosis(io_, o, domain, std::nullopt);
+    ASSERT_TRUE(unknown.has_value()) << "got no report for " << domain;
+    EXPECT_EQ(find(*unknown, "gateway-mx-no-customer"), nullptr)
+        << "got the NATed gateway recognised without smtp_self_addresses for " << domain;
+    o.self_networks = {*flushgate::core::parse_ip_network(network)};
+    const auto known = run_diagnosis(io_, o, domain, std::nullopt);
+    ASSERT_TRUE(known.has_value()) << "got no report for " << domain;
+    expect_finding(*known, doctor_level::error, "gateway-mx-no-customer");
+  }
+}
+
 TEST_F(DnsDoctorTest, GatewayMxForDisabledCustomerIsError) {
   const auto r =
       diagnose("gwonly.doctor.test", customer(delivery_mode::hold, true, customer_state::disabled));

@@ -292,6 +292,34 @@ TEST_F(MxResolverTest, SelfAtBestPreferenceIsSelfOnly) {
   expect_error(resolve("selfbest.mx.test", by_address), mx_errc::self_only);
 }
 
+TEST_F(MxResolverTest, SelfNetworkDropsItsLevelAndWorse) {
+  auto o = nsd_options();
+  o.self_networks = {*flushgate::core::parse_ip_network("127.0.1.0/24")};
+  const auto r = resolve("selfnat.mx.test", o);
+  EXPECT_EQ(host_names(r), std::vector<std::string>{"a.mx.test"})
+      << "got " << describe(r) << ", want only {5 a.mx.test}";
+  auto v6 = nsd_options();
+  v6.self_networks = {*flushgate::core::parse_ip_network("2001:db8:25::/48")};
+  const auto r6 = resolve("selfnat6.mx.test", v6);
+  EXPECT_EQ(host_names(r6), std::vector<std::string>{"c.mx.test"})
+      << "got " << describe(r6) << ", want only {5 c.mx.test}";
+}
+
+TEST_F(MxResolverTest, SelfNetworkAtBestPreferenceIsSelfOnly) {
+  auto o = nsd_options();
+  o.self_networks = {*flushgate::core::parse_ip_network("127.0.1.25")};
+  expect_error(resolve("natbest.mx.test", o), mx_errc::self_only);
+}
+
+TEST_F(MxResolverTest, AddressOutsideSelfNetworksIsAnotherHost) {
+  auto o = nsd_options();
+  o.self_networks = {*flushgate::core::parse_ip_network("127.0.2.0/24"),
+                     *flushgate::core::parse_ip_network("2001:db8:26::/48")};
+  const auto r = resolve("selfnat.mx.test", o);
+  EXPECT_EQ(host_names(r), (std::vector<std::string>{"a.mx.test", "natgw.mx.test", "b.mx.test"}))
+      << "got " << describe(r) << ", want all three hosts";
+}
+
 TEST_F(MxResolverTest, SelfAsImplicitMxIsSelfOnly) {
   auto o = nsd_options();
   o.self_names = {"implicit.mx.test"};
