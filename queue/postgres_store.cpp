@@ -27,14 +27,14 @@ constexpr std::string_view state_foreign_key = "23503";
 constexpr std::string_view state_unique = "23505";
 constexpr std::string_view state_disk_full = "53100";
 
-// A libpq message on one log line: its newlines become "; ".
+// A libpq message on one log line: its newlines become "; ", tabs go.
 std::string one_line(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   std::string out;
   for (char ch : text) {
     if (ch == '\n') {
       out += "; ";
-    } else {
+    } else if (ch != '\t') {  // libpq indents continuation lines
       out += ch;
     }
   }

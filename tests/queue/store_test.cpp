@@ -13,15 +13,23 @@
 #include "queue/postgres_store.hpp"
 #include "queue/sqlite_store.hpp"
 
+#include "core/log.hpp"
+
 #include "queue/queue_id.hpp"
 #include "tests/support/postgres_instance.hpp"
+#include "tests/support/nsd_server.hpp"  // read_text_file
 #include "tests/support/wait.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -34,6 +42,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace flushgate::queue {
@@ -1612,6 +1621,9 @@ TEST_F(PostgresStoreTest, ConnectionLossGivesIoErrorAndRecovers) {
   const auto before = commit_one(message(acme, "before the crash"));
   ASSERT_FALSE(before.empty());
 
+  // The log of the outage, read back below: the loss and the recovery once each.
+  const auto log_file = own.socket_dir() / "store.log";
+  ASSERT_TRUE(core::set_log_target(log_file.string(), "store_test"));
   ASSERT_TRUE(own.stop_immediate()) << "pg_ctl stop -m immediate failed";
   const std::vector<new_message> batch = {message(acme, "during the outage")};
   // Bounded: a few rounds of every kind of call, each must fail cleanly.
@@ -1647,6 +1659,73 @@ TEST_F(PostgresStoreTest, ConnectionLossGivesIoErrorAndRecovers) {
   EXPECT_EQ(all->size(), 2u) << "messages: got " << all->size()
                              << ", want 2 (nothing half-stored during the outage)";
   store_.reset();  // before `own` stops
+  core::set_log_target("stderr", "store_test");
+  const std::string log = test::read_text_file(log_file);
+  auto count = [&log](std::string_view what) {
+    std::size_t n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("postgresql connection lost"), 1u) << "log of the outage:\n" << log;
+  EXPECT_EQ(count("postgresql connection recovered"), 1u) << "log of the outage:\n" << log;
+}
+
+// A server that is down is not hammered: calls in a tight loop make one
+// connection attempt per backoff interval, not one each. A listener on the
+// dead server's port counts the attempts (accepts and closes at once, so
+// each attempt fails fast, as against a server that refuses).
+TEST_F(PostgresStoreTest, ReconnectsAtMostOncePerBackoffInterval) {
+  test::postgres_instance own;
+  ASSERT_NO_THROW(own.start());
+  auto db = own.create_database();
+  ASSERT_TRUE(db);
+  auto opened = postgres_store::open({.conninfo = own.tcp_conninfo(*db),
+                                      .node_name = "busy",
+                                      .min_retry = 2s,
+                                      .max_retry = 8s});
+  ASSERT_TRUE(opened) << "open: got " << opened.error().message();
+  store_ = std::move(*opened);
+  ASSERT_TRUE(own.stop_immediate());
+
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  const int on = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(own.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+      << "bind 127.0.0.1:" << own.port() << ": " << std::strerror(errno);
+  ASSERT_EQ(::listen(listener, 16), 0);
+  std::atomic<int> attempts{0};
+  std::thread acceptor([&] {
+    // Ends when the listener is shut down (accept fails).
+    for (;;) {
+      const int c = ::accept(listener, nullptr, nullptr);
+      if (c < 0) return;
+      ++attempts;
+      ::close(c);
+    }
+  });
+
+  const auto start = std::chrono::steady_clock::now();
+  int calls = 0;
+  for (; calls < 200; ++calls) {
+    EXPECT_EQ(store_->find_customer("acme").error(), errc::io_error) << "call " << calls;
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ::shutdown(listener, SHUT_RDWR);
+  acceptor.join();
+  ::close(listener);
+  store_.reset();
+  // The first call found the connection broken and may reconnect at once;
+  // after that, one attempt per 2 s at most.
+  const auto allowed = 2 + static_cast<int>(elapsed / 2s);
+  EXPECT_LE(attempts.load(), allowed)
+      << "connection attempts for " << calls << " calls in "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+      << " ms: got " << attempts.load() << ", want at most " << allowed;
 }
 
 // Group commit figures, not a pass/fail test (STYLE.md: timing lives in
