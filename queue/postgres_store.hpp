@@ -16,13 +16,15 @@
 // in libpq pipeline mode — BEGIN, one INSERT per message (the message and its
 // recipients in one statement), COMMIT — so a batch costs one round trip to
 // the server and one WAL flush, whatever its size. Measured on the
-// development VM (2 shared cores, unix socket, fsync on, 200 messages of
-// 2 KB with 3 recipients; store_test --gtest_filter='*GroupCommitFigures'
-// --gtest_also_run_disabled_tests): 3.95 ms per message one per commit,
-// 0.66 ms in batches of 20, 0.62 ms in batches of 200 — the WAL flush
-// shared by a batch is the gain; pipelining versus one round trip per
-// statement was not measured separately (a round trip on a unix socket is
-// small next to the flush; over a network it is not).
+// development VM (2 shared cores, load about 3, fsync on, local server, 200
+// messages of 2 KB with 3 recipients; store_test
+// --gtest_filter='*GroupCommitFigures' --gtest_also_run_disabled_tests,
+// three runs, noisy): one message per commit 0.7-1.1 ms per message,
+// batches of 20 0.33-0.66 ms, batches of 200 0.25-0.44 ms — sharing the WAL
+// flush is most of the gain. Against the same statements sent one round
+// trip at a time, pipelining saved 0-40% on loopback (e.g. 0.25 vs 0.40 ms
+// per message at 200 over TCP); the saving grows with the network's round
+// trip time, which a sequential batch pays once per message.
 // Queue ids: each node registers its node_name in the `nodes` table at open
 // and gets a number 0-255 that no other name holds; its queue ids carry that
 // number in their low 8 bits (queue_id.hpp, node_queue_ids), so nodes never

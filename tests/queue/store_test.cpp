@@ -10,6 +10,7 @@
 // nodes on one database). The PostgreSQL tests share one private server per
 // test process (tests/support/postgres_instance.hpp) with a fresh database
 // per test, and skip only where PostgreSQL 15 is not installed.
+#include "queue/postgres_sql.hpp"
 #include "queue/postgres_store.hpp"
 #include "queue/sqlite_store.hpp"
 
@@ -22,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
@@ -1729,27 +1731,67 @@ TEST_F(PostgresStoreTest, ReconnectsAtMostOncePerBackoffInterval) {
 }
 
 // Group commit figures, not a pass/fail test (STYLE.md: timing lives in
-// benchmarks): run with --gtest_also_run_disabled_tests to print them.
+// benchmarks): run with --gtest_also_run_disabled_tests to print them. Over
+// the unix socket and over TCP, the store's pipelined batch against the same
+// statements sent one round trip at a time (BEGIN, one INSERT per message,
+// COMMIT) on a plain libpq connection.
 TEST_F(PostgresStoreTest, DISABLED_GroupCommitFigures) {
   const auto acme = add("acme", {"acme.example"});
   const std::string body(2048, 'x');
-  for (const std::size_t per_batch : {std::size_t{1}, std::size_t{20}, std::size_t{200}}) {
-    std::vector<new_message> batch;
-    for (std::size_t i = 0; i < per_batch; ++i) {
-      auto m = message(acme, body);
-      m.recipients.push_back({"dave@customer.example", "", ""});
-      batch.push_back(std::move(m));
-    }
-    const std::size_t total = 200;
-    const auto start = std::chrono::steady_clock::now();
-    for (std::size_t done = 0; done < total; done += per_batch) {
-      ASSERT_TRUE(store_->commit_messages(batch));
-    }
+  const std::size_t total = 200;
+  auto per_message = [total](std::chrono::steady_clock::time_point start) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                         std::chrono::steady_clock::now() - start)
                         .count();
-    std::printf("postgres_store: %zu messages in batches of %zu: %.2f ms per message\n", total,
-                per_batch, static_cast<double>(us) / 1000.0 / static_cast<double>(total));
+    return static_cast<double>(us) / 1000.0 / static_cast<double>(total);
+  };
+  node_queue_ids ids(200);
+  for (const bool tcp : {false, true}) {
+    const std::string conninfo = tcp ? pg_->tcp_conninfo(database_) : pg_->conninfo(database_);
+    auto opened = postgres_store::open({.conninfo = conninfo, .node_name = "figures"});
+    ASSERT_TRUE(opened);
+    auto& st = **opened;
+    PGconn* plain = PQconnectdb(conninfo.c_str());
+    ASSERT_EQ(PQstatus(plain), CONNECTION_OK);
+    for (const std::size_t per_batch : {std::size_t{1}, std::size_t{20}, std::size_t{200}}) {
+      std::vector<new_message> batch;
+      for (std::size_t i = 0; i < per_batch; ++i) {
+        auto m = message(acme, body);
+        m.recipients.push_back({"dave@customer.example", "", ""});
+        batch.push_back(std::move(m));
+      }
+      auto start = std::chrono::steady_clock::now();
+      for (std::size_t done = 0; done < total; done += per_batch) {
+        ASSERT_TRUE(st.commit_messages(batch));
+      }
+      const double pipelined = per_message(start);
+
+      start = std::chrono::steady_clock::now();
+      const std::string customer = std::to_string(acme);
+      const std::string size = std::to_string(body.size());
+      for (std::size_t done = 0; done < total; done += per_batch) {
+        PQclear(PQexec(plain, "BEGIN"));
+        for (std::size_t i = 0; i < per_batch; ++i) {
+          const std::string qid = ids.next();
+          const char* values[] = {qid.c_str(), customer.c_str(), "alice@example.org",
+                                  "1700000000", size.c_str(), "", "", "", "",
+                                  body.c_str(), "{\"Bob@customer.example\",\"carol@customer.example\",\"dave@customer.example\"}",
+                                  "{\"\",\"\",\"\"}", "{\"\",\"\",\"\"}"};
+          const int lengths[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, static_cast<int>(body.size()), 0, 0, 0};
+          const int formats[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+          PGresult* r = PQexecParams(plain, pg_sql::insert_message, 13, nullptr, values, lengths,
+                                     formats, 0);
+          ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+          PQclear(r);
+        }
+        PQclear(PQexec(plain, "COMMIT"));
+      }
+      const double one_by_one = per_message(start);
+      std::printf("postgres_store over %s, %zu messages in batches of %zu: pipelined %.2f ms "
+                  "per message, one round trip per statement %.2f ms\n",
+                  tcp ? "TCP" : "the unix socket", total, per_batch, pipelined, one_by_one);
+    }
+    PQfinish(plain);
   }
 }
 
