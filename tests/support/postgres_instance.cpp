@@ -38,6 +38,14 @@ std::string tail(const std::string& text, std::size_t max_bytes) {
 
 }  // namespace
 
+std::filesystem::path postgres_instance::template_dir() {
+#ifdef FLUSHGATE_PG_TEMPLATE_DIR
+  return FLUSHGATE_PG_TEMPLATE_DIR;
+#else
+  return {};
+#endif
+}
+
 bool postgres_instance::available() { return unavailable_reason().empty(); }
 
 std::string postgres_instance::unavailable_reason() {
@@ -58,13 +66,38 @@ postgres_instance::postgres_instance() : dir_("flushgate-pg"), port_(free_port()
 
 postgres_instance::~postgres_instance() { stop_quietly(); }
 
+// ctest runs every test in a process of its own, so each would pay for an
+// initdb (seconds on a busy machine). The first one keeps a pristine copy
+// of its fresh cluster in the build tree; later ones copy that (cp -a keeps
+// the postgres owner and the 0700 modes). A copy is made under a private
+// name and renamed into place, so concurrent tests never see half of one.
+void postgres_instance::initialise() {
+  const std::filesystem::path cached = template_dir();
+  if (!cached.empty() && std::filesystem::is_directory(cached / "global")) {
+    auto r = run_command({"cp", "-a", cached.string(), data_dir().string()}, command_timeout);
+    if (r.exit_code == 0) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(data_dir(), ignored);
+  }
+  auto r = run_as_postgres({bin("initdb"), "--no-sync", "-D", data_dir().string(), "-A", "trust",
+                            "-U", "flushgate", "-E", "SQL_ASCII", "--locale=C"});
+  if (r.exit_code != 0) {
+    throw std::runtime_error("initdb failed: " + r.stdout_text + r.stderr_text);
+  }
+  if (cached.empty()) return;
+  const std::filesystem::path staging =
+      cached.string() + ".tmp." + std::to_string(static_cast<long>(::getpid()));
+  std::error_code ec;
+  if (run_command({"cp", "-a", data_dir().string(), staging.string()}, command_timeout)
+          .exit_code == 0) {
+    std::filesystem::rename(staging, cached, ec);  // fails harmlessly if another test won
+  }
+  std::filesystem::remove_all(staging, ec);
+}
+
 void postgres_instance::start() {
   if (!initialised_) {
-    auto r = run_as_postgres({bin("initdb"), "--no-sync", "-D", data_dir().string(), "-A",
-                              "trust", "-U", "flushgate", "-E", "SQL_ASCII", "--locale=C"});
-    if (r.exit_code != 0) {
-      throw std::runtime_error("initdb failed: " + r.stdout_text + r.stderr_text);
-    }
+    initialise();
     initialised_ = true;
   }
   const std::string options = "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) +

@@ -5,7 +5,9 @@
 // (initdb as the `postgres` user: the server refuses root), listens on a
 // unix socket in that directory and on a free 127.0.0.1 port, and is
 // stopped (pg_ctl, else SIGKILL to the postmaster's PID) by the destructor.
-// initdb runs with --no-sync (set-up speed) but the server keeps fsync = on,
+// initdb runs with --no-sync (set-up speed), once per build tree: later
+// instances copy the pristine cluster it made (template_dir()); the server
+// keeps fsync = on,
 // so commits are as durable as in production. The cluster is SQL_ASCII with
 // the C locale, as the README recommends for the queue database.
 // stop_immediate() is PostgreSQL's own kill -9 (pg_ctl -m immediate), and
@@ -59,11 +61,15 @@ class postgres_instance {
   std::optional<std::int64_t> query_int(const std::string& dbname, const std::string& sql) const;
   // The server log so far.
   std::string log_text() const;
+  // Where a pristine cluster is kept for later instances (in the build tree); empty: none.
+  static std::filesystem::path template_dir();
 
  private:
   std::filesystem::path data_dir() const { return dir_.path() / "data"; }
   std::filesystem::path log_path() const { return dir_.path() / "server.log"; }
   void stop_quietly();
+  // A fresh cluster in data_dir(): a copy of template_dir(), or initdb (then kept there).
+  void initialise();
 
   temp_dir dir_;
   std::uint16_t port_ = 0;
