@@ -95,9 +95,7 @@ class postgres_store::params {
     (add(vs), ...);
   }
 
-  params& add(std::string_view v) {
-    return push(text_.emplace_back(v).c_str(), 0);
-  }
+  params& add(std::string_view v) { return push(text_.emplace_back(v).c_str(), 0); }
   params& add(const std::string& v) { return add(std::string_view(v)); }
   params& add(const char* v) { return add(std::string_view(v)); }
   params& add(std::int64_t v) { return add(std::to_string(v)); }
@@ -201,8 +199,8 @@ boost::system::result<std::unique_ptr<postgres_store>> postgres_store::open(
   std::uint8_t node = 0;
   if (auto ec = s->migrate_and_register(node)) return ec;
   s->ids_ = std::make_unique<node_queue_ids>(node);
-  core::log_info("queue store: postgresql database {} on {}, node {} is number {}",
-                 PQdb(s->conn_), PQhost(s->conn_), s->options_.node_name, int{node});
+  core::log_info("queue store: postgresql database {} on {}, node {} is number {}", PQdb(s->conn_),
+                 PQhost(s->conn_), s->options_.node_name, int{node});
   return s;
 }
 
@@ -269,7 +267,8 @@ error_code postgres_store::ensure_connected() {
 
 error_code postgres_store::lose_connection(std::string_view what, std::string_view why) {
   if (!lost_) {
-    core::log_warning("queue store: postgresql connection lost during {}: {}", what, one_line(std::string(why)));
+    core::log_warning("queue store: postgresql connection lost during {}: {}", what,
+                      one_line(std::string(why)));
     lost_ = true;
   }
   if (conn_ != nullptr) PQfinish(conn_);
@@ -337,15 +336,17 @@ error_code postgres_store::migrate_and_register(std::uint8_t& node) {
   {
     auto f = run(pg_sql::show_fsync, params{}, "SHOW fsync");
     if (f && PQntuples(f->get()) == 1 && std::strcmp(PQgetvalue(f->get(), 0, 0), "on") != 0) {
-      core::log_warning("queue store: the postgresql server runs with fsync = off: a crash of "
-                        "its host can lose acknowledged mail");
+      core::log_warning(
+          "queue store: the postgresql server runs with fsync = off: a crash of "
+          "its host can lose acknowledged mail");
     }
     auto e = run(pg_sql::show_encoding, params{}, "SHOW server_encoding");
     if (e && PQntuples(e->get()) == 1 &&
         std::strcmp(PQgetvalue(e->get(), 0, 0), "SQL_ASCII") != 0) {
-      core::log_info("queue store: database encoding is {}: envelopes that are not valid in it "
-                     "get 451 (SQL_ASCII takes any bytes)",
-                     PQgetvalue(e->get(), 0, 0));
+      core::log_info(
+          "queue store: database encoding is {}: envelopes that are not valid in it "
+          "get 451 (SQL_ASCII takes any bytes)",
+          PQgetvalue(e->get(), 0, 0));
     }
   }
   transaction tx(*this);
@@ -378,9 +379,10 @@ error_code postgres_store::migrate_and_register(std::uint8_t& node) {
   auto n = run(pg_sql::node_number, params{options_.node_name}, "node number");
   if (!n) return n.error();
   if (PQntuples(n->get()) != 1) {
-    core::log_error("queue store: no node number left for {} (256 names registered; delete "
-                    "retired ones from the nodes table)",
-                    options_.node_name);
+    core::log_error(
+        "queue store: no node number left for {} (256 names registered; delete "
+        "retired ones from the nodes table)",
+        options_.node_name);
     return errc::io_error;
   }
   node = static_cast<std::uint8_t>(to_int64(PQgetvalue(n->get(), 0, 0)));
@@ -398,7 +400,8 @@ boost::system::result<std::int64_t> postgres_store::customer_id_of(std::string_v
 // for customer `self` (0 for a new customer)? A concurrent writer on another
 // node can still win the race; the unique keys then answer (fail()).
 error_code postgres_store::check_customer_free(const customer& c, std::int64_t self) {
-  auto taken = [this, self](const char* sql, std::string_view value) -> boost::system::result<bool> {
+  auto taken = [this, self](const char* sql,
+                            std::string_view value) -> boost::system::result<bool> {
     auto r = run(sql, params{value, self}, "ownership check");
     if (!r) return {boost::system::in_place_error, r.error()};
     return PQntuples(r->get()) > 0;
@@ -537,7 +540,9 @@ boost::system::result<std::vector<customer>> postgres_store::read_customers(cons
   std::vector<customer> out;
   const int rows = PQntuples(res);
   for (int i = 0; i < rows; ++i) {
-    auto text = [&](int col) { return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col)); };
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
     auto integer = [&](int col) { return to_int64(PQgetvalue(res, i, col)); };
     customer c;
     c.id = integer(0);
@@ -578,7 +583,9 @@ boost::system::result<std::vector<customer>> postgres_store::read_customers(cons
     for (int i = 0; i < PQntuples(lr); ++i) {
       auto it = by_id.find(to_int64(PQgetvalue(lr, i, 0)));
       if (it == by_id.end()) continue;
-      auto text = [&](int col) { return std::string(PQgetvalue(lr, i, col), PQgetlength(lr, i, col)); };
+      auto text = [&](int col) {
+        return std::string(PQgetvalue(lr, i, col), PQgetlength(lr, i, col));
+      };
       use(*it->second, text);
     }
     return {};
@@ -664,7 +671,8 @@ boost::system::result<std::vector<std::string>> postgres_store::commit_messages(
   for (std::size_t i = 0; i < batch.size(); ++i) qids.push_back(ids_->next());
 
   if (PQenterPipelineMode(conn_) != 1) return lose_connection("commit", PQerrorMessage(conn_));
-  bool sent = PQsendQueryParams(conn_, pg_sql::begin, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  bool sent =
+      PQsendQueryParams(conn_, pg_sql::begin, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
   for (std::size_t i = 0; sent && i < batch.size(); ++i) {
     params p;
     add_message_params(p, qids[i], batch[i]);
@@ -743,7 +751,9 @@ boost::system::result<std::vector<message_info>> postgres_store::read_messages(
   std::unordered_map<std::int64_t, std::size_t> index;
   const int rows = PQntuples(res);
   for (int i = 0; i < rows; ++i) {
-    auto text = [&](int col) { return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col)); };
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
     message_info m;
     ids.push_back(to_int64(PQgetvalue(res, i, 0)));
     index.emplace(ids.back(), out.size());
@@ -767,7 +777,9 @@ boost::system::result<std::vector<message_info>> postgres_store::read_messages(
   for (int i = 0; i < PQntuples(rec); ++i) {
     auto it = index.find(to_int64(PQgetvalue(rec, i, 0)));
     if (it == index.end()) continue;
-    auto text = [&](int col) { return std::string(PQgetvalue(rec, i, col), PQgetlength(rec, i, col)); };
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(rec, i, col), PQgetlength(rec, i, col));
+    };
     recipient_info ri;
     ri.id = to_int64(PQgetvalue(rec, i, 1));
     ri.address = text(2);
@@ -1009,8 +1021,9 @@ boost::system::result<std::vector<message_info>> postgres_store::list_due_notice
 
 error_code postgres_store::save_link(const link_record& link) {
   if (link.user.empty()) return errc::invalid_argument;
-  params p{link.user,    link.customer_id, std::string_view(to_string(link.kind)),
-           link.session_id, link.address, link.nas, link.source, link.since};
+  params p{link.user,       link.customer_id, std::string_view(to_string(link.kind)),
+           link.session_id, link.address,     link.nas,
+           link.source,     link.since};
   auto r = run(pg_sql::save_link, p, "save link", {.foreign_key = errc::not_found});
   return r ? error_code{} : r.error();
 }
@@ -1027,7 +1040,9 @@ boost::system::result<std::vector<link_record>> postgres_store::list_links() {
   pg_result* res = r->get();
   std::vector<link_record> out;
   for (int i = 0; i < PQntuples(res); ++i) {
-    auto text = [&](int col) { return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col)); };
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
     link_record l;
     l.user = text(0);
     l.customer_id = to_int64(PQgetvalue(res, i, 1));

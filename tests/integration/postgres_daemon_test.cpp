@@ -28,11 +28,11 @@ using namespace std::chrono_literals;
 
 // swaks to daemon for bob@acme.test; the transcript (stdout and stderr).
 command_result send_with_swaks(const daemon_fixture& daemon, const std::string& subject) {
-  auto r = run_command({"swaks", "--server", "127.0.0.1:" + std::to_string(daemon.port()),
-                        "--helo", "client.test", "--timeout", "20", "--from", "alice@sender.test",
-                        "--to", "bob@acme.test", "--header", "Subject: " + subject, "--body",
-                        "kept in a cluster"},
-                       60s);
+  auto r = run_command(
+      {"swaks", "--server", "127.0.0.1:" + std::to_string(daemon.port()), "--helo", "client.test",
+       "--timeout", "20", "--from", "alice@sender.test", "--to", "bob@acme.test", "--header",
+       "Subject: " + subject, "--body", "kept in a cluster"},
+      60s);
   r.stdout_text += r.stderr_text;
   return r;
 }
@@ -78,9 +78,10 @@ TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
   ASSERT_EQ(sent.exit_code, 0) << "swaks: got exit " << sent.exit_code << ", want 0\n"
                                << transcript << daemon.log_text();
   std::smatch match;
-  ASSERT_TRUE(std::regex_search(transcript, match,
-                                std::regex("<-  250 2\\.0\\.0 Ok: queued as (\\S+)")))
-      << "got no \"250 2.0.0 Ok: queued as\" in the swaks transcript, want one:\n" << transcript;
+  ASSERT_TRUE(
+      std::regex_search(transcript, match, std::regex("<-  250 2\\.0\\.0 Ok: queued as (\\S+)")))
+      << "got no \"250 2.0.0 Ok: queued as\" in the swaks transcript, want one:\n"
+      << transcript;
   const std::string qid = match[1];
 
   // Held, and held in PostgreSQL: an outside connection sees the row.
@@ -89,8 +90,8 @@ TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
   EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM recipients"), 1);
   auto listed = daemon.cli({"queue", "list"});
   EXPECT_EQ(listed.exit_code, 0) << listed.err;
-  EXPECT_NE(listed.out.find(qid), std::string::npos)
-      << "queue list: got\n" << listed.out << "want " << qid;
+  EXPECT_NE(listed.out.find(qid), std::string::npos) << "queue list: got\n"
+                                                     << listed.out << "want " << qid;
   EXPECT_TRUE(postfix.message_files().empty()) << "hold mode delivered before the flush";
 
   auto flushed = daemon.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
@@ -99,7 +100,9 @@ TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
   EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 1; }, 20s, 50ms))
       << "got " << postfix.message_files().size() << " messages at Postfix, want 1";
   EXPECT_TRUE(wait_until(
-      [&] { return pg.query_int(*db, "SELECT count(*) FROM messages") == std::optional<std::int64_t>(0); },
+      [&] {
+        return pg.query_int(*db, "SELECT count(*) FROM messages") == std::optional<std::int64_t>(0);
+      },
       10s, 50ms))
       << "the delivered message is still in the database";
 
@@ -107,12 +110,14 @@ TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
   auto running = daemon.cli({"config", "running"});
   EXPECT_EQ(running.exit_code, 0) << running.err;
   EXPECT_NE(running.out.find("password=********"), std::string::npos)
-      << "config running: got\n" << running.out << "want the password masked";
+      << "config running: got\n"
+      << running.out << "want the password masked";
   EXPECT_EQ(running.out.find(secret), std::string::npos) << "config running shows the password";
   ASSERT_EQ(daemon.stop(), 0) << daemon.log_text();
   EXPECT_EQ(daemon.log_text().find(secret), std::string::npos) << "the log holds the password";
   EXPECT_NE(daemon.log_text().find("node gw-a is number"), std::string::npos)
-      << "got log without the PostgreSQL store's start line:\n" << daemon.log_text();
+      << "got log without the PostgreSQL store's start line:\n"
+      << daemon.log_text();
 }
 
 TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
@@ -134,7 +139,8 @@ TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
   auto during = send_with_swaks(daemon, "during");
   EXPECT_NE(during.exit_code, 0) << "swaks with the database down: got exit 0, want a failure";
   EXPECT_NE(during.stdout_text.find("<** 451 4.3.0"), std::string::npos)
-      << "got, with the database down:\n" << during.stdout_text << "want 451 4.3.0 after DATA";
+      << "got, with the database down:\n"
+      << during.stdout_text << "want 451 4.3.0 after DATA";
   EXPECT_EQ(during.stdout_text.find("queued as"), std::string::npos) << during.stdout_text;
   EXPECT_TRUE(daemon.running()) << "flushgated died with its database:\n" << daemon.log_text();
 

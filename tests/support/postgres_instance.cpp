@@ -88,8 +88,8 @@ void postgres_instance::initialise() {
   const std::filesystem::path staging =
       cached.string() + ".tmp." + std::to_string(static_cast<long>(::getpid()));
   std::error_code ec;
-  if (run_command({"cp", "-a", data_dir().string(), staging.string()}, command_timeout)
-          .exit_code == 0) {
+  if (run_command({"cp", "-a", data_dir().string(), staging.string()}, command_timeout).exit_code ==
+      0) {
     std::filesystem::rename(staging, cached, ec);  // fails harmlessly if another test won
   }
   std::filesystem::remove_all(staging, ec);
@@ -100,8 +100,8 @@ void postgres_instance::start() {
     initialise();
     initialised_ = true;
   }
-  const std::string options = "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) +
-                              " -k " + dir_.path().string() + " -c fsync=on";
+  const std::string options = "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) + " -k " +
+                              dir_.path().string() + " -c fsync=on";
   auto r = run_as_postgres({bin("pg_ctl"), "-D", data_dir().string(), "-l", log_path().string(),
                             "-w", "-t", "30", "-o", options, "start"});
   if (r.exit_code != 0) {
