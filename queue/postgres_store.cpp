@@ -671,40 +671,56 @@ boost::system::result<std::vector<std::string>> postgres_store::commit_messages(
   for (std::size_t i = 0; i < batch.size(); ++i) qids.push_back(ids_->next());
 
   if (PQenterPipelineMode(conn_) != 1) return lose_connection("commit", PQerrorMessage(conn_));
-  bool sent =
-      PQsendQueryParams(conn_, pg_sql::begin, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-  for (std::size_t i = 0; sent && i < batch.size(); ++i) {
-    params p;
-    add_message_params(p, qids[i], batch[i]);
-    sent = PQsendQueryParams(conn_, pg_sql::insert_message, p.size(), nullptr, p.values(),
-                             p.lengths(), p.formats(), 0) == 1;
-  }
-  sent = sent &&
-         PQsendQueryParams(conn_, pg_sql::commit, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1 &&
-         PQpipelineSync(conn_) == 1;
-  if (!sent) return lose_connection("commit", PQerrorMessage(conn_));
-
-  // Results: one per query (each followed by a null), then the sync. The
-  // first failure decides the error; the rest are drained.
+  // Results come back one per query (each followed by a null); the first
+  // failure decides the error, the rest are drained. Reading never waits
+  // for more than `window` queries: with a large batch in blocking mode the
+  // server would otherwise stall writing results we do not read while we
+  // stall writing bodies it does not read (libpq-pipeline-mode, "Interleaving").
+  constexpr std::size_t window = 64;
   error_code first_error;
   bool committed = false;
-  const std::size_t queries = batch.size() + 2;
-  for (std::size_t q = 0; q < queries; ++q) {
-    result_ptr r(PQgetResult(conn_));
-    if (!r) {
-      if (!first_error) first_error = lose_connection("commit", PQerrorMessage(conn_));
-      break;
+  const std::size_t queries = batch.size() + 2;  // BEGIN, the messages, COMMIT
+  std::size_t sent = 0;
+  std::size_t read = 0;
+  auto read_results = [&]() -> bool {
+    for (; read < sent; ++read) {
+      result_ptr r(PQgetResult(conn_));
+      if (!r) {
+        if (!first_error) first_error = lose_connection("commit", PQerrorMessage(conn_));
+        return false;
+      }
+      const auto status = PQresultStatus(r.get());
+      if (status == PGRES_FATAL_ERROR && !first_error) {
+        first_error = fail(r.get(), "commit messages", {.foreign_key = errc::not_found});
+        if (conn_ == nullptr) return false;
+      } else if (status == PGRES_COMMAND_OK && read == queries - 1) {
+        committed = std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
+      }
+      for (int k = 0; k < 8; ++k) {  // a null ends this query's results
+        result_ptr extra(PQgetResult(conn_));
+        if (!extra) break;
+      }
     }
-    const auto status = PQresultStatus(r.get());
-    if (status == PGRES_FATAL_ERROR && !first_error) {
-      first_error = fail(r.get(), "commit messages", {.foreign_key = errc::not_found});
-      if (conn_ == nullptr) return first_error;
-    } else if (status == PGRES_COMMAND_OK && q == queries - 1) {
-      committed = std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
-    }
-    while (result_ptr extra{PQgetResult(conn_)}) {
+    return true;
+  };
+  auto send = [&](const char* sql, const params& p) {
+    ++sent;
+    return PQsendQueryParams(conn_, sql, p.size(), nullptr, p.values(), p.lengths(), p.formats(),
+                             0) == 1;
+  };
+  bool ok = send(pg_sql::begin, params{});
+  for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+    params p;
+    add_message_params(p, qids[i], batch[i]);
+    ok = send(pg_sql::insert_message, p);
+    if (ok && sent - read >= window) {
+      ok = PQsendFlushRequest(conn_) == 1 && PQflush(conn_) == 0;
+      if (ok && !read_results()) return first_error;
     }
   }
+  ok = ok && send(pg_sql::commit, params{}) && PQpipelineSync(conn_) == 1;
+  if (!ok) return lose_connection("commit", PQerrorMessage(conn_));
+  if (!read_results()) return first_error;
   if (conn_ != nullptr) {
     // The sync (bounded: libpq yields it once, or a null on a broken connection).
     for (int i = 0; i < 4; ++i) {

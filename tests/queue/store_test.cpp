@@ -32,6 +32,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -572,6 +573,29 @@ TEST_P(StoreTest, FailedBatchLeavesNothing) {
   EXPECT_EQ(stats->messages, 0u) << "messages: got " << stats->messages << ", want 0";
   // The store is usable afterwards.
   EXPECT_FALSE(commit_one(message(acme, "later")).empty());
+}
+
+// A batch larger than anything the store sends at once (postgres_store
+// reads results every 64 statements) is still one transaction: a bad
+// message near its end leaves nothing, a good batch stores all in order.
+TEST_P(StoreTest, LargeBatchIsAllOrNothing) {
+  const auto acme = add("acme", {"acme.example"});
+  std::vector<new_message> batch;
+  for (int i = 0; i < 300; ++i) batch.push_back(message(acme, "message " + std::to_string(i)));
+  batch[250].customer_id = 9999;
+  auto failed = store_->commit_messages(batch);
+  ASSERT_FALSE(failed) << "commit with a ghost customer: got success, want not_found";
+  EXPECT_EQ(failed.error(), errc::not_found) << "got " << failed.error().message();
+  EXPECT_EQ(query_int("SELECT count(*) FROM messages"), 0);
+
+  batch[250].customer_id = acme;
+  auto stored = store_->commit_messages(batch);
+  ASSERT_TRUE(stored) << "commit: got " << stored.error().message() << ", want success";
+  ASSERT_EQ(stored->size(), 300u);
+  EXPECT_TRUE(std::is_sorted(stored->begin(), stored->end())) << "qids must follow the batch";
+  EXPECT_EQ(query_int("SELECT count(*) FROM messages"), 300);
+  EXPECT_EQ(query_int("SELECT count(*) FROM recipients"), 600);
+  EXPECT_EQ(*store_->read_content((*stored)[299]), "message 299");
 }
 
 TEST_P(StoreTest, MessageWithoutRecipientsIsInvalid) {
