@@ -137,8 +137,7 @@ inline constexpr const char* begin = "BEGIN";
 inline constexpr const char* begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 inline constexpr const char* commit = "COMMIT";
 inline constexpr const char* rollback = "ROLLBACK";
-inline constexpr const char* session_setup =
-    "SET synchronous_commit = on; SET application_name = 'flushgated'";
+inline constexpr const char* session_setup = "SET synchronous_commit = on";
 inline constexpr const char* show_fsync = "SHOW fsync";
 inline constexpr const char* show_encoding = "SHOW server_encoding";
 

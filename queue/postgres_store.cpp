@@ -293,7 +293,8 @@ boost::system::result<postgres_store::result_ptr> postgres_store::run(const char
 }
 
 error_code postgres_store::run_void(const char* sql, std::string_view what) {
-  // PQexec: session_setup holds two statements, which PQexecParams refuses.
+  // The simple protocol, on the connection as it is (no reconnect): for
+  // session set-up and BEGIN, which take no parameters.
   result_ptr r(PQexec(conn_, sql));
   const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return {};
