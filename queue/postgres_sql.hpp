@@ -132,6 +132,8 @@ inline constexpr const char* register_node =
     "WHERE n NOT IN (SELECT number FROM nodes) ORDER BY n LIMIT 1 "
     "ON CONFLICT (name) DO NOTHING";
 inline constexpr const char* node_number = "SELECT number FROM nodes WHERE name = $1";
+// The greatest queued id (qid's unique index, C collation: byte order).
+inline constexpr const char* max_qid = "SELECT max(qid) FROM messages";
 
 inline constexpr const char* begin = "BEGIN";
 inline constexpr const char* begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";

@@ -199,6 +199,13 @@ boost::system::result<std::unique_ptr<postgres_store>> postgres_store::open(
   std::uint8_t node = 0;
   if (auto ec = s->migrate_and_register(node)) return ec;
   s->ids_ = std::make_unique<node_queue_ids>(node);
+  // A clock that stepped back while the node was down must not repeat an
+  // id that is still queued: new ids start after the greatest one.
+  auto newest = s->run(pg_sql::max_qid, params{}, "newest queue id");
+  if (!newest) return newest.error();
+  if (PQntuples(newest->get()) == 1 && !PQgetisnull(newest->get(), 0, 0)) {
+    s->ids_->start_after(PQgetvalue(newest->get(), 0, 0));
+  }
   core::log_info("queue store: postgresql database {} on {}, node {} is number {}", PQdb(s->conn_),
                  PQhost(s->conn_), s->options_.node_name, int{node});
   return s;

@@ -29,7 +29,9 @@
 // Queue ids: each node registers its node_name in the `nodes` table at open
 // and gets a number 0-255 that no other name holds; its queue ids carry that
 // number in their low 8 bits (queue_id.hpp, node_queue_ids), so nodes never
-// make the same id and all ids sort by arrival time to the microsecond.
+// make the same id and all ids sort by arrival time to the microsecond. At
+// open, a node's ids start after the greatest id queued in the database, so
+// a clock that stepped back while it was down never repeats a queued id.
 // node_name must be unique per running node (default: myhostname).
 // Connection loss: an operation on a broken connection (the server
 // restarted, the network failed) returns io_error — never a success, and a

@@ -65,6 +65,20 @@ std::string node_queue_ids::next() {
   return encode(value);
 }
 
+// The floor takes this node's bits in the same microsecond: next() then
+// steps past the given id even when its node bits are greater than ours.
+void node_queue_ids::start_after(std::string_view qid) noexcept {
+  if (!is_queue_id(qid)) return;
+  std::uint64_t value = 0;
+  for (char ch : qid) value = (value << 5) | alphabet.find(ch);
+  std::uint64_t floor = (value & ~std::uint64_t{0xff}) | node_;
+  if (floor < value) floor += std::uint64_t{1} << sequence_bits;
+  std::uint64_t previous = last_.load(std::memory_order_relaxed);
+  while (previous < floor &&
+         !last_.compare_exchange_weak(previous, floor, std::memory_order_relaxed)) {
+  }
+}
+
 std::uint8_t queue_id_node(std::string_view s) noexcept {
   // The last two characters hold the low 10 bits; the node is the low 8.
   if (s.size() < 2) return 0;

@@ -16,10 +16,14 @@
 // collide, and all of them sort by creation time to the microsecond
 // (within one microsecond, by node); the layout keeps the time in the same
 // bits as make_queue_id, so both kinds of id sort together.
-// Limitations: uniqueness across restarts rests on the clock not stepping
-// back past ids issued by the previous run; the store's UNIQUE constraint on
-// qid turns such a rare clash into a failed commit (4xx), never a mix-up.
-// Order across nodes is only as good as the nodes' clocks (NTP).
+// postgres_store starts a node's ids after the greatest id queued in the
+// database (start_after), so a node whose clock stepped back while it was
+// down never repeats an id that is still queued.
+// Limitations: for make_queue_id, uniqueness across restarts rests on the
+// clock not stepping back past ids issued by the previous run; the store's
+// UNIQUE constraint on qid turns such a rare clash into a failed commit
+// (4xx), never a mix-up. Order across nodes is only as good as the nodes'
+// clocks (NTP).
 // See also: store.hpp (message_info::qid).
 #pragma once
 
@@ -48,6 +52,8 @@ class node_queue_ids {
   // with the node number in its low 8 bits.
   std::string next();
   std::uint8_t node() const noexcept { return node_; }
+  // Every later id is greater than `qid` (a queue id, of any node).
+  void start_after(std::string_view qid) noexcept;
 
  private:
   std::uint8_t node_;

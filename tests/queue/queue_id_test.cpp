@@ -123,5 +123,20 @@ TEST(NodeQueueIds, SortWithPlainIdsByTime) {
   EXPECT_GT(n.next(), plain) << "a later node id sorts after an earlier plain one";
 }
 
+TEST(NodeQueueIds, StartAfterAnIdFromTheFutureKeepsIncreasing) {
+  // An id from about 2100, of a node with greater low bits than ours.
+  const std::string future = "Y000000000ZZ";
+  node_queue_ids n(3);
+  n.start_after(future);
+  const auto first = n.next();
+  EXPECT_GT(first, future) << "got " << first;
+  EXPECT_EQ(queue_id_node(first), 3) << "got " << first;
+  EXPECT_GT(n.next(), first);
+  n.start_after("0000000000AB");  // an older id changes nothing
+  EXPECT_GT(n.next(), first);
+  n.start_after("not an id");  // ignored
+  EXPECT_GT(n.next(), first);
+}
+
 }  // namespace
 }  // namespace flushgate::queue

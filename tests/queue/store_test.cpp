@@ -1631,6 +1631,21 @@ TEST_F(PostgresStoreTest, TwoNodesGetDistinctArrivalOrderedQids) {
   EXPECT_NE(c, b->node_number());
 }
 
+// A node whose clock stepped back while it was down: its new ids still
+// come after every id queued in the database.
+TEST_F(PostgresStoreTest, IdsStartAfterTheNewestQueuedId) {
+  const auto acme = add("acme", {"acme.example"});
+  ASSERT_TRUE(pg_->exec(database_,
+                        "INSERT INTO messages (qid, customer_id, sender, arrival, size, content) "
+                        "VALUES ('Y000000000ZZ', " + std::to_string(acme) + ", '', 0, 0, '')"));
+  auto reopened = open_backend("node-z");
+  ASSERT_TRUE(reopened) << "open: got " << reopened.error().message();
+  const std::vector<new_message> batch = {message(acme, "after the future")};
+  auto r = (*reopened)->commit_messages(batch);
+  ASSERT_TRUE(r) << "commit: got " << r.error().message();
+  EXPECT_GT(r->front(), "Y000000000ZZ") << "got " << r->front();
+}
+
 // The server dies (pg_ctl stop -m immediate) under an open store: every
 // operation answers io_error, none succeeds and nothing crashes; once the
 // server is back, the store reconnects by itself and everything committed
