@@ -803,7 +803,7 @@ asio::awaitable<command_result> config_show(daemon_context& ctx, const Object::P
   for (const auto& p : core::parameter_table()) {
     Object::Ptr o = new Object;
     o->set("name", std::string(p.name));
-    o->set("value", ctx.config->text(p.name));
+    o->set("value", core::shown_value(*ctx.config, p));
     o->set("default", std::string(p.default_value));
     o->set("changed", !ctx.config->is_default(p.name));
     out->add(o);

@@ -36,6 +36,7 @@
 #include "linkmon/pcap_sniffer.hpp"
 #include "linkmon/radius_listener.hpp"
 #include "queue/disk_guard.hpp"
+#include "queue/postgres_store.hpp"
 #include "queue/space_watch.hpp"
 #include "queue/sqlite_store.hpp"
 #include "queue/store_worker.hpp"
@@ -81,6 +82,32 @@ std::string system_hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
   return buf;
+}
+
+// The queue backend the configuration names (store = sqlite | postgresql).
+boost::system::result<std::unique_ptr<queue::store>> open_store(const core::config& cfg,
+                                                                const std::string& data_dir) {
+  if (cfg.text("store") == "postgresql") {
+    queue::postgres_options o;
+    o.conninfo = cfg.text("postgresql_conninfo");
+    o.node_name = cfg.text("node_name");
+    auto opened = queue::postgres_store::open(std::move(o));
+    if (!opened) return opened.error();
+    return std::unique_ptr<queue::store>(std::move(*opened));
+  }
+  auto opened = queue::sqlite_store::open(data_dir);
+  if (!opened) return opened.error();
+  return std::unique_ptr<queue::store>(std::move(*opened));
+}
+
+// Which store, for --check and logs; the conninfo's password is masked.
+std::string describe_store(const core::config& cfg) {
+  if (cfg.text("store") == "postgresql") {
+    const std::string conninfo = core::mask_conninfo_password(cfg.text("postgresql_conninfo"));
+    return "postgresql (" + (conninfo.empty() ? std::string("libpq defaults") : conninfo) +
+           "), node " + cfg.text("node_name");
+  }
+  return "sqlite in " + cfg.text("data_dir") + "/queue.db";
 }
 
 // Creates data_dir (mode 0750) and hands it to the run user; its group is
@@ -342,9 +369,9 @@ int run_daemon(core::config& cfg) {
     core::log_error("{}", error);
     return 1;
   }
-  auto opened = queue::sqlite_store::open(data_dir);
+  auto opened = open_store(cfg, data_dir);
   if (!opened) {
-    core::log_error("store in {}: {}", data_dir, opened.error().message());
+    core::log_error("store ({}): {}", describe_store(cfg), opened.error().message());
     return 1;
   }
   std::unique_ptr<queue::store> store = std::move(*opened);
@@ -577,7 +604,7 @@ int main(int argc, char** argv) {
       std::cerr << "flushgated: " << *config_path << ": " << error << "\n";
       return 2;
     }
-    std::cout << "flushgated: " << *config_path << ": ok\n";
+    std::cout << "flushgated: " << *config_path << ": ok, store " << describe_store(*cfg) << "\n";
     return 0;
   }
   try {

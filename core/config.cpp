@@ -671,11 +671,86 @@ std::string render_parameter_table_markdown() {
   return out;
 }
 
+std::string shown_value(const config& c, const param& p) {
+  std::string value = c.text(p.name);
+  return p.shown != nullptr ? p.shown(value) : value;
+}
+
+namespace {
+
+constexpr std::string_view masked = "********";
+
+// URI form: postgresql://user:secret@host/db?password=secret&...
+std::string mask_uri_password(std::string_view uri) {
+  std::string out(uri);
+  const auto scheme_end = out.find("://");
+  const auto authority = scheme_end + 3;
+  const auto authority_end = out.find_first_of("/?", authority);
+  const auto at = out.rfind('@', authority_end == std::string::npos ? out.size() : authority_end);
+  if (at != std::string::npos && at >= authority) {
+    const auto colon = out.find(':', authority);
+    if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, masked);
+  }
+  const auto query = out.find('?');
+  // Bounded: each pass moves past one parameter.
+  for (auto pos = query; pos != std::string::npos && pos < out.size();) {
+    const auto start = pos + 1;
+    auto end = out.find('&', start);
+    if (end == std::string::npos) end = out.size();
+    if (out.compare(start, 9, "password=") == 0 && end > start + 9) {
+      out.replace(start + 9, end - start - 9, masked);
+      end = start + 9 + masked.size();
+    }
+    pos = end < out.size() ? end : std::string::npos;
+  }
+  return out;
+}
+
+}  // namespace
+
+// Keyword form: key = value pairs separated by blanks, a value either bare
+// or in single quotes with backslash escapes (libpq-connect §34.1.1).
+std::string mask_conninfo_password(std::string_view conninfo) {
+  if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://")) {
+    return mask_uri_password(conninfo);
+  }
+  std::string out;
+  std::size_t i = 0;
+  const std::size_t n = conninfo.size();
+  while (i < n) {
+    // Copy blanks, then read a keyword.
+    while (i < n && (conninfo[i] == ' ' || conninfo[i] == '\t')) out += conninfo[i++];
+    const std::size_t key_start = i;
+    while (i < n && conninfo[i] != '=' && conninfo[i] != ' ' && conninfo[i] != '\t') ++i;
+    const std::string_view key = conninfo.substr(key_start, i - key_start);
+    out += key;
+    while (i < n && (conninfo[i] == ' ' || conninfo[i] == '\t')) out += conninfo[i++];
+    if (i >= n || conninfo[i] != '=') continue;
+    out += conninfo[i++];
+    while (i < n && (conninfo[i] == ' ' || conninfo[i] == '\t')) out += conninfo[i++];
+    const std::size_t value_start = i;
+    if (i < n && conninfo[i] == '\'') {
+      ++i;
+      while (i < n && conninfo[i] != '\'') i += conninfo[i] == '\\' ? 2 : 1;
+      i = std::min(i + 1, n);
+    } else {
+      while (i < n && conninfo[i] != ' ' && conninfo[i] != '\t') i += conninfo[i] == '\\' ? 2 : 1;
+      i = std::min(i, n);
+    }
+    if (key == "password") {
+      out += masked;
+    } else {
+      out += conninfo.substr(value_start, i - value_start);
+    }
+  }
+  return out;
+}
+
 std::string render_config(const config& c, bool only_changed) {
   std::string out;
   for (const param& p : parameter_table()) {
     if (only_changed && c.is_default(p.name)) continue;
-    const std::string value = c.text(p.name);
+    const std::string value = shown_value(c, p);
     out += std::string(p.name) + (value.empty() ? " =\n" : " = " + value + "\n");
   }
   return out;

@@ -55,6 +55,9 @@ struct param {
   std::string_view choices;      // "a|b|c" for choice
   value_check check = nullptr;   // applied to non-empty values after expansion
   bool may_be_empty = false;     // "" means "off" although the default is not empty
+  // How the value is shown (config show, config running); nullptr: as it is.
+  // Masks secrets, e.g. the password in a libpq conninfo.
+  std::string (*shown)(std::string_view value) = nullptr;
 };
 
 // "string", "path", "address list", "duration", ... for messages and docs.
@@ -123,6 +126,14 @@ class config {
 
 // Markdown table | Parameter | Default | Meaning | for the README, one row per parameter.
 std::string render_parameter_table_markdown();
+
+// The value of p in c as shown to people: expanded, secrets masked (param::shown).
+std::string shown_value(const config& c, const param& p);
+
+// A libpq conninfo (keyword string or URI) with its password replaced by
+// "********": password=... (quoted or not), user:password@ in a URI and a
+// password= query parameter. Everything else is kept.
+std::string mask_conninfo_password(std::string_view conninfo);
 
 // `flushgate config show`: "name = value" lines (expanded), all or only non-default ones.
 std::string render_config(const config& c, bool only_changed);

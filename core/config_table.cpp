@@ -313,6 +313,24 @@ const std::vector<param>& parameter_table() {
        .min = 1},
 
       // --- queue ---------------------------------------------------------------
+      {.name = "store",
+       .kind = k::choice,
+       .default_value = "sqlite",
+       .doc = "Where the queue lives: sqlite (a file in data_dir, one node) or postgresql "
+              "(postgresql_conninfo, shared by several nodes).",
+       .choices = "sqlite|postgresql"},
+      {.name = "postgresql_conninfo",
+       .kind = k::string,
+       .default_value = "",
+       .doc = "libpq connection string or URI of the queue database (store = postgresql); "
+              "keep the password in a passfile, not here (it is masked when shown).",
+       .shown = mask_conninfo_password},
+      {.name = "node_name",
+       .kind = k::string,
+       .default_value = "$myhostname",
+       .doc = "This node's name in a shared queue database (its queue ids carry its number); "
+              "unique per node.",
+       .check = check_host_name},
       {.name = "queue_min_free",
        .kind = k::size,
        .default_value = "100M",

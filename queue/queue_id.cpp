@@ -25,6 +25,15 @@ std::uint64_t now_microseconds() {
       std::chrono::duration_cast<std::chrono::microseconds>(now).count());
 }
 
+std::string encode(std::uint64_t value) {
+  std::string id(queue_id_length, '0');
+  for (std::size_t i = queue_id_length; i-- > 0;) {
+    id[i] = alphabet[value & 31];
+    value >>= 5;
+  }
+  return id;
+}
+
 }  // namespace
 
 std::string make_queue_id() {
@@ -38,13 +47,45 @@ std::string make_queue_id() {
   do {
     value = candidate > previous ? candidate : previous + 1;
   } while (!last_value.compare_exchange_weak(previous, value, std::memory_order_relaxed));
+  return encode(value);
+}
 
-  std::string id(queue_id_length, '0');
-  for (std::size_t i = queue_id_length; i-- > 0;) {
-    id[i] = alphabet[value & 31];
-    value >>= 5;
+// The same time bits as make_queue_id; the low 8 bits are the node, so a
+// node steps by 256 (one microsecond) and borrows from the future when it
+// makes more than one id per microsecond.
+std::string node_queue_ids::next() {
+  constexpr std::uint64_t mask = (std::uint64_t{1} << id_bits) - 1;
+  constexpr std::uint64_t step = std::uint64_t{1} << sequence_bits;
+  const std::uint64_t candidate = ((now_microseconds() << sequence_bits) & mask) | node_;
+  std::uint64_t previous = last_.load(std::memory_order_relaxed);
+  std::uint64_t value = 0;
+  do {
+    value = candidate > previous ? candidate : previous + step;
+  } while (!last_.compare_exchange_weak(previous, value, std::memory_order_relaxed));
+  return encode(value);
+}
+
+// The floor takes this node's bits in the same microsecond: next() then
+// steps past the given id even when its node bits are greater than ours.
+void node_queue_ids::start_after(std::string_view qid) noexcept {
+  if (!is_queue_id(qid)) return;
+  std::uint64_t value = 0;
+  for (char ch : qid) value = (value << 5) | alphabet.find(ch);
+  std::uint64_t floor = (value & ~std::uint64_t{0xff}) | node_;
+  if (floor < value) floor += std::uint64_t{1} << sequence_bits;
+  std::uint64_t previous = last_.load(std::memory_order_relaxed);
+  while (previous < floor &&
+         !last_.compare_exchange_weak(previous, floor, std::memory_order_relaxed)) {
   }
-  return id;
+}
+
+std::uint8_t queue_id_node(std::string_view s) noexcept {
+  // The last two characters hold the low 10 bits; the node is the low 8.
+  if (s.size() < 2) return 0;
+  const auto hi = alphabet.find(s[s.size() - 2]);
+  const auto lo = alphabet.find(s[s.size() - 1]);
+  if (hi == std::string_view::npos || lo == std::string_view::npos) return 0;
+  return static_cast<std::uint8_t>(((hi << 5) | lo) & 0xff);
 }
 
 bool is_queue_id(std::string_view s) noexcept {

@@ -69,6 +69,7 @@
 
 #include "core/log.hpp"
 #include "queue/queue_id.hpp"
+#include "queue/store_checks.hpp"
 
 #include <sqlite3.h>
 
@@ -76,7 +77,6 @@
 #include <cerrno>
 #include <filesystem>
 #include <limits>
-#include <set>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -388,98 +388,12 @@ std::int64_t sql_limit(std::size_t limit) {
              : static_cast<std::int64_t>(limit);
 }
 
-// Notices are stored like any message: they need a recipient.
-bool all_have_recipients(std::span<const new_message> batch) {
-  for (const auto& m : batch) {
-    if (m.recipients.empty()) return false;
-  }
-  return true;
-}
-
-// No id twice: a recipient has one fate per attempt.
-bool unique_ids(std::vector<std::int64_t> ids) {
-  std::sort(ids.begin(), ids.end());
-  return std::adjacent_find(ids.begin(), ids.end()) == ids.end();
-}
-
-// Checks what can be checked before the transaction: notices need a
-// recipient, and no recipient has two fates in one attempt.
-bool valid_attempt(std::span<const recipient_update> updates,
-                   std::span<const new_message> notices) {
-  if (!all_have_recipients(notices)) return false;
-  std::vector<std::int64_t> ids;
-  ids.reserve(updates.size());
-  for (const auto& u : updates) {
-    if (u.fate != recipient_fate::delivered && u.fate != recipient_fate::deferred &&
-        u.fate != recipient_fate::failed) {
-      return false;
-    }
-    ids.push_back(u.recipient_id);
-  }
-  return unique_ids(std::move(ids));
-}
-
-bool has_upper(std::string_view s) {
-  for (char ch : s) {
-    if (ch >= 'A' && ch <= 'Z') return true;
-  }
-  return false;
-}
-
-// [a-z0-9][a-z0-9._-]{0,62}, as store.hpp documents for customer names.
-bool valid_customer_name(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  auto alnum = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'); };
-  if (!alnum(name.front())) return false;
-  for (char ch : name) {
-    if (!alnum(ch) && ch != '.' && ch != '_' && ch != '-') return false;
-  }
-  return true;
-}
-
-// A short list kept in one column: comma-separated, no empty items.
-std::string join_list(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& i : items) {
-    if (!out.empty()) out += ',';
-    out += i;
-  }
-  return out;
-}
-
-std::vector<std::string> split_list(std::string_view text) {
-  std::vector<std::string> out;
-  while (!text.empty()) {
-    auto comma = text.find(',');
-    auto item = text.substr(0, comma);
-    if (!item.empty()) out.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    text.remove_prefix(comma + 1);
-  }
-  return out;
-}
-
-// The checks the store can make on its own; the CLI validates fully first.
-bool valid_customer(const customer& c) {
-  if (!valid_customer_name(c.name)) return false;
-  std::set<std::string_view> seen;
-  for (const auto& d : c.domains) {
-    if (d.empty() || d.back() == '.' || has_upper(d) || !seen.insert(d).second) return false;
-  }
-  seen.clear();
-  for (const auto& u : c.link_users) {
-    if (u.user.empty() || !seen.insert(u.user).second) return false;
-  }
-  if (c.recipients) {
-    for (const auto& r : *c.recipients) {
-      if (r.empty() || has_upper(r)) return false;
-    }
-  }
-  for (const auto& n : c.etrn_networks) {
-    if (n.empty() || n.find(',') != std::string::npos) return false;
-  }
-  return c.queue_lifetime >= 0 && c.delay_warning >= 0;
-}
+using detail::all_have_recipients;
+using detail::join_list;
+using detail::split_list;
+using detail::unique_ids;
+using detail::valid_attempt;
+using detail::valid_customer;
 
 }  // namespace
 
@@ -1267,18 +1181,9 @@ boost::system::result<queue_stats> sqlite_store::customer_stats(std::int64_t cus
 // bound; the arithmetic saturates, so extreme bounds and clocks cannot wrap.
 boost::system::result<std::vector<age_bucket>> sqlite_store::queue_age_histogram(
     std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) {
-  if (upper_bounds.size() > max_age_buckets) return errc::invalid_argument;
-  for (std::size_t i = 0; i < upper_bounds.size(); ++i) {
-    if (upper_bounds[i] < 0 || (i > 0 && upper_bounds[i] <= upper_bounds[i - 1])) {
-      return errc::invalid_argument;
-    }
-  }
+  if (!detail::valid_age_bounds(upper_bounds)) return errc::invalid_argument;
   constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
   constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
-  auto oldest_arrival_within = [now](std::int64_t bound) {
-    std::int64_t t = 0;
-    return __builtin_sub_overflow(now, bound, &t) ? lowest : t;
-  };
   transaction tx(*this, transaction::reading);
   if (auto ec = tx.begin()) return ec;
   if (customer_id != 0) {
@@ -1294,7 +1199,7 @@ boost::system::result<std::vector<age_bucket>> sqlite_store::queue_age_histogram
   std::int64_t newest = highest;  // arrival bound of this bucket, inclusive
   for (std::size_t i = 0; i < out.size(); ++i) {
     const bool last = i == upper_bounds.size();
-    const std::int64_t oldest = last ? lowest : oldest_arrival_within(upper_bounds[i]);
+    const std::int64_t oldest = last ? lowest : detail::oldest_arrival_within(now, upper_bounds[i]);
     if (oldest <= newest) {
       statement s{prepare(customer_id != 0 ? sql_age_bucket_of_customer : sql_age_bucket_all)};
       if (!s) return fail(last_rc_, "prepare queue age histogram");

@@ -130,6 +130,9 @@ TEST(ParameterTable, HoldsWhatTheProductNeedsInModuleOrder) {
       {"max_hops", k::count, "100", 10},
       {"smtpd_tls_cert_file", k::path, "", any},
       {"smtpd_tls_key_file", k::path, "", any},
+      {"store", k::choice, "sqlite", any},
+      {"postgresql_conninfo", k::string, "", any},
+      {"node_name", k::string, "$myhostname", any},
       {"queue_min_free", k::size, "100M", any},
       {"queue_commit_batch", k::count, "256", 1},
       {"queue_lifetime", k::duration, "5d", any},
@@ -584,6 +587,40 @@ TEST(RenderConfig, ShowsExpandedValuesAllOrOnlyChanged) {
   const std::string changed = render_config(c, true);
   EXPECT_EQ(changed, "data_dir = /srv/fg\nsmtpd_timeout = 10m\n");
   EXPECT_EQ(render_config(config{}, true), "");
+}
+
+TEST(RenderConfig, MasksThePasswordInTheConninfo) {
+  const config c = parse_ok(
+      "store = postgresql\n"
+      "postgresql_conninfo = host=db.isp.test password='s3 cr\\'et' dbname=flushgate\n");
+  const std::string shown = render_config(c, true);
+  EXPECT_EQ(shown.find("s3"), std::string::npos) << "got " << shown;
+  EXPECT_NE(shown.find("postgresql_conninfo = host=db.isp.test password=******** dbname=flushgate"),
+            std::string::npos)
+      << "got " << shown;
+  EXPECT_EQ(c.text("postgresql_conninfo"), "host=db.isp.test password='s3 cr\\'et' dbname=flushgate")
+      << "the daemon itself reads the real value";
+}
+
+TEST(MaskConninfoPassword, HidesEveryFormOfPassword) {
+  const struct {
+    std::string_view in;
+    std::string_view want;
+  } cases[] = {
+      {"host=/run/pg dbname=q", "host=/run/pg dbname=q"},
+      {"password=secret", "password=********"},
+      {"user=fg password = secret port=5432", "user=fg password = ******** port=5432"},
+      {"password='a b\\'c' host=x", "password=******** host=x"},
+      {"passfile=/etc/flushgate/pgpass host=x", "passfile=/etc/flushgate/pgpass host=x"},
+      {"postgresql://fg:secret@db:5432/q", "postgresql://fg:********@db:5432/q"},
+      {"postgres://fg@db/q?password=secret&sslmode=require",
+       "postgres://fg@db/q?password=********&sslmode=require"},
+      {"postgresql://db/q", "postgresql://db/q"},
+      {"", ""},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(mask_conninfo_password(c.in), c.want) << "for " << c.in;
+  }
 }
 
 // --- files -----------------------------------------------------------------------------------

@@ -86,5 +86,57 @@ TEST(QueueId, IsQueueIdRejectsOtherForms) {
   }
 }
 
+TEST(NodeQueueIds, CarryTheirNodeAndNeverCollideAcrossNodes) {
+  node_queue_ids a(7);
+  node_queue_ids b(200);
+  std::unordered_set<std::string> seen;
+  std::string last_a;
+  std::string last_b;
+  for (int i = 0; i < 5000; ++i) {
+    const auto ia = a.next();
+    const auto ib = b.next();
+    ASSERT_TRUE(is_queue_id(ia)) << "got " << ia;
+    EXPECT_EQ(queue_id_node(ia), 7) << "node of " << ia << ": got " << int{queue_id_node(ia)};
+    EXPECT_EQ(queue_id_node(ib), 200) << "node of " << ib << ": got " << int{queue_id_node(ib)};
+    EXPECT_GT(ia, last_a) << "ids of one node must increase";
+    EXPECT_GT(ib, last_b);
+    last_a = ia;
+    last_b = ib;
+    ASSERT_TRUE(seen.insert(ia).second) << "duplicate " << ia;
+    ASSERT_TRUE(seen.insert(ib).second) << "duplicate " << ib;
+  }
+}
+
+TEST(NodeQueueIds, SortWithPlainIdsByTime) {
+  // Same time bits as make_queue_id: an id made later sorts after, whichever kind.
+  node_queue_ids n(255);
+  const auto before = now_us();
+  const auto node_id = n.next();
+  const auto after = now_us();
+  const auto t = decode(node_id) >> 8;
+  EXPECT_GE(t, before);
+  EXPECT_LE(t, after + 1);
+  std::string plain;
+  // Bounded: a plain id made in a later microsecond sorts after node_id.
+  for (int i = 0; i < 1000000 && plain <= node_id; ++i) plain = make_queue_id();
+  EXPECT_GT(plain, node_id) << "got " << plain << " <= " << node_id;
+  EXPECT_GT(n.next(), plain) << "a later node id sorts after an earlier plain one";
+}
+
+TEST(NodeQueueIds, StartAfterAnIdFromTheFutureKeepsIncreasing) {
+  // An id from about 2100, of a node with greater low bits than ours.
+  const std::string future = "Y000000000ZZ";
+  node_queue_ids n(3);
+  n.start_after(future);
+  const auto first = n.next();
+  EXPECT_GT(first, future) << "got " << first;
+  EXPECT_EQ(queue_id_node(first), 3) << "got " << first;
+  EXPECT_GT(n.next(), first);
+  n.start_after("0000000000AB");  // an older id changes nothing
+  EXPECT_GT(n.next(), first);
+  n.start_after("not an id");  // ignored
+  EXPECT_GT(n.next(), first);
+}
+
 }  // namespace
 }  // namespace flushgate::queue

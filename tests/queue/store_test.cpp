@@ -1,60 +1,142 @@
-// sqlite_store_test.cpp — tests for queue/sqlite_store.cpp: customers,
-// commit/read round trips, batch atomicity, figures, hold/delete, reopening,
-// schema versioning and the migrations from v1 on, the age histogram (with
-// its query plans), delivery bookkeeping
-// (record_attempt, delay notices, due and deliverable listings, with their
-// query plans), live links, and a real full disk (a small tmpfs).
+// store_test.cpp — the tests of the queue::store interface (queue/store.hpp),
+// written once and run against every backend (sqlite_store, postgres_store)
+// as one parametrised suite, StoreTest: customers, commit/read round trips,
+// batch atomicity, figures, hold/delete, reopening, refusing a newer schema,
+// the age histogram, delivery bookkeeping (record_attempt, delay notices,
+// due and deliverable listings) and live links.
+// SqliteStoreTest holds what only SQLite has (WAL mode, file modes, the
+// migrations from v1 on, queue_totals, query plans, a real full disk);
+// PostgresStoreTest what only PostgreSQL has (a lost connection, several
+// nodes on one database). The PostgreSQL tests share one private server per
+// test process (tests/support/postgres_instance.hpp) with a fresh database
+// per test, and skip only where PostgreSQL 15 is not installed.
+#include "queue/postgres_sql.hpp"
+#include "queue/postgres_store.hpp"
 #include "queue/sqlite_store.hpp"
 
-#include "queue/queue_id.hpp"
+#include "core/log.hpp"
 
+#include "queue/queue_id.hpp"
+#include "tests/support/postgres_instance.hpp"
+#include "tests/support/nsd_server.hpp"  // read_text_file
+#include "tests/support/wait.hpp"
+
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pwd.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace flushgate::queue {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 
-// A fresh /tmp/flushgate-store.XXXXXX; the spool is a subdirectory that
-// open() has to create.
-class SqliteStoreTest : public ::testing::Test {
+enum class backend { sqlite, postgresql };
+
+std::string backend_name(const ::testing::TestParamInfo<backend>& info) {
+  return info.param == backend::sqlite ? "Sqlite" : "Postgresql";
+}
+
+// The one PostgreSQL server of this test process, started on first use and
+// stopped at exit; nullptr (and the reason) when it cannot run here.
+test::postgres_instance* shared_postgres(std::string& why) {
+  static std::unique_ptr<test::postgres_instance> instance;
+  static std::string failure;
+  if (!instance && failure.empty()) {
+    if (!test::postgres_instance::available()) {
+      failure = test::postgres_instance::unavailable_reason();
+    } else {
+      try {
+        auto p = std::make_unique<test::postgres_instance>();
+        p->start();
+        instance = std::move(p);
+      } catch (const std::exception& e) {
+        failure = std::string("private PostgreSQL did not start: ") + e.what();
+      }
+    }
+  }
+  why = failure;
+  return instance.get();
+}
+
+// One store of the backend under test, fresh for each test: SQLite in a new
+// /tmp/flushgate-store.XXXXXX (the spool is a subdirectory that open() has
+// to create), PostgreSQL in a new database of the shared server.
+class store_fixture : public ::testing::Test {
  protected:
+  explicit store_fixture(backend b) : backend_(b) {}
+
   void SetUp() override {
-    char tmpl[] = "/tmp/flushgate-store.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr) << "mkdtemp: " << std::strerror(errno);
-    root_ = tmpl;
-    spool_ = (root_ / "spool").string();
+    if (backend_ == backend::postgresql) {
+      std::string why;
+      pg_ = shared_postgres(why);
+      if (pg_ == nullptr && !test::postgres_instance::available()) GTEST_SKIP() << why;
+      ASSERT_NE(pg_, nullptr) << why;
+      auto db = pg_->create_database();
+      ASSERT_TRUE(db) << "CREATE DATABASE failed: " << pg_->log_text();
+      database_ = *db;
+    } else {
+      char tmpl[] = "/tmp/flushgate-store.XXXXXX";
+      ASSERT_NE(::mkdtemp(tmpl), nullptr) << "mkdtemp: " << std::strerror(errno);
+      root_ = tmpl;
+      spool_ = (root_ / "spool").string();
+    }
     open_store();
   }
   void TearDown() override {
     store_.reset();
-    std::error_code ec;
-    fs::remove_all(root_, ec);
+    if (!root_.empty()) {
+      std::error_code ec;
+      fs::remove_all(root_, ec);
+    }
   }
 
+  // Opens the store of this test (again: the old one is closed first).
   void open_store() {
     store_.reset();
-    auto s = sqlite_store::open(spool_);
+    auto s = open_backend();
     ASSERT_TRUE(s) << "open: got " << s.error().message() << ", want success";
     store_ = std::move(*s);
   }
 
+  boost::system::result<std::unique_ptr<store>> open_backend(const std::string& node = "node-a") {
+    if (backend_ == backend::postgresql) {
+      auto s = postgres_store::open({.conninfo = pg_->conninfo(database_), .node_name = node});
+      if (!s) return s.error();
+      return std::unique_ptr<store>(std::move(*s));
+    }
+    auto s = sqlite_store::open(spool_);
+    if (!s) return s.error();
+    return std::unique_ptr<store>(std::move(*s));
+  }
+
   // Reads one integer with a separate connection, as an outside observer.
   std::int64_t query_int(const std::string& sql) {
+    if (backend_ == backend::postgresql) return pg_->query_int(database_, sql).value_or(-1);
     sqlite3* db = nullptr;
     std::int64_t value = -1;
     if (sqlite3_open_v2((spool_ + "/queue.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
@@ -68,6 +150,20 @@ class SqliteStoreTest : public ::testing::Test {
     }
     sqlite3_close_v2(db);
     return value;
+  }
+
+  // Writes a schema version into the stored database, behind the store's back.
+  bool set_stored_schema_version(int version) {
+    if (backend_ == backend::postgresql) {
+      return pg_->exec(database_,
+                       "UPDATE flushgate_schema SET version = " + std::to_string(version));
+    }
+    sqlite3* db = nullptr;
+    bool ok = sqlite3_open((spool_ + "/queue.db").c_str(), &db) == SQLITE_OK;
+    const std::string sql = "PRAGMA user_version = " + std::to_string(version);
+    ok = ok && sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK;
+    sqlite3_close_v2(db);
+    return ok;
   }
 
   std::int64_t add(const std::string& name, std::vector<std::string> domains) {
@@ -153,9 +249,32 @@ class SqliteStoreTest : public ::testing::Test {
     return lines;
   }
 
+  backend backend_;
   fs::path root_;
-  std::string spool_;
-  std::unique_ptr<sqlite_store> store_;
+  std::string spool_;                       // sqlite
+  test::postgres_instance* pg_ = nullptr;   // postgresql
+  std::string database_;                    // postgresql
+  std::unique_ptr<store> store_;
+};
+
+// Every backend runs these.
+class StoreTest : public store_fixture, public ::testing::WithParamInterface<backend> {
+ protected:
+  StoreTest() : store_fixture(GetParam()) {}
+};
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
+                         ::testing::Values(backend::sqlite, backend::postgresql), backend_name);
+
+// What only SQLite has: files, pragmas, its migrations and query plans.
+class SqliteStoreTest : public store_fixture {
+ protected:
+  SqliteStoreTest() : store_fixture(backend::sqlite) {}
+};
+
+// What only PostgreSQL has: connections to lose, several nodes.
+class PostgresStoreTest : public store_fixture {
+ protected:
+  PostgresStoreTest() : store_fixture(backend::postgresql) {}
 };
 
 std::string joined(const std::vector<std::string>& lines) {
@@ -183,18 +302,15 @@ TEST_F(SqliteStoreTest, OpenCreatesPrivateSpoolInWalMode) {
   EXPECT_EQ(mode, "wal") << "journal mode: got " << mode << ", want wal";
 }
 
-TEST_F(SqliteStoreTest, RefusesDatabaseFromNewerSchema) {
+TEST_P(StoreTest, RefusesDatabaseFromNewerSchema) {
   store_.reset();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close_v2(db);
-  auto s = sqlite_store::open(spool_);
+  ASSERT_TRUE(set_stored_schema_version(99));
+  auto s = open_backend();
   ASSERT_FALSE(s) << "open: got success, want io_error";
   EXPECT_EQ(s.error(), errc::io_error);
 }
 
-TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
+TEST_P(StoreTest, CustomerRoundTripKeepsEveryField) {
   customer c;
   c.name = "acme";
   c.domains = {"acme.example", "acme-mail.example"};
@@ -247,7 +363,7 @@ TEST_F(SqliteStoreTest, CustomerRoundTripKeepsEveryField) {
   EXPECT_EQ(missing.error(), errc::not_found);
 }
 
-TEST_F(SqliteStoreTest, EmptyRecipientListDiffersFromNone) {
+TEST_P(StoreTest, EmptyRecipientListDiffersFromNone) {
   customer open_list;
   open_list.name = "open";
   open_list.domains = {"open.example"};
@@ -263,7 +379,7 @@ TEST_F(SqliteStoreTest, EmptyRecipientListDiffersFromNone) {
   EXPECT_TRUE(closed->recipients->empty());
 }
 
-TEST_F(SqliteStoreTest, AddCustomerRefusesTakenNameDomainAndLinkUser) {
+TEST_P(StoreTest, AddCustomerRefusesTakenNameDomainAndLinkUser) {
   customer first;
   first.name = "first";
   first.domains = {"one.example", "two.example"};
@@ -294,7 +410,7 @@ TEST_F(SqliteStoreTest, AddCustomerRefusesTakenNameDomainAndLinkUser) {
   EXPECT_EQ(all->size(), 1u) << "customers: got " << all->size() << ", want 1";
 }
 
-TEST_F(SqliteStoreTest, AddCustomerRefusesMalformedValues) {
+TEST_P(StoreTest, AddCustomerRefusesMalformedValues) {
   const std::vector<customer> bad = {
       customer{.name = ""},
       customer{.name = "Upper"},
@@ -315,7 +431,7 @@ TEST_F(SqliteStoreTest, AddCustomerRefusesMalformedValues) {
   EXPECT_FALSE(store_->add_customer(longest));
 }
 
-TEST_F(SqliteStoreTest, UpdateCustomerReplacesFieldsAndLists) {
+TEST_P(StoreTest, UpdateCustomerReplacesFieldsAndLists) {
   const auto acme = add("acme", {"acme.example", "old.example"});
   add("other", {"other.example"});
 
@@ -354,7 +470,7 @@ TEST_F(SqliteStoreTest, UpdateCustomerReplacesFieldsAndLists) {
   EXPECT_EQ(store_->update_customer(ghost), errc::not_found);
 }
 
-TEST_F(SqliteStoreTest, ListCustomersSortsByNameWithLists) {
+TEST_P(StoreTest, ListCustomersSortsByNameWithLists) {
   add("zulu", {"z.example"});
   add("alpha", {"a.example", "a2.example"});
   add("mike", {});
@@ -369,7 +485,7 @@ TEST_F(SqliteStoreTest, ListCustomersSortsByNameWithLists) {
   EXPECT_EQ((*all)[2].domains, (std::vector<std::string>{"z.example"}));
 }
 
-TEST_F(SqliteStoreTest, RemoveCustomerRefusesQueuedMailUnlessForced) {
+TEST_P(StoreTest, RemoveCustomerRefusesQueuedMailUnlessForced) {
   const auto acme = add("acme", {"acme.example"});
   add("empty", {"empty.example"});
   const auto qid = commit_one(message(acme, "Subject: x\r\n\r\nhi\r\n"));
@@ -390,7 +506,7 @@ TEST_F(SqliteStoreTest, RemoveCustomerRefusesQueuedMailUnlessForced) {
   add("acme2", {"acme.example"});
 }
 
-TEST_F(SqliteStoreTest, CommitAndReadBackIsBinarySafe) {
+TEST_P(StoreTest, CommitAndReadBackIsBinarySafe) {
   const auto acme = add("acme", {"customer.example"});
   std::string binary;
   for (int i = 0; i < 4096; ++i) binary.push_back(static_cast<char>(i % 256));
@@ -441,7 +557,7 @@ TEST_F(SqliteStoreTest, CommitAndReadBackIsBinarySafe) {
   EXPECT_EQ(m->recipients[1].address, "carol@customer.example");
 }
 
-TEST_F(SqliteStoreTest, FailedBatchLeavesNothing) {
+TEST_P(StoreTest, FailedBatchLeavesNothing) {
   const auto acme = add("acme", {"acme.example"});
   // The middle message names a customer that does not exist: the foreign
   // key fails after the first message was already inserted.
@@ -459,7 +575,30 @@ TEST_F(SqliteStoreTest, FailedBatchLeavesNothing) {
   EXPECT_FALSE(commit_one(message(acme, "later")).empty());
 }
 
-TEST_F(SqliteStoreTest, MessageWithoutRecipientsIsInvalid) {
+// A batch larger than anything the store sends at once (postgres_store
+// reads results every 64 statements) is still one transaction: a bad
+// message near its end leaves nothing, a good batch stores all in order.
+TEST_P(StoreTest, LargeBatchIsAllOrNothing) {
+  const auto acme = add("acme", {"acme.example"});
+  std::vector<new_message> batch;
+  for (int i = 0; i < 300; ++i) batch.push_back(message(acme, "message " + std::to_string(i)));
+  batch[250].customer_id = 9999;
+  auto failed = store_->commit_messages(batch);
+  ASSERT_FALSE(failed) << "commit with a ghost customer: got success, want not_found";
+  EXPECT_EQ(failed.error(), errc::not_found) << "got " << failed.error().message();
+  EXPECT_EQ(query_int("SELECT count(*) FROM messages"), 0);
+
+  batch[250].customer_id = acme;
+  auto stored = store_->commit_messages(batch);
+  ASSERT_TRUE(stored) << "commit: got " << stored.error().message() << ", want success";
+  ASSERT_EQ(stored->size(), 300u);
+  EXPECT_TRUE(std::is_sorted(stored->begin(), stored->end())) << "qids must follow the batch";
+  EXPECT_EQ(query_int("SELECT count(*) FROM messages"), 300);
+  EXPECT_EQ(query_int("SELECT count(*) FROM recipients"), 600);
+  EXPECT_EQ(*store_->read_content((*stored)[299]), "message 299");
+}
+
+TEST_P(StoreTest, MessageWithoutRecipientsIsInvalid) {
   const auto acme = add("acme", {"acme.example"});
   auto m = message(acme, "x");
   m.recipients.clear();
@@ -471,7 +610,7 @@ TEST_F(SqliteStoreTest, MessageWithoutRecipientsIsInvalid) {
   EXPECT_TRUE(empty->empty());
 }
 
-TEST_F(SqliteStoreTest, SummaryAndStatsAddUp) {
+TEST_P(StoreTest, SummaryAndStatsAddUp) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   const auto idle = add("idle", {"idle.example"});
@@ -586,7 +725,7 @@ std::string describe(const std::vector<age_bucket>& buckets) {
   return out;
 }
 
-TEST_F(SqliteStoreTest, QueueAgeHistogramCountsEachMessageOnceByAge) {
+TEST_P(StoreTest, QueueAgeHistogramCountsEachMessageOnceByAge) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   const auto idle = add("idle", {"idle.example"});
@@ -632,7 +771,7 @@ TEST_F(SqliteStoreTest, QueueAgeHistogramCountsEachMessageOnceByAge) {
   EXPECT_EQ(describe(*bravo_ages), "60:0/0 3600:0/0 86400:0/0 -1:1/64 ");
 }
 
-TEST_F(SqliteStoreTest, QueueAgeHistogramRefusesBadBoundsAndUnknownCustomer) {
+TEST_P(StoreTest, QueueAgeHistogramRefusesBadBoundsAndUnknownCustomer) {
   const auto acme = add("acme", {"acme.example"});
   commit_one(message(acme, "x", 1000));
   const std::vector<std::int64_t> descending = {3600, 60};
@@ -659,7 +798,7 @@ TEST_F(SqliteStoreTest, QueueAgeHistogramRefusesBadBoundsAndUnknownCustomer) {
                                  ":1/1 -1:0/0 ");
 }
 
-TEST_F(SqliteStoreTest, ListMessagesInArrivalOrderWithLimit) {
+TEST_P(StoreTest, ListMessagesInArrivalOrderWithLimit) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   const auto late = commit_one(message(acme, "late", 300));
@@ -691,7 +830,7 @@ TEST_F(SqliteStoreTest, ListMessagesInArrivalOrderWithLimit) {
   EXPECT_TRUE(none->empty());
 }
 
-TEST_F(SqliteStoreTest, HoldAndDelete) {
+TEST_P(StoreTest, HoldAndDelete) {
   const auto acme = add("acme", {"acme.example"});
   const auto qid = commit_one(message(acme, "body"));
   const auto other = commit_one(message(acme, "other"));
@@ -713,7 +852,7 @@ TEST_F(SqliteStoreTest, HoldAndDelete) {
   EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
 }
 
-TEST_F(SqliteStoreTest, ReopenedStoreFindsEverything) {
+TEST_P(StoreTest, ReopenedStoreFindsEverything) {
   customer c;
   c.name = "acme";
   c.domains = {"acme.example"};
@@ -961,7 +1100,7 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
   EXPECT_EQ(stats->oldest_arrival, 1700000200);
 }
 
-TEST_F(SqliteStoreTest, NoticesCustomerNeedsNoDomains) {
+TEST_P(StoreTest, NoticesCustomerNeedsNoDomains) {
   const auto daemon = add_notices_customer();
   ASSERT_GT(daemon, 0);
   auto found = store_->find_customer(notices_customer);
@@ -972,7 +1111,7 @@ TEST_F(SqliteStoreTest, NoticesCustomerNeedsNoDomains) {
   EXPECT_EQ(store_->find_message(qid)->customer, notices_customer);
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptAppliesEachFate) {
+TEST_P(StoreTest, RecordAttemptAppliesEachFate) {
   const auto acme = add("acme", {"customer.example"});
   const auto daemon = add_notices_customer();
   auto m = message(acme, "body");
@@ -1030,7 +1169,7 @@ TEST_F(SqliteStoreTest, RecordAttemptAppliesEachFate) {
   EXPECT_EQ(query_int("SELECT count(*) FROM recipients"), 3);  // other's two, the DSN's one
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptFailingAllRecipientsRemovesMessage) {
+TEST_P(StoreTest, RecordAttemptFailingAllRecipientsRemovesMessage) {
   const auto acme = add("acme", {"customer.example"});
   const auto daemon = add_notices_customer();
   const auto qid = commit_one(message(acme, "body"));
@@ -1047,7 +1186,7 @@ TEST_F(SqliteStoreTest, RecordAttemptFailingAllRecipientsRemovesMessage) {
   EXPECT_EQ(store_->customer_stats(daemon)->messages, 2u);
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptKeepsEverythingWhenNoticeCannotBeStored) {
+TEST_P(StoreTest, RecordAttemptKeepsEverythingWhenNoticeCannotBeStored) {
   const auto acme = add("acme", {"customer.example"});
   const auto qid = commit_one(message(acme, "body"));
   const auto ids = recipient_ids(qid);
@@ -1077,7 +1216,7 @@ TEST_F(SqliteStoreTest, RecordAttemptKeepsEverythingWhenNoticeCannotBeStored) {
   EXPECT_TRUE(r->message_removed);
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptRefusesUnknownMessageAndForeignRecipient) {
+TEST_P(StoreTest, RecordAttemptRefusesUnknownMessageAndForeignRecipient) {
   const auto acme = add("acme", {"customer.example"});
   const auto daemon = add_notices_customer();
   const auto qid = commit_one(message(acme, "mine"));
@@ -1119,7 +1258,7 @@ TEST_F(SqliteStoreTest, RecordAttemptRefusesUnknownMessageAndForeignRecipient) {
   EXPECT_EQ(store_->customer_stats(daemon)->messages, 0u) << "no notice may be stored";
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptsAppliesABatchInOneTransaction) {
+TEST_P(StoreTest, RecordAttemptsAppliesABatchInOneTransaction) {
   const auto acme = add("acme", {"customer.example"});
   const auto daemon = add_notices_customer();
   const auto first = commit_one(message(acme, "first"));
@@ -1157,7 +1296,7 @@ TEST_F(SqliteStoreTest, RecordAttemptsAppliesABatchInOneTransaction) {
   EXPECT_TRUE(none->empty());
 }
 
-TEST_F(SqliteStoreTest, RecordAttemptsIsAllOrNothing) {
+TEST_P(StoreTest, RecordAttemptsIsAllOrNothing) {
   const auto acme = add("acme", {"customer.example"});
   const auto daemon = add_notices_customer();
   const auto qid = commit_one(message(acme, "body"));
@@ -1201,7 +1340,7 @@ TEST_F(SqliteStoreTest, RecordAttemptsIsAllOrNothing) {
   EXPECT_EQ(store_->find_message(qid).error(), errc::not_found);
 }
 
-TEST_F(SqliteStoreTest, ListDeliverablePagesPastHeldMessages) {
+TEST_P(StoreTest, ListDeliverablePagesPastHeldMessages) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   std::vector<std::string> qids;
@@ -1241,7 +1380,7 @@ TEST_F(SqliteStoreTest, ListDeliverablePagesPastHeldMessages) {
   EXPECT_TRUE(none->empty());
 }
 
-TEST_F(SqliteStoreTest, ListDueNoticesAppliesBothThresholds) {
+TEST_P(StoreTest, ListDueNoticesAppliesBothThresholds) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   const auto expired = commit_one(message(acme, "expired", 1000));
@@ -1293,7 +1432,7 @@ TEST_F(SqliteStoreTest, ListDueNoticesAppliesBothThresholds) {
   EXPECT_TRUE(due->empty());
 }
 
-TEST_F(SqliteStoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
+TEST_P(StoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
   const auto acme = add("acme", {"acme.example"});
   const auto daemon = add_notices_customer();
   const auto qid = commit_one(message(acme, "slow"));
@@ -1324,7 +1463,7 @@ TEST_F(SqliteStoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
   EXPECT_EQ(store_->customer_stats(daemon)->messages, 1u);
 }
 
-TEST_F(SqliteStoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
+TEST_P(StoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   link_record first{.user = "acme-dsl", .customer_id = acme, .kind = link_kind::dsl,
@@ -1369,7 +1508,7 @@ TEST_F(SqliteStoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
   EXPECT_TRUE(store_->list_links()->empty());
 }
 
-TEST_F(SqliteStoreTest, LinksGoWithTheirCustomer) {
+TEST_P(StoreTest, LinksGoWithTheirCustomer) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   ASSERT_FALSE(store_->save_link({.user = "acme-dsl", .customer_id = acme, .session_id = "a"}));
@@ -1445,6 +1584,321 @@ TEST_F(SqliteStoreTest, AgeHistogramAndSummaryReadOnlyIndexes) {
       << "all messages in arrival order: got " << listing << " want messages_by_arrival_size";
   EXPECT_EQ(listing.find("TEMP B-TREE"), std::string::npos)
       << "all messages in arrival order: got " << listing << " want no sort";
+}
+
+// Two nodes writing one database: each has its own node number, and their
+// ids never collide and sort in the order the commits happened.
+TEST_F(PostgresStoreTest, TwoNodesGetDistinctArrivalOrderedQids) {
+  auto second = open_backend("node-b");
+  ASSERT_TRUE(second) << "open node-b: got " << second.error().message() << ", want success";
+  auto* a = dynamic_cast<postgres_store*>(store_.get());
+  auto* b = dynamic_cast<postgres_store*>(second->get());
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  EXPECT_NE(a->node_number(), b->node_number())
+      << "node numbers: got " << int{a->node_number()} << " twice, want two";
+  const auto acme = add("acme", {"acme.example"});
+
+  std::vector<std::string> in_commit_order;
+  for (int i = 0; i < 50; ++i) {
+    store* node = i % 2 == 0 ? store_.get() : second->get();
+    const std::vector<new_message> batch = {message(acme, "m" + std::to_string(i)),
+                                            message(acme, "n" + std::to_string(i))};
+    auto r = node->commit_messages(batch);
+    ASSERT_TRUE(r) << "commit " << i << ": got " << r.error().message() << ", want success";
+    for (const auto& q : *r) {
+      EXPECT_EQ(queue_id_node(q), i % 2 == 0 ? a->node_number() : b->node_number())
+          << "node bits of " << q;
+      if (!in_commit_order.empty()) {
+        EXPECT_GT(q, in_commit_order.back()) << "commit " << i << ": ids must follow arrival";
+      }
+      in_commit_order.push_back(q);
+    }
+  }
+  EXPECT_EQ(std::set<std::string>(in_commit_order.begin(), in_commit_order.end()).size(), 100u);
+  // Either node sees all of it, in qid order, which is arrival order.
+  auto listed = (*second)->list_deliverable(acme, "", 0);
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(qids_of(*listed), in_commit_order);
+
+  // A node that reopens keeps its number; a third name gets a new one.
+  auto again = open_backend("node-b");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(dynamic_cast<postgres_store*>(again->get())->node_number(), b->node_number());
+  auto third = open_backend("node-c");
+  ASSERT_TRUE(third);
+  const auto c = dynamic_cast<postgres_store*>(third->get())->node_number();
+  EXPECT_NE(c, a->node_number());
+  EXPECT_NE(c, b->node_number());
+}
+
+// A node whose clock stepped back while it was down: its new ids still
+// come after every id queued in the database.
+TEST_F(PostgresStoreTest, IdsStartAfterTheNewestQueuedId) {
+  const auto acme = add("acme", {"acme.example"});
+  ASSERT_TRUE(pg_->exec(database_,
+                        "INSERT INTO messages (qid, customer_id, sender, arrival, size, content) "
+                        "VALUES ('Y000000000ZZ', " + std::to_string(acme) + ", '', 0, 0, '')"));
+  auto reopened = open_backend("node-z");
+  ASSERT_TRUE(reopened) << "open: got " << reopened.error().message();
+  const std::vector<new_message> batch = {message(acme, "after the future")};
+  auto r = (*reopened)->commit_messages(batch);
+  ASSERT_TRUE(r) << "commit: got " << r.error().message();
+  EXPECT_GT(r->front(), "Y000000000ZZ") << "got " << r->front();
+}
+
+// The server dies (pg_ctl stop -m immediate) under an open store: every
+// operation answers io_error, none succeeds and nothing crashes; once the
+// server is back, the store reconnects by itself and everything committed
+// before is there. A server of its own, so that no other test sees it die.
+TEST_F(PostgresStoreTest, ConnectionLossGivesIoErrorAndRecovers) {
+  test::postgres_instance own;
+  ASSERT_NO_THROW(own.start());
+  auto db = own.create_database();
+  ASSERT_TRUE(db);
+  auto opened = postgres_store::open(
+      {.conninfo = own.tcp_conninfo(*db), .node_name = "lonely", .min_retry = 50ms});
+  ASSERT_TRUE(opened) << "open: got " << opened.error().message();
+  store_ = std::move(*opened);
+  const auto acme = add("acme", {"acme.example"});
+  const auto before = commit_one(message(acme, "before the crash"));
+  ASSERT_FALSE(before.empty());
+
+  // The log of the outage, read back below: the loss and the recovery once each.
+  const auto log_file = own.socket_dir() / "store.log";
+  ASSERT_TRUE(core::set_log_target(log_file.string(), "store_test"));
+  ASSERT_TRUE(own.stop_immediate()) << "pg_ctl stop -m immediate failed";
+  const std::vector<new_message> batch = {message(acme, "during the outage")};
+  // Bounded: a few rounds of every kind of call, each must fail cleanly.
+  for (int round = 0; round < 3; ++round) {
+    auto committed = store_->commit_messages(batch);
+    ASSERT_FALSE(committed) << "commit with the server down: got success, want io_error";
+    EXPECT_EQ(committed.error(), errc::io_error) << "got " << committed.error().message();
+    EXPECT_EQ(store_->find_customer("acme").error(), errc::io_error);
+    EXPECT_EQ(store_->list_messages(0, 0).error(), errc::io_error);
+    EXPECT_EQ(store_->read_content(before).error(), errc::io_error);
+    EXPECT_EQ(store_->set_held(before, true), errc::io_error);
+    EXPECT_EQ(store_->record_attempt(before, {}, 0, {}).error(), errc::io_error);
+    EXPECT_EQ(store_->save_link({.user = "u", .customer_id = acme}), errc::io_error);
+    EXPECT_EQ(store_->queue_summary().error(), errc::io_error);
+  }
+
+  ASSERT_NO_THROW(own.start());
+  std::vector<std::string> after;
+  // Polled: the store retries at most once per backoff interval.
+  const bool recovered = test::wait_until(
+      [&] {
+        auto r = store_->commit_messages(batch);
+        if (r) after = *r;
+        return r.has_value();
+      },
+      30s, 50ms);
+  ASSERT_TRUE(recovered) << "commit after the restart: got io_error for 30 s, want success";
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(*store_->read_content(before), "before the crash");
+  EXPECT_EQ(*store_->read_content(after.front()), "during the outage");
+  auto all = store_->list_messages(acme, 0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 2u) << "messages: got " << all->size()
+                             << ", want 2 (nothing half-stored during the outage)";
+  store_.reset();  // before `own` stops
+  core::set_log_target("stderr", "store_test");
+  const std::string log = test::read_text_file(log_file);
+  auto count = [&log](std::string_view what) {
+    std::size_t n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("postgresql connection lost"), 1u) << "log of the outage:\n" << log;
+  EXPECT_EQ(count("postgresql connection recovered"), 1u) << "log of the outage:\n" << log;
+}
+
+// A server that is down is not hammered: calls in a tight loop make one
+// connection attempt per backoff interval, not one each. A listener on the
+// dead server's port counts the attempts (accepts and closes at once, so
+// each attempt fails fast, as against a server that refuses).
+TEST_F(PostgresStoreTest, ReconnectsAtMostOncePerBackoffInterval) {
+  test::postgres_instance own;
+  ASSERT_NO_THROW(own.start());
+  auto db = own.create_database();
+  ASSERT_TRUE(db);
+  auto opened = postgres_store::open({.conninfo = own.tcp_conninfo(*db),
+                                      .node_name = "busy",
+                                      .min_retry = 2s,
+                                      .max_retry = 8s});
+  ASSERT_TRUE(opened) << "open: got " << opened.error().message();
+  store_ = std::move(*opened);
+  ASSERT_TRUE(own.stop_immediate());
+
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  const int on = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(own.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0)
+      << "bind 127.0.0.1:" << own.port() << ": " << std::strerror(errno);
+  ASSERT_EQ(::listen(listener, 16), 0);
+  std::atomic<int> attempts{0};
+  std::thread acceptor([&] {
+    // Ends when the listener is shut down (accept fails).
+    for (;;) {
+      const int c = ::accept(listener, nullptr, nullptr);
+      if (c < 0) return;
+      ++attempts;
+      ::close(c);
+    }
+  });
+
+  const auto start = std::chrono::steady_clock::now();
+  int calls = 0;
+  for (; calls < 200; ++calls) {
+    EXPECT_EQ(store_->find_customer("acme").error(), errc::io_error) << "call " << calls;
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ::shutdown(listener, SHUT_RDWR);
+  acceptor.join();
+  ::close(listener);
+  store_.reset();
+  // The first call found the connection broken and may reconnect at once;
+  // after that, one attempt per 2 s at most.
+  const auto allowed = 2 + static_cast<int>(elapsed / 2s);
+  EXPECT_LE(attempts.load(), allowed)
+      << "connection attempts for " << calls << " calls in "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count()
+      << " ms: got " << attempts.load() << ", want at most " << allowed;
+}
+
+// A full disk under PostgreSQL: the test database lives in a tablespace on
+// a 24 MB tmpfs (the WAL stays on the cluster's own disk), so extending a
+// table fails with SQLSTATE 53100, which must come back as disk_full (452,
+// the sender keeps the mail), leave nothing of the batch, and leave the
+// store working. Needs root (mount(2)).
+TEST_F(PostgresStoreTest, FullTablespaceGivesDiskFull) {
+  const passwd* pw = ::getpwnam("postgres");
+  ASSERT_NE(pw, nullptr);
+  const fs::path mount_point = pg_->socket_dir() / ("full-" + database_);
+  fs::create_directories(mount_point);
+  const std::string options = "size=24m,mode=0700,uid=" + std::to_string(pw->pw_uid) +
+                              ",gid=" + std::to_string(pw->pw_gid);
+  if (::mount("tmpfs", mount_point.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs for the tablespace (needs root): "
+                 << std::strerror(errno);
+  }
+  struct unmount_at_end {
+    fs::path at;
+    ~unmount_at_end() { ::umount2(at.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  const std::string space = "small_" + database_;
+  ASSERT_TRUE(pg_->exec("postgres", "CREATE TABLESPACE " + space + " LOCATION '" +
+                                        mount_point.string() + "'"))
+      << pg_->log_text();
+  const std::string db = database_ + "_full";
+  ASSERT_TRUE(pg_->exec("postgres", "CREATE DATABASE " + db + " TABLESPACE " + space))
+      << pg_->log_text();
+  auto opened = postgres_store::open({.conninfo = pg_->conninfo(db), .node_name = "full"});
+  ASSERT_TRUE(opened) << "open: got " << opened.error().message();
+  store_ = std::move(*opened);
+  const auto acme = add("acme", {"acme.example"});
+
+  // Incompressible bodies (TOAST compresses), 256 KB each, 4 a batch.
+  std::string body(256 * 1024, '\0');
+  std::uint64_t x = 88172645463325252ull;
+  for (auto& ch : body) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    ch = static_cast<char>(x);
+  }
+  const std::vector<new_message> batch(4, message(acme, body));
+  boost::system::error_code failure;
+  std::size_t stored = 0;
+  for (int i = 0; i < 100 && !failure; ++i) {  // 24 MB hold about 20 batches
+    auto r = store_->commit_messages(batch);
+    if (r) {
+      stored += r->size();
+    } else {
+      failure = r.error();
+    }
+  }
+  EXPECT_EQ(failure, errc::disk_full) << "got " << failure.message() << ", want disk_full";
+  auto listed = store_->list_messages(acme, 0);
+  ASSERT_TRUE(listed) << "list after disk full: got " << listed.error().message();
+  EXPECT_EQ(listed->size(), stored) << "the failed batch left rows behind";
+  // Still usable: mail can be deleted and read.
+  if (!listed->empty()) {
+    EXPECT_FALSE(store_->delete_message(listed->front().qid));
+    EXPECT_TRUE(store_->find_customer("acme"));
+  }
+  store_.reset();
+  pg_->exec("postgres", "DROP DATABASE " + db);
+  pg_->exec("postgres", "DROP TABLESPACE " + space);
+}
+
+// Group commit figures, not a pass/fail test (STYLE.md: timing lives in
+// benchmarks): run with --gtest_also_run_disabled_tests to print them. Over
+// the unix socket and over TCP, the store's pipelined batch against the same
+// statements sent one round trip at a time (BEGIN, one INSERT per message,
+// COMMIT) on a plain libpq connection.
+TEST_F(PostgresStoreTest, DISABLED_GroupCommitFigures) {
+  const auto acme = add("acme", {"acme.example"});
+  const std::string body(2048, 'x');
+  const std::size_t total = 200;
+  auto per_message = [total](std::chrono::steady_clock::time_point start) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    return static_cast<double>(us) / 1000.0 / static_cast<double>(total);
+  };
+  node_queue_ids ids(200);
+  for (const bool tcp : {false, true}) {
+    const std::string conninfo = tcp ? pg_->tcp_conninfo(database_) : pg_->conninfo(database_);
+    auto opened = postgres_store::open({.conninfo = conninfo, .node_name = "figures"});
+    ASSERT_TRUE(opened);
+    auto& st = **opened;
+    PGconn* plain = PQconnectdb(conninfo.c_str());
+    ASSERT_EQ(PQstatus(plain), CONNECTION_OK);
+    for (const std::size_t per_batch : {std::size_t{1}, std::size_t{20}, std::size_t{200}}) {
+      std::vector<new_message> batch;
+      for (std::size_t i = 0; i < per_batch; ++i) {
+        auto m = message(acme, body);
+        m.recipients.push_back({"dave@customer.example", "", ""});
+        batch.push_back(std::move(m));
+      }
+      auto start = std::chrono::steady_clock::now();
+      for (std::size_t done = 0; done < total; done += per_batch) {
+        ASSERT_TRUE(st.commit_messages(batch));
+      }
+      const double pipelined = per_message(start);
+
+      start = std::chrono::steady_clock::now();
+      const std::string customer = std::to_string(acme);
+      const std::string size = std::to_string(body.size());
+      for (std::size_t done = 0; done < total; done += per_batch) {
+        PQclear(PQexec(plain, "BEGIN"));
+        for (std::size_t i = 0; i < per_batch; ++i) {
+          const std::string qid = ids.next();
+          const char* values[] = {qid.c_str(), customer.c_str(), "alice@example.org",
+                                  "1700000000", size.c_str(), "", "", "", "",
+                                  body.c_str(), "{\"Bob@customer.example\",\"carol@customer.example\",\"dave@customer.example\"}",
+                                  "{\"\",\"\",\"\"}", "{\"\",\"\",\"\"}"};
+          const int lengths[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, static_cast<int>(body.size()), 0, 0, 0};
+          const int formats[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+          PGresult* r = PQexecParams(plain, pg_sql::insert_message, 13, nullptr, values, lengths,
+                                     formats, 0);
+          ASSERT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQresultErrorMessage(r);
+          PQclear(r);
+        }
+        PQclear(PQexec(plain, "COMMIT"));
+      }
+      const double one_by_one = per_message(start);
+      std::printf("postgres_store over %s, %zu messages in batches of %zu: pipelined %.2f ms "
+                  "per message, one round trip per statement %.2f ms\n",
+                  tcp ? "TCP" : "the unix socket", total, per_batch, pipelined, one_by_one);
+    }
+    PQfinish(plain);
+  }
 }
 
 // A real full disk: the spool on a 2 MB tmpfs. Needs root (mount(2)).

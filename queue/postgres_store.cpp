@@ -1,0 +1,1095 @@
+// postgres_store.cpp — see postgres_store.hpp; the SQL is in postgres_sql.hpp.
+#include "queue/postgres_store.hpp"
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "queue/postgres_sql.hpp"
+#include "queue/store_checks.hpp"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <unordered_map>
+#include <utility>
+
+namespace flushgate::queue {
+
+namespace {
+
+using boost::system::error_code;
+
+// SQLSTATEs the store tells apart (PostgreSQL Appendix A).
+constexpr std::string_view state_foreign_key = "23503";
+constexpr std::string_view state_unique = "23505";
+constexpr std::string_view state_disk_full = "53100";
+
+// A libpq message on one log line: its newlines become "; ", tabs go.
+std::string one_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  std::string out;
+  for (char ch : text) {
+    if (ch == '\n') {
+      out += "; ";
+    } else if (ch != '\t') {  // libpq indents continuation lines
+      out += ch;
+    }
+  }
+  return out;
+}
+
+// Server notices (e.g. "terminating connection due to immediate shutdown")
+// go to the log, not to stderr.
+void log_notice(void*, const char* message) {
+  core::log_info("queue store: postgresql says: {}", one_line(message != nullptr ? message : ""));
+}
+
+std::int64_t to_int64(const char* s) {
+  std::int64_t v = 0;
+  if (s != nullptr) std::from_chars(s, s + std::strlen(s), v);
+  return v;
+}
+
+// A text[] literal for an array parameter: every element quoted, with '\'
+// and '"' escaped (https://www.postgresql.org/docs/15/arrays.html#ARRAYS-IO).
+std::string text_array(const std::vector<std::string_view>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char ch : items[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string int64_array(const std::vector<std::int64_t>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(items[i]);
+  }
+  out += '}';
+  return out;
+}
+
+}  // namespace
+
+void postgres_store::result_deleter::operator()(pg_result* r) const noexcept { PQclear(r); }
+
+// The parameters of one statement. Text values are copied (libpq reads text
+// parameters up to their NUL); binary ones (bodies) are referenced, so a
+// 10 MB body is not copied: it must outlive the statement.
+class postgres_store::params {
+ public:
+  params() = default;
+  template <typename... Ts>
+  explicit params(const Ts&... vs) {
+    (add(vs), ...);
+  }
+
+  params& add(std::string_view v) { return push(text_.emplace_back(v).c_str(), 0); }
+  params& add(const std::string& v) { return add(std::string_view(v)); }
+  params& add(const char* v) { return add(std::string_view(v)); }
+  params& add(std::int64_t v) { return add(std::to_string(v)); }
+  params& add(bool v) { return push(v ? "true" : "false", 0); }
+  params& add_null() { return push(nullptr, 0); }
+  // A limit: 0 is NULL (no limit).
+  params& add_limit(std::size_t limit) {
+    if (limit == 0 || limit > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())) {
+      return add_null();
+    }
+    return add(static_cast<std::int64_t>(limit));
+  }
+  params& add_binary(std::string_view v) {
+    values_.push_back(v.data() != nullptr ? v.data() : "");
+    lengths_.push_back(static_cast<int>(v.size()));
+    formats_.push_back(1);
+    return *this;
+  }
+
+  int size() const noexcept { return static_cast<int>(values_.size()); }
+  const char* const* values() const noexcept { return values_.data(); }
+  const int* lengths() const noexcept { return lengths_.data(); }
+  const int* formats() const noexcept { return formats_.data(); }
+
+ private:
+  params& push(const char* v, int format) {
+    values_.push_back(v);
+    lengths_.push_back(0);
+    formats_.push_back(format);
+    return *this;
+  }
+  std::deque<std::string> text_;  // stable addresses
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+};
+
+// BEGIN ... COMMIT; rolls back when left without a commit (an early return
+// on error). commit() succeeds only when the server answered COMMIT: a
+// COMMIT in an aborted transaction answers ROLLBACK, and a lost connection
+// answers nothing — both are failures, so no caller ever reports a write
+// the server did not confirm.
+class postgres_store::transaction {
+ public:
+  explicit transaction(postgres_store& st, const char* begin_sql = pg_sql::begin) noexcept
+      : st_(st), begin_sql_(begin_sql) {}
+  ~transaction() {
+    if (open_ && st_.conn_ != nullptr && PQstatus(st_.conn_) == CONNECTION_OK) {
+      PQclear(PQexec(st_.conn_, pg_sql::rollback));
+    }
+    if (open_) st_.in_transaction_ = false;
+  }
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+
+  error_code begin() {
+    if (auto ec = st_.ensure_connected()) return ec;
+    if (auto ec = st_.run_void(begin_sql_, "BEGIN")) return ec;
+    open_ = true;
+    st_.in_transaction_ = true;
+    return {};
+  }
+
+  error_code commit() {
+    auto r = st_.run(pg_sql::commit, params{}, "COMMIT");
+    if (!r) return r.error();
+    open_ = false;
+    st_.in_transaction_ = false;
+    if (std::strcmp(PQcmdStatus(r->get()), "COMMIT") != 0) {
+      core::log_warning("queue store: COMMIT answered {}", PQcmdStatus(r->get()));
+      return errc::io_error;
+    }
+    return {};
+  }
+
+ private:
+  postgres_store& st_;
+  const char* begin_sql_;
+  bool open_ = false;
+};
+
+postgres_store::postgres_store(postgres_options options)
+    : options_(std::move(options)), backoff_(options_.min_retry) {}
+
+postgres_store::~postgres_store() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+bool postgres_store::connected() const noexcept {
+  return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK;
+}
+
+boost::system::result<std::unique_ptr<postgres_store>> postgres_store::open(
+    postgres_options options) {
+  if (options.node_name.empty()) {
+    core::log_error("queue store: postgresql needs a node name");
+    return errc::invalid_argument;
+  }
+  std::unique_ptr<postgres_store> s(new postgres_store(std::move(options)));
+  if (auto ec = s->connect()) return ec;
+  std::uint8_t node = 0;
+  if (auto ec = s->migrate_and_register(node)) return ec;
+  s->ids_ = std::make_unique<node_queue_ids>(node);
+  // A clock that stepped back while the node was down must not repeat an
+  // id that is still queued: new ids start after the greatest one.
+  auto newest = s->run(pg_sql::max_qid, params{}, "newest queue id");
+  if (!newest) return newest.error();
+  if (PQntuples(newest->get()) == 1 && !PQgetisnull(newest->get(), 0, 0)) {
+    s->ids_->start_after(PQgetvalue(newest->get(), 0, 0));
+  }
+  core::log_info("queue store: postgresql database {} on {}, node {} is number {}", PQdb(s->conn_),
+                 PQhost(s->conn_), s->options_.node_name, int{node});
+  return s;
+}
+
+// Keywords are read in order and a later one wins: connect_timeout first,
+// so a conninfo that names its own keeps it. The conninfo itself is never
+// logged (it may hold a password): core::mask_conninfo_password.
+error_code postgres_store::connect() {
+  if (conn_ != nullptr) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
+  const char* values[] = {"5", "flushgated", options_.conninfo.c_str(), nullptr};
+  conn_ = PQconnectdbParams(keys, values, 1);
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
+    const std::string why = one_line(conn_ != nullptr ? PQerrorMessage(conn_) : "out of memory");
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+    if (!lost_) {
+      core::log_warning("queue store: cannot connect to postgresql ({}): {}",
+                        core::mask_conninfo_password(options_.conninfo), why);
+    }
+    return errc::io_error;
+  }
+  PQsetNoticeProcessor(conn_, log_notice, nullptr);
+  // Every COMMIT waits for the server's WAL flush, whatever the database's
+  // or role's default says (invariant 1).
+  if (auto ec = run_void(pg_sql::session_setup, "session setup")) return ec;
+  return {};
+}
+
+error_code postgres_store::ensure_connected() {
+  if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return {};
+  // Never reconnect inside a transaction: what it did so far is gone.
+  if (in_transaction_) return errc::io_error;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_attempt_) return errc::io_error;  // backing off: do not hammer
+  const bool was_lost = lost_;
+  lost_ = true;  // connect() logs only a first failure
+  if (auto ec = connect()) {
+    if (!was_lost) core::log_warning("queue store: postgresql connection lost; retrying");
+    next_attempt_ = now + backoff_;
+    backoff_ = std::min(backoff_ * 2, options_.max_retry);
+    return ec;
+  }
+  // A node that upgraded the database meanwhile: refuse, do not guess.
+  auto v = run(pg_sql::read_version, params{}, "read schema version");
+  if (!v) return v.error();
+  const auto version = PQntuples(v->get()) == 1 ? to_int64(PQgetvalue(v->get(), 0, 0)) : -1;
+  if (version != schema_version) {
+    core::log_error("queue store: postgresql schema version is {}, this flushgate's {}", version,
+                    schema_version);
+    PQfinish(conn_);
+    conn_ = nullptr;
+    next_attempt_ = now + options_.max_retry;
+    return errc::io_error;
+  }
+  lost_ = false;
+  backoff_ = options_.min_retry;
+  next_attempt_ = {};
+  core::log_info("queue store: postgresql connection recovered");
+  return {};
+}
+
+error_code postgres_store::lose_connection(std::string_view what, std::string_view why) {
+  if (!lost_) {
+    core::log_warning("queue store: postgresql connection lost during {}: {}", what,
+                      one_line(std::string(why)));
+    lost_ = true;
+  }
+  if (conn_ != nullptr) PQfinish(conn_);
+  conn_ = nullptr;
+  // The first reconnect may come at once: a restarted server is often back.
+  backoff_ = options_.min_retry;
+  next_attempt_ = {};
+  return errc::io_error;
+}
+
+boost::system::result<postgres_store::result_ptr> postgres_store::run(const char* sql,
+                                                                      const params& p,
+                                                                      std::string_view what,
+                                                                      postgres_violation v,
+                                                                      int result_format) {
+  if (auto ec = ensure_connected()) return ec;
+  result_ptr r(PQexecParams(conn_, sql, p.size(), nullptr, p.values(), p.lengths(), p.formats(),
+                            result_format));
+  const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return r;
+  return fail(r.get(), what, v);
+}
+
+error_code postgres_store::run_void(const char* sql, std::string_view what) {
+  // The simple protocol, on the connection as it is (no reconnect): for
+  // session set-up and BEGIN, which take no parameters.
+  result_ptr r(PQexec(conn_, sql));
+  const auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return {};
+  return fail(r.get(), what, {});
+}
+
+error_code postgres_store::fail(const pg_result* r, std::string_view what, postgres_violation v) {
+  std::string why = one_line(r != nullptr ? PQresultErrorMessage(r) : "");
+  if (why.empty() && conn_ != nullptr) why = one_line(PQerrorMessage(conn_));
+  // A broken connection (server gone, network down, administrator's
+  // shutdown) is io_error, and the next call reconnects.
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return lose_connection(what, why);
+  const char* state_p = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  const std::string_view state = state_p != nullptr ? state_p : "";
+  if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03") {
+    return lose_connection(what, why);
+  }
+  if (state == state_foreign_key && v.foreign_key != errc::io_error) {
+    core::log_info("queue store: {}: {}", what, why);
+    return v.foreign_key;
+  }
+  if (state == state_unique) {
+    // Another node took the name or domain between our check and our write.
+    const char* c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+    const std::string_view constraint = c != nullptr ? c : "";
+    core::log_info("queue store: {}: {}", what, why);
+    if (constraint == "domains_pkey") return errc::domain_taken;
+    if (constraint == "customers_name_key" || constraint == "link_users_pkey") {
+      return errc::name_taken;
+    }
+  }
+  core::log_warning("queue store: {} failed: {} (sqlstate {})", what, why, state);
+  return state == state_disk_full ? errc::disk_full : errc::io_error;
+}
+
+// One transaction under an advisory lock: read the version (0 when the
+// database is empty), refuse a newer one, run the missing migrations,
+// register this node's name. Two nodes starting at once take turns.
+error_code postgres_store::migrate_and_register(std::uint8_t& node) {
+  {
+    auto f = run(pg_sql::show_fsync, params{}, "SHOW fsync");
+    if (f && PQntuples(f->get()) == 1 && std::strcmp(PQgetvalue(f->get(), 0, 0), "on") != 0) {
+      core::log_warning(
+          "queue store: the postgresql server runs with fsync = off: a crash of "
+          "its host can lose acknowledged mail");
+    }
+    auto e = run(pg_sql::show_encoding, params{}, "SHOW server_encoding");
+    if (e && PQntuples(e->get()) == 1 &&
+        std::strcmp(PQgetvalue(e->get(), 0, 0), "SQL_ASCII") != 0) {
+      core::log_info(
+          "queue store: database encoding is {}: envelopes that are not valid in it "
+          "get 451 (SQL_ASCII takes any bytes)",
+          PQgetvalue(e->get(), 0, 0));
+    }
+  }
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  if (auto ec = run_void(pg_sql::lock_schema, "schema lock")) return ec;
+  auto exists = run(pg_sql::schema_exists, params{}, "schema lookup");
+  if (!exists) return exists.error();
+  std::int64_t version = 0;
+  if (PQgetvalue(exists->get(), 0, 0)[0] == 't') {
+    auto v = run(pg_sql::read_version, params{}, "read schema version");
+    if (!v) return v.error();
+    version = PQntuples(v->get()) == 1 ? to_int64(PQgetvalue(v->get(), 0, 0)) : -1;
+  }
+  if (version > schema_version || version < 0) {
+    core::log_error("queue store: postgresql schema version {} is newer than this flushgate's {}",
+                    version, schema_version);
+    return errc::io_error;
+  }
+  for (auto k = version; k < schema_version; ++k) {
+    if (auto ec = run_void(pg_sql::migrations[k], "schema migration")) return ec;
+    core::log_info("queue store: postgresql schema migrated to version {}", k + 1);
+  }
+  if (version != schema_version) {
+    auto w = run(pg_sql::write_version, params{std::int64_t{schema_version}}, "write version");
+    if (!w) return w.error();
+  }
+  if (auto r = run(pg_sql::register_node, params{options_.node_name}, "register node"); !r) {
+    return r.error();
+  }
+  auto n = run(pg_sql::node_number, params{options_.node_name}, "node number");
+  if (!n) return n.error();
+  if (PQntuples(n->get()) != 1) {
+    core::log_error(
+        "queue store: no node number left for {} (256 names registered; delete "
+        "retired ones from the nodes table)",
+        options_.node_name);
+    return errc::io_error;
+  }
+  node = static_cast<std::uint8_t>(to_int64(PQgetvalue(n->get(), 0, 0)));
+  return tx.commit();
+}
+
+boost::system::result<std::int64_t> postgres_store::customer_id_of(std::string_view name) {
+  auto r = run(pg_sql::lock_customer_by_name, params{name}, "customer lookup");
+  if (!r) return r.error();
+  if (PQntuples(r->get()) == 0) return errc::not_found;
+  return to_int64(PQgetvalue(r->get(), 0, 0));
+}
+
+// Inside a transaction: is c's name, each domain and each link user free
+// for customer `self` (0 for a new customer)? A concurrent writer on another
+// node can still win the race; the unique keys then answer (fail()).
+error_code postgres_store::check_customer_free(const customer& c, std::int64_t self) {
+  auto taken = [this, self](const char* sql,
+                            std::string_view value) -> boost::system::result<bool> {
+    auto r = run(sql, params{value, self}, "ownership check");
+    if (!r) return {boost::system::in_place_error, r.error()};
+    return PQntuples(r->get()) > 0;
+  };
+  auto name = taken(pg_sql::name_owner, c.name);
+  if (!name) return name.error();
+  if (*name) return errc::name_taken;
+  for (const auto& d : c.domains) {
+    auto t = taken(pg_sql::domain_owner, d);
+    if (!t) return t.error();
+    if (*t) return errc::domain_taken;
+  }
+  for (const auto& u : c.link_users) {
+    auto t = taken(pg_sql::user_owner, u.user);
+    if (!t) return t.error();
+    if (*t) return errc::name_taken;
+  }
+  return {};
+}
+
+// Each list in one statement (arrays), not one statement per item.
+error_code postgres_store::write_customer_details(std::int64_t id, const customer& c) {
+  if (!c.domains.empty()) {
+    std::vector<std::string_view> d(c.domains.begin(), c.domains.end());
+    if (auto r = run(pg_sql::insert_domains, params{text_array(d), id}, "insert domains"); !r) {
+      return r.error();
+    }
+  }
+  if (!c.link_users.empty()) {
+    std::vector<std::string_view> users, kinds, nets;
+    for (const auto& u : c.link_users) {
+      users.push_back(u.user);
+      kinds.push_back(to_string(u.kind));
+      nets.push_back(u.allowed_net);
+    }
+    params p{text_array(users), text_array(kinds), text_array(nets), id};
+    if (auto r = run(pg_sql::insert_users, p, "insert link users"); !r) return r.error();
+  }
+  if (c.recipients && !c.recipients->empty()) {
+    std::vector<std::string_view> a(c.recipients->begin(), c.recipients->end());
+    if (auto r = run(pg_sql::insert_allowed, params{text_array(a), id}, "insert recipients"); !r) {
+      return r.error();
+    }
+  }
+  return {};
+}
+
+namespace {
+
+// $1..$14 of insert_customer and update_customer (one list: they cannot drift).
+void add_customer_columns(auto& p, const customer& c) {
+  p.add(c.name)
+      .add(c.subdomains)
+      .add(to_string(c.state))
+      .add(to_string(c.mode))
+      .add(c.route)
+      .add(std::int64_t{c.link_port})
+      .add(c.recipients.has_value())
+      .add(static_cast<std::int64_t>(c.max_size))
+      .add(static_cast<std::int64_t>(c.quota))
+      .add(c.queue_lifetime)
+      .add(c.delay_warning)
+      .add(c.tls)
+      .add(c.credential)
+      .add(detail::join_list(c.etrn_networks));
+}
+
+}  // namespace
+
+error_code postgres_store::add_customer(customer& c) {
+  if (!detail::valid_customer(c)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  if (auto ec = check_customer_free(c, 0)) return ec;
+  params p;
+  add_customer_columns(p, c);
+  auto r = run(pg_sql::insert_customer, p, "insert customer");
+  if (!r) return r.error();
+  const std::int64_t id = to_int64(PQgetvalue(r->get(), 0, 0));
+  if (auto ec = write_customer_details(id, c)) return ec;
+  if (auto ec = tx.commit()) return ec;
+  c.id = id;
+  return {};
+}
+
+error_code postgres_store::update_customer(const customer& c) {
+  if (!detail::valid_customer(c)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  {
+    auto r = run(pg_sql::lock_customer, params{c.id}, "customer lookup");
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0) return errc::not_found;
+  }
+  if (auto ec = check_customer_free(c, c.id)) return ec;
+  params p;
+  add_customer_columns(p, c);
+  p.add(c.id);
+  if (auto r = run(pg_sql::update_customer, p, "update customer"); !r) return r.error();
+  // The lists are replaced whole: simpler than a diff, and still atomic.
+  if (auto r = run(pg_sql::clear_customer_lists, params{c.id}, "clear customer lists"); !r) {
+    return r.error();
+  }
+  if (auto ec = write_customer_details(c.id, c)) return ec;
+  return tx.commit();
+}
+
+error_code postgres_store::remove_customer(std::string_view name, bool force) {
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  auto id = customer_id_of(name);
+  if (!id) return id.error();
+  {
+    auto r = run(pg_sql::customer_has_mail, params{*id}, "queued-mail check");
+    if (!r) return r.error();
+    if (PQgetvalue(r->get(), 0, 0)[0] == 't' && !force) return errc::not_empty;
+  }
+  // Mail committed by another node after the check makes the customer's
+  // delete fail on the messages' foreign key: not_empty, try again.
+  if (auto r = run(pg_sql::delete_customer_mail, params{*id}, "remove customer mail"); !r) {
+    return r.error();
+  }
+  if (auto r = run(pg_sql::delete_customer, params{*id}, "remove customer",
+                   {.foreign_key = errc::not_empty});
+      !r) {
+    return r.error();
+  }
+  return tx.commit();
+}
+
+boost::system::result<std::vector<customer>> postgres_store::read_customers(const char* sql,
+                                                                            const params& p) {
+  auto r = run(sql, p, "read customers");
+  if (!r) return r.error();
+  pg_result* res = r->get();
+  std::vector<customer> out;
+  const int rows = PQntuples(res);
+  for (int i = 0; i < rows; ++i) {
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
+    auto integer = [&](int col) { return to_int64(PQgetvalue(res, i, col)); };
+    customer c;
+    c.id = integer(0);
+    c.name = text(1);
+    c.subdomains = text(2) == "t";
+    auto state = parse_customer_state(text(3));
+    auto mode = parse_delivery_mode(text(4));
+    if (!state || !mode) {
+      core::log_error("queue store: customer {} has a bad state or mode", c.name);
+      return errc::io_error;
+    }
+    c.state = *state;
+    c.mode = *mode;
+    c.route = text(5);
+    c.link_port = static_cast<std::uint16_t>(integer(6));
+    if (text(7) == "t") c.recipients.emplace();
+    c.max_size = static_cast<std::uint64_t>(integer(8));
+    c.quota = static_cast<std::uint64_t>(integer(9));
+    c.queue_lifetime = integer(10);
+    c.delay_warning = integer(11);
+    c.tls = text(12);
+    c.credential = text(13);
+    c.etrn_networks = detail::split_list(text(14));
+    out.push_back(std::move(c));
+  }
+  if (out.empty()) return out;
+  // The lists: one query per child table for all customers at once.
+  const std::int64_t only_id = out.size() == 1 ? out.front().id : 0;
+  std::unordered_map<std::int64_t, customer*> by_id;
+  for (auto& c : out) by_id.emplace(c.id, &c);
+  bool bad_kind = false;
+  auto for_each_row = [&](const char* sql_one, const char* sql_all, auto&& use) -> error_code {
+    params q;
+    if (only_id != 0) q.add(only_id);
+    auto rows_r = run(only_id != 0 ? sql_one : sql_all, q, "read customer lists");
+    if (!rows_r) return rows_r.error();
+    pg_result* lr = rows_r->get();
+    for (int i = 0; i < PQntuples(lr); ++i) {
+      auto it = by_id.find(to_int64(PQgetvalue(lr, i, 0)));
+      if (it == by_id.end()) continue;
+      auto text = [&](int col) {
+        return std::string(PQgetvalue(lr, i, col), PQgetlength(lr, i, col));
+      };
+      use(*it->second, text);
+    }
+    return {};
+  };
+  if (auto ec = for_each_row(pg_sql::domains_one, pg_sql::domains_all,
+                             [](customer& c, auto& text) { c.domains.push_back(text(1)); })) {
+    return ec;
+  }
+  if (auto ec = for_each_row(pg_sql::users_one, pg_sql::users_all, [&](customer& c, auto& text) {
+        link_user u;
+        u.user = text(1);
+        auto kind = parse_link_kind(text(2));
+        bad_kind = bad_kind || !kind;
+        u.kind = kind.value_or(link_kind::dsl);
+        u.allowed_net = text(3);
+        c.link_users.push_back(std::move(u));
+      })) {
+    return ec;
+  }
+  if (bad_kind) {
+    core::log_error("queue store: a link user has a bad kind");
+    return errc::io_error;
+  }
+  if (auto ec = for_each_row(pg_sql::allowed_one, pg_sql::allowed_all, [](customer& c, auto& text) {
+        if (c.recipients) c.recipients->push_back(text(1));
+      })) {
+    return ec;
+  }
+  return out;
+}
+
+boost::system::result<customer> postgres_store::find_customer(std::string_view name) {
+  auto found = read_customers(pg_sql::customer_by_name, params{name});
+  if (!found) return found.error();
+  if (found->empty()) return errc::not_found;
+  return std::move(found->front());
+}
+
+boost::system::result<std::vector<customer>> postgres_store::list_customers() {
+  return read_customers(pg_sql::customers_all, params{});
+}
+
+namespace {
+
+// The 13 parameters of pg_sql::insert_message; the body is referenced, not copied.
+template <typename Params>
+void add_message_params(Params& p, const std::string& qid, const new_message& m) {
+  std::vector<std::string_view> addresses, orcpts, notifies;
+  for (const auto& r : m.recipients) {
+    addresses.push_back(r.address);
+    orcpts.push_back(r.orcpt);
+    notifies.push_back(r.notify);
+  }
+  p.add(qid)
+      .add(m.customer_id)
+      .add(m.sender)
+      .add(m.arrival)
+      .add(static_cast<std::int64_t>(m.content.size()))
+      .add(m.envid)
+      .add(m.ret)
+      .add(m.body_type)
+      .add(m.client)
+      .add_binary(m.content)
+      .add(text_array(addresses))
+      .add(text_array(orcpts))
+      .add(text_array(notifies));
+}
+
+}  // namespace
+
+// One pipeline: BEGIN, one INSERT per message, COMMIT, then a single Sync —
+// one round trip to the server for the whole batch, one WAL flush at the
+// COMMIT. After an error the server skips the rest up to the Sync (the
+// COMMIT included) and leaves the transaction aborted; it is rolled back
+// here, so nothing of the batch stays.
+boost::system::result<std::vector<std::string>> postgres_store::commit_messages(
+    std::span<const new_message> batch) {
+  std::vector<std::string> qids;
+  if (batch.empty()) return qids;
+  if (!detail::all_have_recipients(batch)) return errc::invalid_argument;
+  if (auto ec = ensure_connected()) return ec;
+  qids.reserve(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) qids.push_back(ids_->next());
+
+  if (PQenterPipelineMode(conn_) != 1) return lose_connection("commit", PQerrorMessage(conn_));
+  // Results come back one per query (each followed by a null); the first
+  // failure decides the error, the rest are drained. Reading never waits
+  // for more than `window` queries: with a large batch in blocking mode the
+  // server would otherwise stall writing results we do not read while we
+  // stall writing bodies it does not read (libpq-pipeline-mode, "Interleaving").
+  constexpr std::size_t window = 64;
+  error_code first_error;
+  bool committed = false;
+  const std::size_t queries = batch.size() + 2;  // BEGIN, the messages, COMMIT
+  std::size_t sent = 0;
+  std::size_t read = 0;
+  auto read_results = [&]() -> bool {
+    for (; read < sent; ++read) {
+      result_ptr r(PQgetResult(conn_));
+      if (!r) {
+        if (!first_error) first_error = lose_connection("commit", PQerrorMessage(conn_));
+        return false;
+      }
+      const auto status = PQresultStatus(r.get());
+      if (status == PGRES_FATAL_ERROR && !first_error) {
+        first_error = fail(r.get(), "commit messages", {.foreign_key = errc::not_found});
+        if (conn_ == nullptr) return false;
+      } else if (status == PGRES_COMMAND_OK && read == queries - 1) {
+        committed = std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
+      }
+      for (int k = 0; k < 8; ++k) {  // a null ends this query's results
+        result_ptr extra(PQgetResult(conn_));
+        if (!extra) break;
+      }
+    }
+    return true;
+  };
+  auto send = [&](const char* sql, const params& p) {
+    ++sent;
+    return PQsendQueryParams(conn_, sql, p.size(), nullptr, p.values(), p.lengths(), p.formats(),
+                             0) == 1;
+  };
+  bool ok = send(pg_sql::begin, params{});
+  for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+    params p;
+    add_message_params(p, qids[i], batch[i]);
+    ok = send(pg_sql::insert_message, p);
+    if (ok && sent - read >= window) {
+      ok = PQsendFlushRequest(conn_) == 1 && PQflush(conn_) == 0;
+      if (ok && !read_results()) return first_error;
+    }
+  }
+  ok = ok && send(pg_sql::commit, params{}) && PQpipelineSync(conn_) == 1;
+  if (!ok) return lose_connection("commit", PQerrorMessage(conn_));
+  if (!read_results()) return first_error;
+  if (conn_ != nullptr) {
+    // The sync (bounded: libpq yields it once, or a null on a broken connection).
+    for (int i = 0; i < 4; ++i) {
+      result_ptr r(PQgetResult(conn_));
+      if (!r || PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
+    }
+    if (PQexitPipelineMode(conn_) != 1 || PQstatus(conn_) != CONNECTION_OK) {
+      const auto ec = lose_connection("commit", PQerrorMessage(conn_));
+      if (!first_error) first_error = ec;
+    } else if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+      PQclear(PQexec(conn_, pg_sql::rollback));
+    }
+  }
+  if (first_error) return first_error;
+  if (!committed) {
+    core::log_warning("queue store: commit of {} messages was not confirmed", batch.size());
+    return errc::io_error;
+  }
+  return qids;
+}
+
+error_code postgres_store::insert_messages(std::span<const new_message> batch, errc missing,
+                                           std::vector<std::string>& qids) {
+  for (const auto& m : batch) {
+    std::string qid = ids_->next();
+    params p;
+    add_message_params(p, qid, m);
+    if (auto r = run(pg_sql::insert_message, p, "insert message", {.foreign_key = missing}); !r) {
+      return r.error();
+    }
+    qids.push_back(std::move(qid));
+  }
+  return {};
+}
+
+// The message rows of sql, then all their recipients in one more query.
+boost::system::result<std::vector<message_info>> postgres_store::read_messages(
+    const char* sql, const params& p, std::string_view what) {
+  auto r = run(sql, p, what);
+  if (!r) return r.error();
+  pg_result* res = r->get();
+  std::vector<message_info> out;
+  std::vector<std::int64_t> ids;
+  std::unordered_map<std::int64_t, std::size_t> index;
+  const int rows = PQntuples(res);
+  for (int i = 0; i < rows; ++i) {
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
+    message_info m;
+    ids.push_back(to_int64(PQgetvalue(res, i, 0)));
+    index.emplace(ids.back(), out.size());
+    m.qid = text(1);
+    m.customer_id = to_int64(PQgetvalue(res, i, 2));
+    m.customer = text(3);
+    m.sender = text(4);
+    m.arrival = to_int64(PQgetvalue(res, i, 5));
+    m.size = static_cast<std::uint64_t>(to_int64(PQgetvalue(res, i, 6)));
+    m.held = text(7) == "t";
+    m.envid = text(8);
+    m.ret = text(9);
+    m.body_type = text(10);
+    m.client = text(11);
+    out.push_back(std::move(m));
+  }
+  if (out.empty()) return out;
+  auto rr = run(pg_sql::recipients_of, params{int64_array(ids)}, "read recipients");
+  if (!rr) return rr.error();
+  pg_result* rec = rr->get();
+  for (int i = 0; i < PQntuples(rec); ++i) {
+    auto it = index.find(to_int64(PQgetvalue(rec, i, 0)));
+    if (it == index.end()) continue;
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(rec, i, col), PQgetlength(rec, i, col));
+    };
+    recipient_info ri;
+    ri.id = to_int64(PQgetvalue(rec, i, 1));
+    ri.address = text(2);
+    ri.orcpt = text(3);
+    ri.notify = text(4);
+    ri.attempts = static_cast<int>(to_int64(PQgetvalue(rec, i, 5)));
+    ri.next_attempt = to_int64(PQgetvalue(rec, i, 6));
+    ri.last_reply = text(7);
+    ri.delay_notified = text(8) == "t";
+    out[it->second].recipients.push_back(std::move(ri));
+  }
+  return out;
+}
+
+boost::system::result<std::vector<message_info>> postgres_store::list_messages(
+    std::int64_t customer_id, std::size_t limit) {
+  params p;
+  if (customer_id != 0) p.add(customer_id);
+  p.add_limit(limit);
+  return read_messages(customer_id != 0 ? pg_sql::messages_of_customer : pg_sql::messages_all, p,
+                       "list messages");
+}
+
+boost::system::result<message_info> postgres_store::find_message(std::string_view qid) {
+  auto found = read_messages(pg_sql::message_by_qid, params{qid}, "find message");
+  if (!found) return found.error();
+  if (found->empty()) return errc::not_found;
+  return std::move(found->front());
+}
+
+boost::system::result<std::string> postgres_store::read_content(std::string_view qid) {
+  // Binary result: the body's bytes as they are, not hex text.
+  auto r = run(pg_sql::content_by_qid, params{qid}, "read content", {}, 1);
+  if (!r) return r.error();
+  if (PQntuples(r->get()) == 0) return errc::not_found;
+  return std::string(PQgetvalue(r->get(), 0, 0), PQgetlength(r->get(), 0, 0));
+}
+
+namespace {
+
+// Rows a DELETE/UPDATE touched.
+std::int64_t affected(pg_result* r) { return to_int64(PQcmdTuples(r)); }
+
+}  // namespace
+
+error_code postgres_store::set_held(std::string_view qid, bool held) {
+  auto r = run(pg_sql::set_held, params{qid, held}, "set held");
+  if (!r) return r.error();
+  return affected(r->get()) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+error_code postgres_store::delete_message(std::string_view qid) {
+  auto r = run(pg_sql::delete_message, params{qid}, "delete message");
+  if (!r) return r.error();
+  return affected(r->get()) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::vector<queue_stats>> postgres_store::queue_summary() {
+  auto r = run(pg_sql::summary, params{}, "queue summary");
+  if (!r) return r.error();
+  pg_result* res = r->get();
+  std::vector<queue_stats> out;
+  for (int i = 0; i < PQntuples(res); ++i) {
+    queue_stats q;
+    q.customer_id = to_int64(PQgetvalue(res, i, 0));
+    q.customer.assign(PQgetvalue(res, i, 1), PQgetlength(res, i, 1));
+    q.messages = static_cast<std::uint64_t>(to_int64(PQgetvalue(res, i, 2)));
+    q.bytes = static_cast<std::uint64_t>(to_int64(PQgetvalue(res, i, 3)));
+    q.oldest_arrival = to_int64(PQgetvalue(res, i, 4));
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
+boost::system::result<queue_stats> postgres_store::customer_stats(std::int64_t customer_id) {
+  transaction tx(*this, pg_sql::begin_snapshot);
+  if (auto ec = tx.begin()) return ec;
+  queue_stats q;
+  q.customer_id = customer_id;
+  {
+    auto r = run(pg_sql::customer_name, params{customer_id}, "customer stats");
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0) return errc::not_found;
+    q.customer = PQgetvalue(r->get(), 0, 0);
+  }
+  auto r = run(pg_sql::customer_stats, params{customer_id}, "customer stats");
+  if (!r) return r.error();
+  q.messages = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 0)));
+  q.bytes = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 1)));
+  q.oldest_arrival = to_int64(PQgetvalue(r->get(), 0, 2));
+  if (auto ec = tx.commit()) return ec;
+  return q;
+}
+
+// As sqlite_store: one range of arrival times per bucket, all read in one
+// snapshot so that a message moving meanwhile is counted once.
+boost::system::result<std::vector<age_bucket>> postgres_store::queue_age_histogram(
+    std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) {
+  if (!detail::valid_age_bounds(upper_bounds)) return errc::invalid_argument;
+  constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
+  constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
+  transaction tx(*this, pg_sql::begin_snapshot);
+  if (auto ec = tx.begin()) return ec;
+  if (customer_id != 0) {
+    auto r = run(pg_sql::customer_exists, params{customer_id}, "customer lookup");
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0) return errc::not_found;
+  }
+  std::vector<age_bucket> out(upper_bounds.size() + 1);
+  for (std::size_t i = 0; i < upper_bounds.size(); ++i) out[i].upper_seconds = upper_bounds[i];
+  std::int64_t newest = highest;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const bool last = i == upper_bounds.size();
+    const std::int64_t oldest = last ? lowest : detail::oldest_arrival_within(now, upper_bounds[i]);
+    if (oldest <= newest) {
+      params p;
+      if (customer_id != 0) p.add(customer_id);
+      p.add(oldest).add(newest);
+      auto r = run(customer_id != 0 ? pg_sql::age_bucket_of_customer : pg_sql::age_bucket_all, p,
+                   "queue age histogram");
+      if (!r) return r.error();
+      out[i].messages = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 0)));
+      out[i].bytes = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 1)));
+    }
+    if (oldest == lowest) break;
+    newest = oldest - 1;
+  }
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+boost::system::result<std::int64_t> postgres_store::message_id_of(std::string_view qid) {
+  auto r = run(pg_sql::message_id_by_qid, params{qid}, "message lookup");
+  if (!r) return r.error();
+  if (PQntuples(r->get()) == 0) return errc::not_found;
+  return to_int64(PQgetvalue(r->get(), 0, 0));
+}
+
+boost::system::result<std::vector<message_info>> postgres_store::list_deliverable(
+    std::int64_t customer_id, std::string_view after_qid, std::size_t limit) {
+  params p{customer_id, after_qid};
+  p.add_limit(limit);
+  return read_messages(pg_sql::deliverable, p, "list deliverable");
+}
+
+// Inside the caller's transaction, as sqlite_store: notices, fates, then the
+// message if no recipient is left.
+error_code postgres_store::apply_attempt(std::string_view qid,
+                                         std::span<const recipient_update> updates,
+                                         std::int64_t next_attempt,
+                                         std::span<const new_message> notices,
+                                         attempt_result& out) {
+  auto message_id = message_id_of(qid);
+  if (!message_id) return message_id.error();
+  if (auto ec = insert_messages(notices, errc::invalid_argument, out.notice_qids)) return ec;
+  for (const auto& u : updates) {
+    const bool stays = u.fate == recipient_fate::deferred;
+    params p{u.recipient_id, *message_id};
+    if (stays) p.add(u.reply).add(next_attempt);
+    auto r = run(stays ? pg_sql::defer_recipient : pg_sql::delete_recipient, p, "record attempt");
+    if (!r) return r.error();
+    if (affected(r->get()) != 1) {
+      core::log_warning("queue store: attempt on {}: recipient {} is not queued for it", qid,
+                        u.recipient_id);
+      return errc::invalid_argument;
+    }
+  }
+  auto r = run(pg_sql::delete_if_done, params{*message_id}, "remove delivered message");
+  if (!r) return r.error();
+  out.message_removed = affected(r->get()) == 1;
+  return {};
+}
+
+boost::system::result<store::attempt_result> postgres_store::record_attempt(
+    std::string_view qid, std::span<const recipient_update> updates, std::int64_t next_attempt,
+    std::span<const new_message> notices) {
+  if (!detail::valid_attempt(updates, notices)) return errc::invalid_argument;
+  attempt_result out;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  if (auto ec = apply_attempt(qid, updates, next_attempt, notices, out)) return ec;
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+boost::system::result<std::vector<store::attempt_result>> postgres_store::record_attempts(
+    std::span<const attempt> attempts) {
+  for (const auto& a : attempts) {
+    if (!detail::valid_attempt(a.updates, a.notices)) return errc::invalid_argument;
+  }
+  std::vector<attempt_result> out(attempts.size());
+  if (attempts.empty()) return out;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    const auto& a = attempts[i];
+    if (auto ec = apply_attempt(a.qid, a.updates, a.next_attempt, a.notices, out[i])) return ec;
+  }
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+boost::system::result<std::vector<std::string>> postgres_store::record_delay_notice(
+    std::string_view qid, std::span<const std::int64_t> recipient_ids,
+    std::span<const new_message> notices) {
+  if (!detail::all_have_recipients(notices)) return errc::invalid_argument;
+  if (!detail::unique_ids(std::vector<std::int64_t>(recipient_ids.begin(), recipient_ids.end()))) {
+    return errc::invalid_argument;
+  }
+  std::vector<std::string> qids;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  auto message_id = message_id_of(qid);
+  if (!message_id) return message_id.error();
+  if (auto ec = insert_messages(notices, errc::invalid_argument, qids)) return ec;
+  for (const std::int64_t id : recipient_ids) {
+    auto r = run(pg_sql::mark_delay_notified, params{id, *message_id}, "mark delay notified");
+    if (!r) return r.error();
+    if (affected(r->get()) != 1) {
+      core::log_warning("queue store: delay notice on {}: recipient {} is not queued for it", qid,
+                        id);
+      return errc::invalid_argument;
+    }
+  }
+  if (auto ec = tx.commit()) return ec;
+  return qids;
+}
+
+boost::system::result<std::vector<message_info>> postgres_store::list_due_notices(
+    std::int64_t customer_id, std::int64_t delay_before, std::int64_t expire_before,
+    std::size_t limit) {
+  // delay_before 0 switches delay notices off: no arrival is that old then.
+  const std::int64_t delay =
+      delay_before != 0 ? delay_before : std::numeric_limits<std::int64_t>::min();
+  params p{customer_id, std::max(delay, expire_before), expire_before};
+  p.add_limit(limit);
+  return read_messages(pg_sql::due_notices, p, "list due notices");
+}
+
+error_code postgres_store::save_link(const link_record& link) {
+  if (link.user.empty()) return errc::invalid_argument;
+  params p{link.user,       link.customer_id, std::string_view(to_string(link.kind)),
+           link.session_id, link.address,     link.nas,
+           link.source,     link.since};
+  auto r = run(pg_sql::save_link, p, "save link", {.foreign_key = errc::not_found});
+  return r ? error_code{} : r.error();
+}
+
+error_code postgres_store::remove_link(std::string_view user, std::string_view session_id) {
+  auto r = run(pg_sql::remove_link, params{user, session_id}, "remove link");
+  if (!r) return r.error();
+  return affected(r->get()) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::vector<link_record>> postgres_store::list_links() {
+  auto r = run(pg_sql::links_all, params{}, "list links");
+  if (!r) return r.error();
+  pg_result* res = r->get();
+  std::vector<link_record> out;
+  for (int i = 0; i < PQntuples(res); ++i) {
+    auto text = [&](int col) {
+      return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col));
+    };
+    link_record l;
+    l.user = text(0);
+    l.customer_id = to_int64(PQgetvalue(res, i, 1));
+    auto kind = parse_link_kind(text(2));
+    if (!kind) {
+      core::log_error("queue store: link {} has a bad kind", l.user);
+      return errc::io_error;
+    }
+    l.kind = *kind;
+    l.session_id = text(3);
+    l.address = text(4);
+    l.nas = text(5);
+    l.source = text(6);
+    l.since = to_int64(PQgetvalue(res, i, 7));
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// The database's files are on its server, and autovacuum gives room back.
+boost::system::result<space_info> postgres_store::space() { return space_info{}; }
+boost::system::result<std::uint64_t> postgres_store::release_space(std::uint64_t) {
+  return std::uint64_t{0};
+}
+
+}  // namespace flushgate::queue

@@ -1,0 +1,163 @@
+// postgres_daemon_test.cpp — the daemon runs on PostgreSQL: the real
+// flushgated with store = postgresql against a private server
+// (tests/support/postgres_instance.hpp), swaks for intake, the real CLI, a
+// private Postfix as the customer's mail server.
+//
+// Covers: mail taken in over SMTP is held in the PostgreSQL database (read
+// there directly, not through flushgate), `flushgate queue list` shows it,
+// a flush delivers it to Postfix and removes it from the database; the
+// conninfo's password is in no log line and not in `config running`; while
+// the database is down (pg_ctl stop -m immediate) intake answers 451 4.3.0
+// and the daemon keeps running, and once it is back mail is taken again
+// without a restart of flushgated.
+#include "tests/integration/daemon_fixture.hpp"
+#include "tests/integration/delivery_peers.hpp"  // free_port_on
+#include "tests/support/postfix_instance.hpp"
+#include "tests/support/postgres_instance.hpp"
+#include "tests/support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <regex>
+
+namespace {
+
+using namespace flushgate::test;
+using namespace std::chrono_literals;
+
+// swaks to daemon for bob@acme.test; the transcript (stdout and stderr).
+command_result send_with_swaks(const daemon_fixture& daemon, const std::string& subject) {
+  auto r = run_command(
+      {"swaks", "--server", "127.0.0.1:" + std::to_string(daemon.port()), "--helo", "client.test",
+       "--timeout", "20", "--from", "alice@sender.test", "--to", "bob@acme.test", "--header",
+       "Subject: " + subject, "--body", "kept in a cluster"},
+      60s);
+  r.stdout_text += r.stderr_text;
+  return r;
+}
+
+bool skip_reason(std::string& why) {
+  if (!postgres_instance::available()) {
+    why = postgres_instance::unavailable_reason();
+  } else if (!program_available("swaks")) {
+    why = "swaks is not installed";
+  } else if (!postfix_instance::available()) {
+    why = "needs root and Postfix (/usr/sbin/postfix) for the customer's mail server";
+  }
+  return !why.empty();
+}
+
+TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
+  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
+  postgres_instance pg;
+  ASSERT_NO_THROW(pg.start());
+  const auto db = pg.create_database();
+  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
+  auto postfix = postfix_instance::final_destination(
+      {"acme.test"}, "127.0.0.4:" + std::to_string(free_port_on("127.0.0.4")));
+  postfix.start();
+
+  // A password the server does not ask for (trust), there only to be masked.
+  const std::string secret = "hunter2-never-shown";
+  daemon_fixture daemon({{"store", "postgresql"},
+                         {"postgresql_conninfo", pg.conninfo(*db) + " password=" + secret},
+                         {"node_name", "gw-a"},
+                         {"retry_schedule", "1s"}});
+  daemon.start();
+  auto added = daemon.add_customer(
+      "acme", "acme.test",
+      {"--mode", "hold", "--route", postfix.host() + ":" + std::to_string(postfix.port())});
+  ASSERT_EQ(added.exit_code, 0) << "customer add acme: got exit " << added.exit_code << " ("
+                                << added.err << "), want 0";
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM customers WHERE name = 'acme'"), 1)
+      << "the customer is in PostgreSQL";
+
+  auto sent = send_with_swaks(daemon, "held in postgresql");
+  const std::string& transcript = sent.stdout_text;
+  ASSERT_EQ(sent.exit_code, 0) << "swaks: got exit " << sent.exit_code << ", want 0\n"
+                               << transcript << daemon.log_text();
+  std::smatch match;
+  ASSERT_TRUE(
+      std::regex_search(transcript, match, std::regex("<-  250 2\\.0\\.0 Ok: queued as (\\S+)")))
+      << "got no \"250 2.0.0 Ok: queued as\" in the swaks transcript, want one:\n"
+      << transcript;
+  const std::string qid = match[1];
+
+  // Held, and held in PostgreSQL: an outside connection sees the row.
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages WHERE qid = '" + qid + "'"), 1)
+      << "message " << qid << " in the database";
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM recipients"), 1);
+  auto listed = daemon.cli({"queue", "list"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(qid), std::string::npos) << "queue list: got\n"
+                                                     << listed.out << "want " << qid;
+  EXPECT_TRUE(postfix.message_files().empty()) << "hold mode delivered before the flush";
+
+  auto flushed = daemon.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
+  EXPECT_EQ(flushed.exit_code, 0) << "flush --wait: got exit " << flushed.exit_code << ", want 0\n"
+                                  << flushed.out << flushed.err;
+  EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 1; }, 20s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at Postfix, want 1";
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return pg.query_int(*db, "SELECT count(*) FROM messages") == std::optional<std::int64_t>(0);
+      },
+      10s, 50ms))
+      << "the delivered message is still in the database";
+
+  // The password is masked where the configuration is shown, and never logged.
+  auto running = daemon.cli({"config", "running"});
+  EXPECT_EQ(running.exit_code, 0) << running.err;
+  EXPECT_NE(running.out.find("password=********"), std::string::npos)
+      << "config running: got\n"
+      << running.out << "want the password masked";
+  EXPECT_EQ(running.out.find(secret), std::string::npos) << "config running shows the password";
+  ASSERT_EQ(daemon.stop(), 0) << daemon.log_text();
+  EXPECT_EQ(daemon.log_text().find(secret), std::string::npos) << "the log holds the password";
+  EXPECT_NE(daemon.log_text().find("node gw-a is number"), std::string::npos)
+      << "got log without the PostgreSQL store's start line:\n"
+      << daemon.log_text();
+}
+
+TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
+  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
+  postgres_instance pg;
+  ASSERT_NO_THROW(pg.start());
+  const auto db = pg.create_database();
+  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
+  daemon_fixture daemon({{"store", "postgresql"},
+                         {"postgresql_conninfo", pg.tcp_conninfo(*db)},
+                         {"node_name", "gw-a"}});
+  daemon.start();
+  auto added = daemon.add_customer("acme", "acme.test", {"--mode", "hold"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  auto first = send_with_swaks(daemon, "before");
+  ASSERT_EQ(first.exit_code, 0) << first.stdout_text;
+
+  ASSERT_TRUE(pg.stop_immediate());
+  auto during = send_with_swaks(daemon, "during");
+  EXPECT_NE(during.exit_code, 0) << "swaks with the database down: got exit 0, want a failure";
+  EXPECT_NE(during.stdout_text.find("<** 451 4.3.0"), std::string::npos)
+      << "got, with the database down:\n"
+      << during.stdout_text << "want 451 4.3.0 after DATA";
+  EXPECT_EQ(during.stdout_text.find("queued as"), std::string::npos) << during.stdout_text;
+  EXPECT_TRUE(daemon.running()) << "flushgated died with its database:\n" << daemon.log_text();
+
+  ASSERT_NO_THROW(pg.start());
+  // Polled: the daemon reconnects on its own, at most once per backoff step.
+  std::string last;
+  const bool accepted = wait_until(
+      [&] {
+        auto r = send_with_swaks(daemon, "after");
+        last = r.stdout_text;
+        return r.exit_code == 0;
+      },
+      30s, 200ms);
+  EXPECT_TRUE(accepted) << "got, 30 s after the database came back:\n" << last << daemon.log_text();
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages"), 2)
+      << "the message from before the outage and the one after, nothing from during it";
+  ASSERT_EQ(daemon.stop(), 0) << daemon.log_text();
+}
+
+}  // namespace
