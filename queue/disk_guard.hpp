@@ -3,11 +3,17 @@
 // Purpose: intake asks low() before MAIL, RCPT and DATA; while the room for
 // new mail is below queue_min_free the answer is 452 4.3.1 and the sender
 // keeps the mail (ARCHITECTURE.md invariant 4). The room is the free space
-// of the file system under the data directory plus the space the store
-// holds free inside its own files (pages that mail which left the queue
-// freed, and which new mail fills before the files grow): without the
-// second, a store that an outage filled would answer 452 for ever after
-// the mail left (invariant 8). refresh() is cheap (one statvfs) and is
+// of the file system under the data directory, plus — only for a store that
+// cannot give its free pages back to the file system (an old SQLite file
+// without incremental vacuum) — the space it holds free inside its files:
+// without that, such a store that an outage filled would answer 452 for
+// ever after the mail left (invariant 8). A store that can give the space
+// back does so within a second or two (space_watch.hpp) and is not counted:
+// new mail is written to the WAL first, in fresh file-system space, so
+// counting pages that are free inside the database let a burst of intake
+// run the file system down to its last byte, where not even a delivery's
+// results can be recorded (seen in the 20-cycle recovery test).
+// refresh() is cheap (one statvfs) and is
 // called once a second (space_watch.hpp) and after a failed commit, so the
 // network thread never waits on the disk for this.
 // Errors: a failing statvfs counts as "low" (fail safe: defer, never bounce).
@@ -29,12 +35,15 @@ class disk_guard {
   // Marks the disk as full until the next refresh shows room (after ENOSPC).
   void mark_full() {
     free_.store(0);
-    store_free_.store(0);
+    counted_.store(0);
   }
-  // What the store reported (store::space): its files' size and the room free inside them.
-  void set_store_space(std::uint64_t file_bytes, std::uint64_t free_inside) {
+  // What the store reported (store::space): its files' size and the room
+  // free inside them; `counts`: that room is part of room_bytes() (the store
+  // cannot give it back to the file system).
+  void set_store_space(std::uint64_t file_bytes, std::uint64_t free_inside, bool counts) {
     store_files_.store(file_bytes);
     store_free_.store(free_inside);
+    counted_.store(counts ? free_inside : 0);
   }
   bool low() const { return room_bytes() < min_free_; }
   // The file system's free space under the data directory.
@@ -43,9 +52,10 @@ class disk_guard {
   std::uint64_t store_free_bytes() const { return store_free_.load(); }
   // The store's files on this disk (database and log), as last reported.
   std::uint64_t store_file_bytes() const { return store_files_.load(); }
-  // What new mail can use: both of the above (saturating).
+  // What new mail can use: the file system's free space, plus the room
+  // inside the store where it counts (saturating).
   std::uint64_t room_bytes() const {
-    const std::uint64_t a = free_.load(), b = store_free_.load();
+    const std::uint64_t a = free_.load(), b = counted_.load();
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
   }
   std::uint64_t min_free() const { return min_free_; }
@@ -57,6 +67,7 @@ class disk_guard {
   std::atomic<std::uint64_t> free_{UINT64_MAX};
   std::atomic<std::uint64_t> store_free_{0};
   std::atomic<std::uint64_t> store_files_{0};
+  std::atomic<std::uint64_t> counted_{0};
 };
 
 }  // namespace flushgate::queue

@@ -47,7 +47,8 @@ asio::awaitable<void> space_watch::check_once() {
       if (!failing_) core::log_warning("queue store: cannot read its free space: {}", room.error().message());
       break;
     }
-    disk_.set_store_space(room->file_bytes, room->reusable_bytes);
+    // Counted as room only when the store cannot give it back (see disk_guard.hpp).
+    disk_.set_store_space(room->file_bytes, room->reusable_bytes, !room->gives_back);
     if (room->reusable_bytes == 0 || stopped_ || std::chrono::steady_clock::now() >= deadline) break;
     const std::uint64_t size = std::clamp(disk_.free_bytes() / 4, opt_.min_step, opt_.max_step);
     auto left = co_await store_.run([size](store& s) { return s.release_space(size); });
@@ -60,9 +61,9 @@ asio::awaitable<void> space_watch::check_once() {
     released_ += before > *left ? before - *left : 0;
     disk_.refresh();
     if (*left == 0) {
-      // Nothing more to give back (or a store that cannot): one last look at what is free inside.
+      // Nothing more to give back: one last look at what is free inside.
       auto after = co_await store_.run([](store& s) { return s.space(); });
-      if (after) disk_.set_store_space(after->file_bytes, after->reusable_bytes);
+      if (after) disk_.set_store_space(after->file_bytes, after->reusable_bytes, !after->gives_back);
       break;
     }
   }

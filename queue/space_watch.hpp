@@ -6,6 +6,8 @@
 // free space (disk_guard::refresh), asks the store on its thread how much
 // room its files hold free (store::space) and hands both to the guard; while
 // there is room to give back it calls store::release_space in short steps,
+// (room a store cannot give back, space_info::gives_back false, is counted
+// by the guard instead, disk_guard.hpp),
 // each a separate store job, so commits interleave and intake never waits
 // for a long vacuum. It logs when the guard turns low and when room is back.
 // Step size: a quarter of the file system's free space, between 256 KiB

@@ -622,6 +622,7 @@ boost::system::result<space_info> sqlite_store::space() {
   const std::int64_t page_size = pragma_int("PRAGMA page_size");
   if (free_pages < 0 || page_size < 0) return fail(sqlite3_errcode(db_), "PRAGMA freelist_count");
   out.reusable_bytes = static_cast<std::uint64_t>(free_pages) * static_cast<std::uint64_t>(page_size);
+  out.gives_back = pragma_int("PRAGMA auto_vacuum") == 2;  // incremental
   for (const auto& file : {path_, path_ + "-wal"}) {
     std::error_code fec;
     const auto n = std::filesystem::file_size(file, fec);

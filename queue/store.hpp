@@ -181,6 +181,7 @@ inline constexpr std::size_t max_age_buckets = 32;
 struct space_info {
   std::uint64_t file_bytes = 0;      // its files on the local disk (database and log); 0: not local
   std::uint64_t reusable_bytes = 0;  // free inside those files: new mail fills it before they grow
+  bool gives_back = false;           // release_space can return that room to the file system
 };
 
 class store {
