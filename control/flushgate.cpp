@@ -12,6 +12,9 @@
 #include "control/control_client.hpp"
 #include "core/config.hpp"
 #include "core/units.hpp"
+#include "queue/postgres_store.hpp"
+#include "queue/sqlite_store.hpp"
+#include "queue/store_copy.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
@@ -22,6 +25,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
@@ -72,6 +76,10 @@ Configuration (reads the file, no daemon needed):
   config show [--changed]
   config params
   config running                what the running daemon uses (asks the daemon)
+Stores (no daemon; stop the source's flushgated first):
+  store copy --from sqlite:DIR|postgresql[:CONNINFO] --to sqlite:DIR|postgresql[:CONNINFO]
+                                customers, links and the whole queue, keeping queue ids;
+                                run it again to resume (what is there is skipped)
 
 --json prints the daemon's answer as JSON (schema in README.md).
 )";
@@ -495,6 +503,63 @@ int send(const std::string& socket_path, const std::string& command, const Objec
   return 0;
 }
 
+// `store copy`: opens the store a spec names — "sqlite:DIR" (its queue.db
+// must exist when it is the source), "postgresql" (the configuration's
+// postgresql_conninfo) or "postgresql:CONNINFO".
+std::unique_ptr<queue::store> open_store_spec(const std::string& spec, const core::config& cfg,
+                                              bool must_exist) {
+  if (spec.starts_with("sqlite:")) {
+    const std::string dir = spec.substr(7);
+    if (must_exist && !std::filesystem::exists(std::filesystem::path(dir) / "queue.db")) {
+      fail("store copy: no queue.db in " + dir, 1);
+    }
+    auto opened = queue::sqlite_store::open(dir);
+    if (!opened) fail("store copy: cannot open " + spec + ": " + opened.error().message(), 1);
+    return std::move(*opened);
+  }
+  if (spec == "postgresql" || spec.starts_with("postgresql:")) {
+    queue::postgres_options o;
+    o.conninfo = spec == "postgresql" ? cfg.text("postgresql_conninfo") : spec.substr(11);
+    o.node_name = cfg.text("node_name");
+    const std::string shown = core::mask_conninfo_password(o.conninfo);
+    auto opened = queue::postgres_store::open(std::move(o));
+    if (!opened) {
+      fail("store copy: cannot open postgresql (" + shown +
+               "): " + opened.error().message() + " (details in the log lines above)",
+           1);
+    }
+    return std::move(*opened);
+  }
+  fail("store copy: \"" + spec + "\" is neither sqlite:DIR nor postgresql[:CONNINFO]");
+}
+
+int store_copy(const std::vector<std::string>& words, const core::config& cfg) {
+  std::string from, to;
+  for (std::size_t i = 2; i < words.size(); ++i) {
+    if (words[i] == "--from" && i + 1 < words.size()) from = words[++i];
+    else if (words[i] == "--to" && i + 1 < words.size()) to = words[++i];
+    else fail("usage: flushgate store copy --from SPEC --to SPEC");
+  }
+  if (from.empty() || to.empty()) fail("usage: flushgate store copy --from SPEC --to SPEC");
+  if (from == to) fail("store copy: --from and --to name the same store");
+  auto source = open_store_spec(from, cfg, true);
+  auto target = open_store_spec(to, cfg, false);
+  auto report = queue::copy_store(*source, *target, [](const queue::copy_report& r) {
+    std::cerr << "store copy: " << r.messages_copied << " messages copied (" << human_bytes(r.bytes_copied)
+              << "), " << r.messages_present << " already there\n";
+  });
+  std::cout << "customers: " << report.customers_added << " added, " << report.customers_present
+            << " already there; links: " << report.links << "; messages: " << report.messages_copied
+            << " copied (" << human_bytes(report.bytes_copied) << "), " << report.messages_present
+            << " already there\n";
+  if (!report.error.empty()) {
+    std::cerr << "flushgate: store copy stopped: " << report.error
+              << " (run it again to resume: what was copied is skipped)\n";
+    return 1;
+  }
+  return 0;
+}
+
 int run(std::vector<std::string> args) {
   std::string config_path;
   if (const char* env = std::getenv("FLUSHGATE_CONFIG")) config_path = env;
@@ -532,6 +597,10 @@ int run(std::vector<std::string> args) {
       return send(cfg->text("control_socket"), "config.show", new Object, json);
     }
     fail("usage: flushgate config show [--changed] | config params | config running");
+  }
+  if (words[0] == "store") {
+    if (words.size() >= 2 && words[1] == "copy") return store_copy(words, *cfg);
+    fail("usage: flushgate store copy --from SPEC --to SPEC");
   }
   const std::string socket_path = cfg->text("control_socket");
   auto need = [&](std::size_t n, const char* usage) {

@@ -216,6 +216,19 @@ inline constexpr const char* insert_message =
     "SELECT m.id, r.a, r.o, r.n FROM m, unnest($11::text[], $12::text[], $13::text[]) "
     "WITH ORDINALITY AS r(a, o, n, i) ORDER BY r.i";
 
+// import_message (store copy): one message as another store held it — its
+// queue id, hold flag and every recipient's state; the per-recipient arrays
+// come as text and are cast.
+inline constexpr const char* import_message =
+    "WITH m AS (INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
+    "body_type, client, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+    "RETURNING id) "
+    "INSERT INTO recipients (message_id, address, orcpt, notify, attempts, next_attempt, "
+    "last_reply, delay_notified) "
+    "SELECT m.id, r.a, r.o, r.n, r.t, r.x, r.l, r.d FROM m, unnest($12::text[], $13::text[], "
+    "$14::text[], $15::text[]::integer[], $16::text[]::bigint[], $17::text[], "
+    "$18::text[]::boolean[]) WITH ORDINALITY AS r(a, o, n, t, x, l, d, i) ORDER BY r.i";
+
 #define FLUSHGATE_PG_MESSAGE_COLUMNS                                                           \
   "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, m.envid, " \
   "m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "

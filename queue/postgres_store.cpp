@@ -329,7 +329,8 @@ error_code postgres_store::fail(const pg_result* r, std::string_view what, postg
     const std::string_view constraint = c != nullptr ? c : "";
     core::log_info("queue store: {}: {}", what, why);
     if (constraint == "domains_pkey") return errc::domain_taken;
-    if (constraint == "customers_name_key" || constraint == "link_users_pkey") {
+    if (constraint == "customers_name_key" || constraint == "link_users_pkey" ||
+        constraint == "messages_qid_key") {
       return errc::name_taken;
     }
   }
@@ -848,6 +849,49 @@ namespace {
 std::int64_t affected(pg_result* r) { return to_int64(PQcmdTuples(r)); }
 
 }  // namespace
+
+error_code postgres_store::import_message(const message_info& m, std::string_view content) {
+  if (m.recipients.empty() || m.qid.empty()) return errc::invalid_argument;
+  std::vector<std::string> numbers;  // text of attempts, next_attempt, delay_notified
+  numbers.reserve(2 * m.recipients.size());
+  std::vector<std::string_view> addresses, orcpts, notifies, attempts, next, replies, notified;
+  for (const auto& r : m.recipients) {
+    addresses.push_back(r.address);
+    orcpts.push_back(r.orcpt);
+    notifies.push_back(r.notify);
+    replies.push_back(r.last_reply);
+  }
+  for (const auto& r : m.recipients) numbers.push_back(std::to_string(r.attempts));
+  for (const auto& r : m.recipients) numbers.push_back(std::to_string(r.next_attempt));
+  const std::size_t n = m.recipients.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    attempts.push_back(numbers[i]);
+    next.push_back(numbers[n + i]);
+    notified.push_back(m.recipients[i].delay_notified ? "true" : "false");
+  }
+  params p;
+  p.add(m.qid)
+      .add(m.customer_id)
+      .add(m.sender)
+      .add(m.arrival)
+      .add(static_cast<std::int64_t>(content.size()))
+      .add(m.held)
+      .add(m.envid)
+      .add(m.ret)
+      .add(m.body_type)
+      .add(m.client)
+      .add_binary(content)
+      .add(text_array(addresses))
+      .add(text_array(orcpts))
+      .add(text_array(notifies))
+      .add(text_array(attempts))
+      .add(text_array(next))
+      .add(text_array(replies))
+      .add(text_array(notified));
+  // One statement: its own transaction, durable when it returns (synchronous_commit).
+  auto r = run(pg_sql::import_message, p, "import message", {.foreign_key = errc::not_found});
+  return r ? error_code{} : r.error();
+}
 
 error_code postgres_store::set_held(std::string_view qid, bool held) {
   auto r = run(pg_sql::set_held, params{qid, held}, "set held");

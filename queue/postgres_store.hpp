@@ -117,6 +117,8 @@ class postgres_store final : public store {
   boost::system::result<std::vector<std::string>> commit_messages(
       std::span<const new_message> batch) override;
 
+  boost::system::error_code import_message(const message_info& m, std::string_view content) override;
+
   boost::system::result<std::vector<message_info>> list_messages(std::int64_t customer_id,
                                                                  std::size_t limit) override;
   boost::system::result<message_info> find_message(std::string_view qid) override;

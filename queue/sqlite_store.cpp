@@ -294,6 +294,13 @@ constexpr const char* sql_insert_message =
     "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10)";
 constexpr const char* sql_insert_recipient =
     "INSERT INTO recipients (message_id, address, orcpt, notify) VALUES (?1, ?2, ?3, ?4)";
+// import_message: every column kept as the other store had it.
+constexpr const char* sql_import_message =
+    "INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
+    "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+constexpr const char* sql_import_recipient =
+    "INSERT INTO recipients (message_id, address, orcpt, notify, attempts, next_attempt, "
+    "last_reply, delay_notified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 // The three message queries select the columns read_messages expects.
 constexpr const char* sql_messages_of_customer =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
@@ -991,6 +998,48 @@ boost::system::result<std::vector<std::string>> sqlite_store::commit_messages(
   if (auto ec = insert_messages(batch, errc::not_found, qids)) return ec;
   if (auto ec = tx.commit()) return ec;
   return qids;
+}
+
+error_code sqlite_store::import_message(const message_info& m, std::string_view content) {
+  if (m.recipients.empty() || m.qid.empty()) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  std::int64_t message_id = 0;
+  {
+    statement s{prepare(sql_import_message)};
+    if (!s) return fail(last_rc_, "prepare import message");
+    s.bind(1, m.qid);
+    s.bind(2, m.customer_id);
+    s.bind(3, m.sender);
+    s.bind(4, m.arrival);
+    s.bind(5, static_cast<std::int64_t>(content.size()));
+    s.bind(6, std::int64_t{m.held ? 1 : 0});
+    s.bind(7, m.envid);
+    s.bind(8, m.ret);
+    s.bind(9, m.body_type);
+    s.bind(10, m.client);
+    s.bind_blob(11, content);
+    if (const int rc = s.step(); rc != SQLITE_DONE) {
+      if (rc == SQLITE_CONSTRAINT_UNIQUE) return errc::name_taken;  // copied before
+      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return errc::not_found;
+      return fail(rc, "import message");
+    }
+    message_id = sqlite3_last_insert_rowid(db_);
+  }
+  for (const auto& r : m.recipients) {
+    statement s{prepare(sql_import_recipient)};
+    if (!s) return fail(last_rc_, "prepare import recipient");
+    s.bind(1, message_id);
+    s.bind(2, r.address);
+    s.bind(3, r.orcpt);
+    s.bind(4, r.notify);
+    s.bind(5, std::int64_t{r.attempts});
+    s.bind(6, r.next_attempt);
+    s.bind(7, r.last_reply);
+    s.bind(8, std::int64_t{r.delay_notified ? 1 : 0});
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "import recipient");
+  }
+  return tx.commit();
 }
 
 error_code sqlite_store::insert_messages(std::span<const new_message> batch, errc missing,

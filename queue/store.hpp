@@ -203,6 +203,15 @@ class store {
   virtual boost::system::result<std::vector<std::string>> commit_messages(
       std::span<const new_message> batch) = 0;
 
+  // Copies one message from another store (store copy), keeping its queue
+  // id, hold flag and each recipient's state (attempts, next attempt, last
+  // reply, delay notice), in one durable transaction. m.customer_id is this
+  // store's id of the customer; m.size and recipient ids are ignored.
+  // name_taken when the queue id is already here (a resumed copy skips it),
+  // not_found for an unknown customer, invalid_argument without recipients.
+  virtual boost::system::error_code import_message(const message_info& m,
+                                                   std::string_view content) = 0;
+
   // Queue inspection and operator actions. customer_id 0 = all customers.
   virtual boost::system::result<std::vector<message_info>> list_messages(
       std::int64_t customer_id, std::size_t limit) = 0;

@@ -562,6 +562,12 @@ TEST_F(Recovery, QueueDeleteFreesTheDiskForIntake) {
   auto seconds = seconds_until_intake(why, "after-delete-");
   ASSERT_TRUE(seconds) << "after queue delete: " << why << "; log:\n" << daemon_->log_text();
   report("queue delete", acked, *seconds);
+  // The operator sees both numbers the guard works from.
+  auto status = daemon_->cli({"status"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find(" free, +"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find(" inside the queue store, minimum 2.0 MB)"), std::string::npos)
+      << "got " << status.out << ", want the disk line with the room inside the store";
 }
 
 TEST_F(Recovery, CustomerRemoveForceFreesTheDiskForIntake) {

@@ -220,6 +220,8 @@ TEST_F(HttpApi, MetricsCountWhatHappened) {
                            "flushgate_smtp_refusals_total{reason=\"relay_denied\"} 1\n",
                            "flushgate_queue_messages{customer=\"acme\"} 1\n",
                            "# TYPE flushgate_disk_free_bytes gauge\n",
+                           "# TYPE flushgate_store_free_bytes gauge\n",
+                           "# TYPE flushgate_store_file_bytes gauge\n",
                            "flushgate_links_up{kind=\"dsl\"} 0\n"}) {
     EXPECT_NE(m.body.find(want), std::string::npos) << "got\n" << m.body << "want a line " << want;
   }

@@ -9,7 +9,8 @@
 // conninfo's password is in no log line and not in `config running`; while
 // the database is down (pg_ctl stop -m immediate) intake answers 451 4.3.0
 // and the daemon keeps running, and once it is back mail is taken again
-// without a restart of flushgated.
+// without a restart of flushgated; `flushgate store copy` moves a single
+// node's SQLite queue into PostgreSQL, and a second run copies nothing.
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"  // free_port_on
 #include "tests/support/postfix_instance.hpp"
@@ -18,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <regex>
 
@@ -158,6 +160,63 @@ TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
   EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages"), 2)
       << "the message from before the outage and the one after, nothing from during it";
   ASSERT_EQ(daemon.stop(), 0) << daemon.log_text();
+}
+
+// The migration of README "Moving a running single node to PostgreSQL":
+// a node on SQLite holds mail, is stopped, `flushgate store copy` moves its
+// queue into PostgreSQL (run twice: the second copies nothing), and a
+// daemon on PostgreSQL finds the same queue ids and delivers them.
+TEST(PostgresDaemon, StoreCopyMovesASingleNodesQueueIntoPostgresql) {
+  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
+  postgres_instance pg;
+  ASSERT_NO_THROW(pg.start());
+  const auto db = pg.create_database();
+  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
+  auto postfix = postfix_instance::final_destination(
+      {"acme.test"}, "127.0.0.5:" + std::to_string(free_port_on("127.0.0.5")));
+  postfix.start();
+
+  daemon_fixture single;  // store = sqlite in its data_dir
+  single.start();
+  auto added = single.add_customer(
+      "acme", "acme.test",
+      {"--mode", "hold", "--route", postfix.host() + ":" + std::to_string(postfix.port())});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  for (int i = 0; i < 3; ++i) {
+    auto sent = send_with_swaks(single, "before the move " + std::to_string(i));
+    ASSERT_EQ(sent.exit_code, 0) << sent.stdout_text;
+  }
+  const auto qids = queue_ids_of(single, "acme");
+  ASSERT_EQ(qids.size(), 3u);
+  ASSERT_EQ(single.stop(), 0) << single.log_text();
+
+  const std::vector<std::string> copy{"store", "copy", "--from", "sqlite:" + single.data_dir().string(),
+                                      "--to", "postgresql:" + pg.conninfo(*db)};
+  auto first = single.cli(copy, 60s);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  EXPECT_NE(first.out.find("customers: 2 added"), std::string::npos)
+      << "got " << first.out << ", want acme and the notices customer added";
+  EXPECT_NE(first.out.find("messages: 3 copied"), std::string::npos) << first.out;
+  auto again = single.cli(copy, 60s);
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("messages: 0 copied (0 B), 3 already there"), std::string::npos)
+      << "a second run: got " << again.out;
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages"), 3);
+
+  daemon_fixture cluster_node({{"store", "postgresql"},
+                               {"postgresql_conninfo", pg.conninfo(*db)},
+                               {"node_name", "gw-a"}});
+  cluster_node.start();
+  auto moved = queue_ids_of(cluster_node, "acme");
+  std::sort(moved.begin(), moved.end());
+  auto want = qids;
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(moved, want) << "the same queue ids on PostgreSQL";
+  auto flushed = cluster_node.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
+  EXPECT_EQ(flushed.exit_code, 0) << flushed.out << flushed.err;
+  EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 3; }, 20s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at Postfix, want 3";
+  ASSERT_EQ(cluster_node.stop(), 0) << cluster_node.log_text();
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // as one parametrised suite, StoreTest: customers, commit/read round trips,
 // batch atomicity, figures, hold/delete, reopening, refusing a newer schema,
 // the age histogram, delivery bookkeeping (record_attempt, delay notices,
-// due and deliverable listings) and live links.
+// due and deliverable listings), live links, and moving a queue between
+// stores (import_message, store_copy.hpp).
 // SqliteStoreTest holds what only SQLite has (WAL mode, file modes, the
 // migrations from v1 on, queue_totals, query plans, a real full disk);
 // PostgresStoreTest what only PostgreSQL has (a lost connection, several
@@ -13,6 +14,7 @@
 #include "queue/postgres_sql.hpp"
 #include "queue/postgres_store.hpp"
 #include "queue/sqlite_store.hpp"
+#include "queue/store_copy.hpp"
 
 #include "core/log.hpp"
 
@@ -850,6 +852,156 @@ TEST_P(StoreTest, HoldAndDelete) {
   // Its recipients went with it; the other message's stayed.
   EXPECT_EQ(query_int("SELECT count(*) FROM recipients"), 2);
   EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
+}
+
+// store copy's building block: a message from another store keeps its
+// queue id, hold flag and every recipient's state.
+TEST_P(StoreTest, ImportKeepsQueueIdHoldAndRecipientState) {
+  const auto acme = add("acme", {"acme.example"});
+  message_info m;
+  m.qid = "CRGAAAAAAAA5";
+  m.customer_id = acme;
+  m.sender = "alice@example.org";
+  m.arrival = 1700000000;
+  m.held = true;
+  m.envid = "QQ314159";
+  m.ret = "HDRS";
+  m.body_type = "8BITMIME";
+  m.client = "mail.example.org [192.0.2.1]";
+  recipient_info bob;
+  bob.address = "bob@acme.example";
+  bob.orcpt = "rfc822;bob@acme.example";
+  bob.notify = "FAILURE";
+  bob.attempts = 3;
+  bob.next_attempt = 1700003600;
+  bob.last_reply = "451 4.3.0 try later";
+  bob.delay_notified = true;
+  recipient_info carol;
+  carol.address = "carol@acme.example";
+  m.recipients = {bob, carol};
+  std::string body = "Subject: imported\r\n\r\n";
+  body += '\0';
+  body += "binary\xff";
+  ASSERT_FALSE(store_->import_message(m, body));
+
+  auto back = store_->find_message(m.qid);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_TRUE(back->held);
+  EXPECT_EQ(back->customer_id, acme);
+  EXPECT_EQ(back->sender, m.sender);
+  EXPECT_EQ(back->arrival, m.arrival);
+  EXPECT_EQ(back->size, body.size());
+  EXPECT_EQ(back->envid, m.envid);
+  EXPECT_EQ(back->ret, m.ret);
+  EXPECT_EQ(back->body_type, m.body_type);
+  EXPECT_EQ(back->client, m.client);
+  ASSERT_EQ(back->recipients.size(), 2u);
+  const auto& r = back->recipients[0];
+  EXPECT_EQ(r.address, bob.address);
+  EXPECT_EQ(r.orcpt, bob.orcpt);
+  EXPECT_EQ(r.notify, bob.notify);
+  EXPECT_EQ(r.attempts, 3);
+  EXPECT_EQ(r.next_attempt, 1700003600);
+  EXPECT_EQ(r.last_reply, bob.last_reply);
+  EXPECT_TRUE(r.delay_notified);
+  EXPECT_EQ(back->recipients[1].address, carol.address);
+  EXPECT_EQ(back->recipients[1].attempts, 0);
+  EXPECT_FALSE(back->recipients[1].delay_notified);
+  EXPECT_EQ(*store_->read_content(m.qid), body);
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
+  EXPECT_EQ(store_->customer_stats(acme)->bytes, body.size());
+
+  // Again: already there (a resumed copy skips it); nothing doubled.
+  EXPECT_EQ(store_->import_message(m, body), errc::name_taken);
+  EXPECT_EQ(store_->customer_stats(acme)->messages, 1u);
+  // An unknown customer, a message without recipients.
+  message_info stray = m;
+  stray.qid = "CRGAAAAAAAB5";
+  stray.customer_id = acme + 1000;
+  EXPECT_EQ(store_->import_message(stray, body), errc::not_found);
+  stray.customer_id = acme;
+  stray.recipients.clear();
+  EXPECT_EQ(store_->import_message(stray, body), errc::invalid_argument);
+}
+
+// flushgate store copy: a single node's SQLite store into the store under
+// test — customers, links, every message — and a second run (a resumed
+// copy) copies nothing twice.
+TEST_P(StoreTest, CopyFromSqliteMovesEverythingAndResumes) {
+  char tmpl[] = "/tmp/flushgate-copy.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const fs::path source_dir = tmpl;
+  struct cleanup {
+    fs::path dir;
+    ~cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleaned{source_dir};
+  auto opened = sqlite_store::open((source_dir / "spool").string());
+  ASSERT_TRUE(opened);
+  auto& source = **opened;
+  customer acme;
+  acme.name = "acme";
+  acme.domains = {"acme.example"};
+  acme.link_users = {{"acme-dsl", link_kind::dsl, "192.0.2.0/24"}};
+  ASSERT_FALSE(source.add_customer(acme));
+  customer beta;
+  beta.name = "beta";
+  beta.domains = {"beta.example"};
+  beta.mode = delivery_mode::odmr;
+  ASSERT_FALSE(source.add_customer(beta));
+  // In the target, beta exists already (an earlier run, or set up by hand).
+  const auto beta_in_target = add("beta", {"beta.example"});
+  ASSERT_GT(beta_in_target, 0);
+  std::vector<new_message> batch;
+  for (int i = 0; i < 6; ++i) {
+    batch.push_back(message(i % 2 == 0 ? acme.id : beta.id, "message " + std::to_string(i),
+                            1700000000 + i));
+  }
+  auto qids = source.commit_messages(batch);
+  ASSERT_TRUE(qids);
+  ASSERT_FALSE(source.set_held((*qids)[2], true));
+  link_record link;
+  link.user = "acme-dsl";
+  link.customer_id = acme.id;
+  link.address = "192.0.2.7";
+  link.source = "radius";
+  ASSERT_FALSE(source.save_link(link));
+
+  const auto first = copy_store(source, *store_);
+  EXPECT_EQ(first.error, "");
+  EXPECT_EQ(first.customers_added, 1u) << "acme is new in the target";
+  EXPECT_EQ(first.customers_present, 1u) << "beta was there already";
+  EXPECT_EQ(first.links, 1u);
+  EXPECT_EQ(first.messages_copied, 6u);
+  EXPECT_EQ(first.messages_present, 0u);
+
+  auto target_acme = store_->find_customer("acme");
+  ASSERT_TRUE(target_acme);
+  EXPECT_EQ(target_acme->link_users.size(), 1u);
+  for (std::size_t i = 0; i < qids->size(); ++i) {
+    auto m = store_->find_message((*qids)[i]);
+    ASSERT_TRUE(m) << "message " << (*qids)[i] << " is missing in the target";
+    EXPECT_EQ(m->customer_id, i % 2 == 0 ? target_acme->id : beta_in_target);
+    EXPECT_EQ(m->held, i == 2);
+    EXPECT_EQ(*store_->read_content((*qids)[i]), "message " + std::to_string(i));
+  }
+  auto links = store_->list_links();
+  ASSERT_TRUE(links);
+  ASSERT_EQ(links->size(), 1u);
+  EXPECT_EQ(links->front().customer_id, target_acme->id);
+  EXPECT_EQ(links->front().address, "192.0.2.7");
+
+  // An interrupted copy resumes: a new message in the source, then the copy again.
+  auto later = message(acme.id, "arrived after the first run", 1700000100);
+  ASSERT_TRUE(source.commit_messages(std::span<const new_message>(&later, 1)));
+  const auto second = copy_store(source, *store_);
+  EXPECT_EQ(second.error, "");
+  EXPECT_EQ(second.customers_added, 0u);
+  EXPECT_EQ(second.messages_copied, 1u);
+  EXPECT_EQ(second.messages_present, 6u);
+  EXPECT_EQ(store_->customer_stats(target_acme->id)->messages, 4u);
 }
 
 TEST_P(StoreTest, ReopenedStoreFindsEverything) {
