@@ -50,15 +50,32 @@ bool skip_reason(std::string& why) {
   return !why.empty();
 }
 
-TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
-  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
+// A private PostgreSQL with a fresh database for each test (skips where
+// PostgreSQL, swaks or Postfix is missing).
+class PostgresDaemon : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
+    ASSERT_NO_THROW(pg.start());
+    auto created = pg.create_database();
+    ASSERT_TRUE(created) << "CREATE DATABASE failed:\n" << pg.log_text();
+    db = *created;
+  }
+
+  // The customer's Postfix for acme.test on `host`, started.
+  static postfix_instance customer_server(const std::string& host) {
+    auto postfix = postfix_instance::final_destination(
+        {"acme.test"}, host + ":" + std::to_string(free_port_on(host)));
+    postfix.start();
+    return postfix;
+  }
+
   postgres_instance pg;
-  ASSERT_NO_THROW(pg.start());
-  const auto db = pg.create_database();
-  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
-  auto postfix = postfix_instance::final_destination(
-      {"acme.test"}, "127.0.0.4:" + std::to_string(free_port_on("127.0.0.4")));
-  postfix.start();
+  std::optional<std::string> db;
+};
+
+TEST_F(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
+  auto postfix = customer_server("127.0.0.4");
 
   // A password the server does not ask for (trust), there only to be masked.
   const std::string secret = "hunter2-never-shown";
@@ -122,12 +139,7 @@ TEST(PostgresDaemon, HoldsMailInPostgresqlAndFlushesItToPostfix) {
       << daemon.log_text();
 }
 
-TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
-  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
-  postgres_instance pg;
-  ASSERT_NO_THROW(pg.start());
-  const auto db = pg.create_database();
-  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
+TEST_F(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
   daemon_fixture daemon({{"store", "postgresql"},
                          {"postgresql_conninfo", pg.tcp_conninfo(*db)},
                          {"node_name", "gw-a"}});
@@ -166,15 +178,8 @@ TEST(PostgresDaemon, AnswersTemporaryFailureWhileTheDatabaseIsDownAndRecovers) {
 // a node on SQLite holds mail, is stopped, `flushgate store copy` moves its
 // queue into PostgreSQL (run twice: the second copies nothing), and a
 // daemon on PostgreSQL finds the same queue ids and delivers them.
-TEST(PostgresDaemon, StoreCopyMovesASingleNodesQueueIntoPostgresql) {
-  if (std::string why; skip_reason(why)) GTEST_SKIP() << why;
-  postgres_instance pg;
-  ASSERT_NO_THROW(pg.start());
-  const auto db = pg.create_database();
-  ASSERT_TRUE(db) << "CREATE DATABASE failed:\n" << pg.log_text();
-  auto postfix = postfix_instance::final_destination(
-      {"acme.test"}, "127.0.0.5:" + std::to_string(free_port_on("127.0.0.5")));
-  postfix.start();
+TEST_F(PostgresDaemon, StoreCopyMovesASingleNodesQueueIntoPostgresql) {
+  auto postfix = customer_server("127.0.0.5");
 
   daemon_fixture single;  // store = sqlite in its data_dir
   single.start();
