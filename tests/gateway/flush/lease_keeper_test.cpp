@@ -2,7 +2,8 @@
 // (gateway/flush/lease_keeper.cpp), with a fake run on a real io_context and
 // the SQLite store behind a real store worker. A second sqlite_store on the
 // same spool plays another node ("node-b"): it looks at the lease, holds it,
-// or steals it by taking it at a time past its expiry.
+// or steals it by taking it at a time past its expiry; a raw connection that
+// holds the database's write lock makes every renewal fail.
 #include "gateway/flush/lease_keeper.hpp"
 
 #include "queue/sqlite_store.hpp"
@@ -13,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -151,6 +153,35 @@ TEST_F(LeaseKeeperTest, StolenLeaseCancelsTheRun) {
   ASSERT_TRUE(leases);
   ASSERT_EQ(leases->size(), 1u);
   EXPECT_EQ((*leases)[0].holder, "node-b") << "node-a's release must not free node-b's lease";
+}
+
+// Renewals that fail (the store busy: another connection holds the write
+// lock, so each one ends in io_error after SQLite's busy timeout) past the
+// lease's local expiry cancel the run: the lease may be another node's by now.
+TEST_F(LeaseKeeperTest, FailedRenewalsPastTheExpiryCancelTheRun) {
+  lease_keeper keeper(*worker_, {.node = "node-a", .lease_time = 600ms});
+  sqlite3* lock = nullptr;
+  ASSERT_EQ(sqlite3_open((root_ / "spool" / "queue.db").c_str(), &lock), SQLITE_OK);
+  bool locked = false;
+  bool saw_cancel = false;
+  auto run = [&](std::int64_t, route, flush_progress&,
+                 run_control& control) -> asio::awaitable<run_outcome> {
+    asio::steady_timer t(io_);
+    control.cancel = [&t] { t.cancel(); };
+    locked = sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+    t.expires_after(25s);  // the deadline: the cancel must come long before
+    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    saw_cancel = ec == asio::error::operation_aborted && control.cancelled;
+    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);  // the release may go through
+    co_return run_outcome{};
+  };
+  auto out = run_wrapped(keeper, run);
+  sqlite3_close(lock);
+  ASSERT_TRUE(locked) << "could not take the write lock";
+  ASSERT_TRUE(out) << "the run did not end";
+  EXPECT_TRUE(saw_cancel) << "got no cancel, want the run stopped once the lease expired";
+  EXPECT_TRUE(out->cancelled);
+  EXPECT_NE(out->error.find("lease lost"), std::string::npos) << "got error " << out->error;
 }
 
 // While another node holds the lease, the run does not start, and the
