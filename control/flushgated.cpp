@@ -441,11 +441,13 @@ int run_daemon(core::config& cfg) {
   ss.max_runs = static_cast<std::size_t>(cfg.count("delivery_max_runs"));
   ss.sweep_interval = cfg.duration("queue_sweep_interval");
   // One delivering node per customer (ARCHITECTURE.md invariant 9): every
-  // run holds the customer's delivery lease; on SQLite (one node) taking it
-  // always succeeds.
+  // run holds the customer's delivery lease. On SQLite (one node) taking it
+  // always succeeds, and a store failure (a full disk) does not keep a run
+  // from freeing the disk.
   gateway::lease_keeper leases(
       worker, gateway::lease_settings{.node = cfg.text("node_name"),
-                                      .lease_time = cfg.duration("cluster_lease_time")});
+                                      .lease_time = cfg.duration("cluster_lease_time"),
+                                      .required = cfg.text("store") == "postgresql"});
   gateway::scheduler sched(
       io, customers, router, ss,
       leases.wrap([&agent](std::int64_t id, gateway::route r, gateway::flush_progress& p,

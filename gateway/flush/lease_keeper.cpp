@@ -34,8 +34,12 @@ asio::awaitable<lease_keeper::taken> lease_keeper::take(std::int64_t customer_id
   });
   if (!r) {
     t.error = r.error();
-    core::log_warning("customer {}: delivery lease not taken: {}", customer_id,
-                      r.error().message());
+    core::log_warning("customer {}: delivery lease not taken: {}{}", customer_id,
+                      r.error().message(), settings_.required ? "" : " (one node: delivering anyway)");
+    if (!settings_.required) {
+      t.status = take_status::ours;
+      t.unfenced = true;
+    }
     co_return t;
   }
   if (!r->ours) {
@@ -53,7 +57,8 @@ asio::awaitable<lease_keeper::taken> lease_keeper::take(std::int64_t customer_id
 // run ends; it never ends on its own, so that it never cancels the run
 // through || — a lost lease stops the run through its run_control instead,
 // which lets the run record what was answered.
-asio::awaitable<void> lease_keeper::keep(taken t, run_control& control, bool& lost) {
+asio::awaitable<void> lease_keeper::keep(const taken& t, run_control& control, bool& lost) {
+  auto valid_until = t.valid_until;
   asio::steady_timer timer(co_await asio::this_coro::executor);
   const auto interval = std::max(settings_.lease_time / 3, std::chrono::milliseconds(1));
   // After a failed renewal: try again sooner, but keep trying until the local expiry.
@@ -71,11 +76,12 @@ asio::awaitable<void> lease_keeper::keep(taken t, run_control& control, bool& lo
         return s.renew_lease(t.customer_id, settings_.node, t.fence, 0, ms);
       });
       if (r) {
-        t.valid_until = sent + settings_.lease_time;
+        valid_until = sent + settings_.lease_time;
         wait = interval;
         continue;
       }
-      if (r.error() != queue::errc::lease_lost && steady::now() < t.valid_until) {
+      if (r.error() != queue::errc::lease_lost &&
+          (!settings_.required || steady::now() < valid_until)) {
         core::log_warning("customer {}: delivery lease not renewed ({}); trying again",
                           t.customer_id, r.error().message());
         wait = retry;
@@ -95,8 +101,9 @@ asio::awaitable<void> lease_keeper::keep(taken t, run_control& control, bool& lo
   }
 }
 
-asio::awaitable<run_outcome> lease_keeper::hold(
-    const taken& t, run_control& control, std::function<asio::awaitable<run_outcome>()> body) {
+asio::awaitable<run_outcome> lease_keeper::hold(const taken& t, run_control& control,
+                                                const run_body& body) {
+  if (t.unfenced) co_return co_await body();  // nothing to keep or give back
   bool lost = false;
   run_outcome out;
   std::exception_ptr failure;
@@ -106,6 +113,11 @@ asio::awaitable<run_outcome> lease_keeper::hold(
   } catch (...) {
     failure = std::current_exception();
   }
+  // The run is over, but its caller still waits for the release below: a
+  // cancel now (a route change) must not reach a connection the run has
+  // already closed and freed (the delivery agent leaves its last cancel
+  // function behind).
+  control.cancel = nullptr;
   if (lost) {
     out.cancelled = true;
     out.error = out.error.empty() ? "delivery lease lost" : "delivery lease lost: " + out.error;
@@ -116,6 +128,7 @@ asio::awaitable<run_outcome> lease_keeper::hold(
 }
 
 asio::awaitable<void> lease_keeper::release(const taken& t) {
+  if (t.unfenced) co_return;
   auto ec = co_await store_.run([&](queue::store& s) {
     return s.release_lease(t.customer_id, settings_.node, t.fence);
   });
@@ -145,9 +158,8 @@ scheduler::run_function lease_keeper::wrap(scheduler::run_function run) {
       case take_status::ours:
         break;
     }
-    co_return co_await hold(t, control, [&]() {
-      return run(customer_id, std::move(r), progress, control);
-    });
+    const run_body body = [&]() { return run(customer_id, std::move(r), progress, control); };
+    co_return co_await hold(t, control, body);
   };
 }
 

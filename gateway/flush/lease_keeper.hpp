@@ -19,7 +19,8 @@
 // later than the store's expiry, whatever the clocks say.
 // Security: none of its own; the node name comes from the configuration.
 // Errors: take() reports store failures in taken::error (the run then ends
-// left_mail, with the error, as any store failure does).
+// left_mail, with the error, as any store failure does) — unless the lease
+// is not required (one node), then the run goes on unfenced.
 // See also: queue/store.hpp (delivery leases), scheduler.hpp, delivery.hpp.
 // Limitations: the lease fences the store, not the next hop: a node that
 // stalls longer than lease_time between two renewals (a frozen process) can
@@ -43,6 +44,12 @@ namespace flushgate::gateway {
 struct lease_settings {
   std::string node;                                // node_name
   std::chrono::milliseconds lease_time{15000};     // cluster_lease_time
+  // true (a cluster: store = postgresql): no run without the lease. false
+  // (one node: SQLite): nobody else can deliver the customer, so a store
+  // failure (a full disk) neither prevents nor stops a run — only a
+  // definite answer does (held elsewhere, lease_lost): delivering is what
+  // frees a full disk (ARCHITECTURE.md invariant 8).
+  bool required = true;
 };
 
 class lease_keeper {
@@ -52,6 +59,7 @@ class lease_keeper {
     take_status status = take_status::failed;
     std::int64_t customer_id = 0;
     std::int64_t fence = 0;                            // ours
+    bool unfenced = false;                             // ours without a lease (not required)
     std::chrono::steady_clock::time_point valid_until;  // ours: local expiry
     std::string holder;                                // held_elsewhere: its node
     boost::system::error_code error;                   // failed
@@ -64,8 +72,11 @@ class lease_keeper {
   // Runs body (a run that obeys control) while keeping the lease `t` (ours),
   // then releases it. On a lost lease the run is cancelled through control
   // and the outcome says so (cancelled, error "delivery lease lost").
+  // t, control and body must outlive the call (pass named objects: g++ 12
+  // mishandles non-trivial temporaries in a co_await expression).
+  using run_body = std::function<boost::asio::awaitable<run_outcome>()>;
   boost::asio::awaitable<run_outcome> hold(const taken& t, run_control& control,
-                                           std::function<boost::asio::awaitable<run_outcome>()> body);
+                                           const run_body& body);
   // Gives the lease `t` (ours) back without running anything.
   boost::asio::awaitable<void> release(const taken& t);
   // `run` behind the lease: take, then hold, or held_elsewhere.
@@ -75,7 +86,7 @@ class lease_keeper {
 
  private:
   // Renews until cancelled; on a lost lease cancels control and waits to be cancelled.
-  boost::asio::awaitable<void> keep(taken t, run_control& control, bool& lost);
+  boost::asio::awaitable<void> keep(const taken& t, run_control& control, bool& lost);
 
   queue::store_worker& store_;
   lease_settings settings_;

@@ -337,9 +337,10 @@ asio::awaitable<void> odmr_server::session::do_atrn(const command& c) {
   flush_progress progress;
   run_control control;
   if (sent && services.leases != nullptr) {
-    co_await services.leases->hold(lease, control, [&]() {
+    const lease_keeper::run_body body = [&]() {
       return services.delivery.run_turned_around(id, stream_, domains, progress, control);
-    });
+    };
+    co_await services.leases->hold(lease, control, body);
   } else if (sent) {
     co_await services.delivery.run_turned_around(id, stream_, domains, progress, control);
   } else if (services.leases != nullptr) {

@@ -112,15 +112,20 @@ TEST_F(LeaseKeeperTest, RenewalsKeepTheLeaseForTheWholeRunAndItIsReleasedAfter) 
   ASSERT_TRUE(leases);
   EXPECT_TRUE(leases->empty()) << "got " << leases->size() << " leases held, want none";
 
+  // A run that leaves its cancel function behind (the delivery agent does):
+  // it is gone before the release, so a late cancel cannot reach a freed
+  // connection.
   int second_runs = 0;
   out = run_wrapped(keeper, [&](std::int64_t, route, flush_progress&,
-                                run_control&) -> asio::awaitable<run_outcome> {
+                                run_control& control) -> asio::awaitable<run_outcome> {
     ++second_runs;
+    control.cancel = [] {};
     co_return run_outcome{};
   });
   ASSERT_TRUE(out);
   EXPECT_EQ(second_runs, 1) << "a single node always gets its lease";
   EXPECT_FALSE(out->held_elsewhere);
+  EXPECT_FALSE(control_.cancel) << "got the run's cancel function left behind, want none";
 }
 
 // Another node takes the lease over (as after an expiry): the next renewal
@@ -182,6 +187,35 @@ TEST_F(LeaseKeeperTest, FailedRenewalsPastTheExpiryCancelTheRun) {
   EXPECT_TRUE(saw_cancel) << "got no cancel, want the run stopped once the lease expired";
   EXPECT_TRUE(out->cancelled);
   EXPECT_NE(out->error.find("lease lost"), std::string::npos) << "got error " << out->error;
+}
+
+// One node (SQLite, the lease not required): failed renewals past the
+// expiry do not stop the run — nobody else can deliver the customer, and
+// delivering is what frees a full disk.
+TEST_F(LeaseKeeperTest, OneNodeKeepsRunningThroughFailedRenewals) {
+  lease_keeper keeper(*worker_, {.node = "node-a", .lease_time = 300ms, .required = false});
+  sqlite3* lock = nullptr;
+  ASSERT_EQ(sqlite3_open((root_ / "spool" / "queue.db").c_str(), &lock), SQLITE_OK);
+  bool locked = false;
+  bool cancelled = true;
+  auto run = [&](std::int64_t, route, flush_progress&,
+                 run_control& control) -> asio::awaitable<run_outcome> {
+    asio::steady_timer t(io_);
+    control.cancel = [&t] { t.cancel(); };
+    locked = sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+    // The run's length: past one renewal that fails after SQLite's 5 s busy timeout.
+    t.expires_after(6500ms);
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    cancelled = control.cancelled;
+    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);
+    co_return run_outcome{};
+  };
+  auto out = run_wrapped(keeper, run);
+  sqlite3_close(lock);
+  ASSERT_TRUE(locked) << "could not take the write lock";
+  ASSERT_TRUE(out) << "the run did not end";
+  EXPECT_FALSE(cancelled) << "got the run cancelled, want it to go on (one node)";
+  EXPECT_FALSE(out->cancelled) << "got error " << out->error;
 }
 
 // While another node holds the lease, the run does not start, and the
