@@ -74,6 +74,35 @@ class LeaseKeeperTest : public ::testing::Test {
     return out;
   }
 
+  // Runs keeper.wrap() over a run that holds the database's write lock
+  // (from a raw connection) for `length` or until it is cancelled (then
+  // `cancelled`), and gives the lock back at its end.
+  std::optional<run_outcome> run_under_write_lock(lease_keeper& keeper,
+                                                  std::chrono::milliseconds length,
+                                                  bool& cancelled) {
+    sqlite3* lock = nullptr;
+    if (sqlite3_open((root_ / "spool" / "queue.db").c_str(), &lock) != SQLITE_OK) {
+      ADD_FAILURE() << "open a raw connection: " << sqlite3_errmsg(lock);
+      sqlite3_close(lock);
+      return std::nullopt;
+    }
+    bool locked = false;
+    auto out = run_wrapped(keeper, [&](std::int64_t, route, flush_progress&,
+                                       run_control& control) -> asio::awaitable<run_outcome> {
+      asio::steady_timer t(io_);
+      control.cancel = [&t] { t.cancel(); };
+      locked = sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+      t.expires_after(length);
+      auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+      cancelled = ec == asio::error::operation_aborted && control.cancelled;
+      sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);  // the release may go through
+      co_return run_outcome{};
+    });
+    sqlite3_close(lock);
+    EXPECT_TRUE(locked) << "could not take the write lock";
+    return out;
+  }
+
   asio::io_context io_;
   fs::path root_;
   std::int64_t customer_ = 0;
@@ -165,26 +194,10 @@ TEST_F(LeaseKeeperTest, StolenLeaseCancelsTheRun) {
 // lease's local expiry cancel the run: the lease may be another node's by now.
 TEST_F(LeaseKeeperTest, FailedRenewalsPastTheExpiryCancelTheRun) {
   lease_keeper keeper(*worker_, {.node = "node-a", .lease_time = 600ms});
-  sqlite3* lock = nullptr;
-  ASSERT_EQ(sqlite3_open((root_ / "spool" / "queue.db").c_str(), &lock), SQLITE_OK);
-  bool locked = false;
-  bool saw_cancel = false;
-  auto run = [&](std::int64_t, route, flush_progress&,
-                 run_control& control) -> asio::awaitable<run_outcome> {
-    asio::steady_timer t(io_);
-    control.cancel = [&t] { t.cancel(); };
-    locked = sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-    t.expires_after(25s);  // the deadline: the cancel must come long before
-    auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    saw_cancel = ec == asio::error::operation_aborted && control.cancelled;
-    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);  // the release may go through
-    co_return run_outcome{};
-  };
-  auto out = run_wrapped(keeper, run);
-  sqlite3_close(lock);
-  ASSERT_TRUE(locked) << "could not take the write lock";
+  bool cancelled = false;
+  auto out = run_under_write_lock(keeper, 25s, cancelled);  // 25 s: the deadline of the cancel
   ASSERT_TRUE(out) << "the run did not end";
-  EXPECT_TRUE(saw_cancel) << "got no cancel, want the run stopped once the lease expired";
+  EXPECT_TRUE(cancelled) << "got no cancel, want the run stopped once the lease expired";
   EXPECT_TRUE(out->cancelled);
   EXPECT_NE(out->error.find("lease lost"), std::string::npos) << "got error " << out->error;
 }
@@ -194,25 +207,9 @@ TEST_F(LeaseKeeperTest, FailedRenewalsPastTheExpiryCancelTheRun) {
 // delivering is what frees a full disk.
 TEST_F(LeaseKeeperTest, OneNodeKeepsRunningThroughFailedRenewals) {
   lease_keeper keeper(*worker_, {.node = "node-a", .lease_time = 300ms, .required = false});
-  sqlite3* lock = nullptr;
-  ASSERT_EQ(sqlite3_open((root_ / "spool" / "queue.db").c_str(), &lock), SQLITE_OK);
-  bool locked = false;
   bool cancelled = true;
-  auto run = [&](std::int64_t, route, flush_progress&,
-                 run_control& control) -> asio::awaitable<run_outcome> {
-    asio::steady_timer t(io_);
-    control.cancel = [&t] { t.cancel(); };
-    locked = sqlite3_exec(lock, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-    // The run's length: past one renewal that fails after SQLite's 5 s busy timeout.
-    t.expires_after(6500ms);
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-    cancelled = control.cancelled;
-    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);
-    co_return run_outcome{};
-  };
-  auto out = run_wrapped(keeper, run);
-  sqlite3_close(lock);
-  ASSERT_TRUE(locked) << "could not take the write lock";
+  // The run's length: past one renewal that fails after SQLite's 5 s busy timeout.
+  auto out = run_under_write_lock(keeper, 6500ms, cancelled);
   ASSERT_TRUE(out) << "the run did not end";
   EXPECT_FALSE(cancelled) << "got the run cancelled, want it to go on (one node)";
   EXPECT_FALSE(out->cancelled) << "got error " << out->error;
