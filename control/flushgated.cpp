@@ -27,6 +27,7 @@
 #include "gateway/dns/mx_resolver.hpp"
 #include "gateway/inbound/odmr_server.hpp"
 #include "gateway/flush/router.hpp"
+#include "gateway/flush/lease_keeper.hpp"
 #include "gateway/flush/scheduler.hpp"
 #include "gateway/inbound/smtp_server.hpp"
 #include "control/link_events.hpp"
@@ -439,10 +440,18 @@ int run_daemon(core::config& cfg) {
   ss.retry_schedule = cfg.durations("retry_schedule");
   ss.max_runs = static_cast<std::size_t>(cfg.count("delivery_max_runs"));
   ss.sweep_interval = cfg.duration("queue_sweep_interval");
+  // One delivering node per customer (ARCHITECTURE.md invariant 9): every
+  // run holds the customer's delivery lease. On SQLite (one node) taking it
+  // always succeeds, and a store failure (a full disk) does not keep a run
+  // from freeing the disk.
+  gateway::lease_keeper leases(
+      worker, gateway::lease_settings{.node = cfg.text("node_name"),
+                                      .lease_time = cfg.duration("cluster_lease_time"),
+                                      .required = cfg.text("store") == "postgresql"});
   gateway::scheduler sched(
       io, customers, router, ss,
-      [&agent](std::int64_t id, gateway::route r, gateway::flush_progress& p,
-               gateway::run_control& c) { return agent.run(id, std::move(r), p, c); },
+      leases.wrap([&agent](std::int64_t id, gateway::route r, gateway::flush_progress& p,
+                           gateway::run_control& c) { return agent.run(id, std::move(r), p, c); }),
       [&agent]() { return agent.sweep(); });
   agent.on_notice_queued([&sched](std::int64_t id) { sched.mail_queued(id); });
 
@@ -506,7 +515,7 @@ int run_daemon(core::config& cfg) {
   gateway::smtp_server smtpd(io, gateway::smtpd_settings::from_config(cfg, hostname), intake,
                              std::move(acceptors));
   gateway::odmr_server odmrd(io, gateway::odmr_settings::from_config(cfg, hostname),
-                             gateway::odmr_services{customers, worker, sched, agent, tls.get()},
+                             gateway::odmr_services{customers, worker, sched, agent, tls.get(), &leases},
                              std::move(odmr_acceptors), std::move(odmrs_acceptors));
   smtpd.start();
   odmrd.start();

@@ -331,6 +331,12 @@ const std::vector<param>& parameter_table() {
        .doc = "This node's name in a shared queue database (its queue ids carry its number); "
               "unique per node.",
        .check = check_host_name},
+      {.name = "cluster_lease_time",
+       .kind = k::duration,
+       .default_value = "15s",
+       .doc = "How long a node's delivery lease on a customer lasts unless renewed (every third "
+              "of it); after a node dies, another delivers its customers once this has passed.",
+       .min = 3},
       {.name = "queue_min_free",
        .kind = k::size,
        .default_value = "100M",

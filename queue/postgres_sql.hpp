@@ -117,8 +117,22 @@ CREATE TABLE links (
 CREATE INDEX links_by_customer ON links(customer_id);
 )sql";
 
+// Version 1 -> 2: delivery leases (store.hpp), one row per customer that was
+// ever taken: holder ('' when free), fence, expires and taken in unix ms of
+// the server's clock (or the caller's, when it passes one). A released lease
+// keeps its row, so the fence only ever grows; it goes with its customer.
+inline constexpr const char* schema_v2 = R"sql(
+CREATE TABLE leases (
+  customer_id  bigint PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+  holder       text   NOT NULL,
+  fence        bigint NOT NULL,
+  expires      bigint NOT NULL,
+  taken        bigint NOT NULL
+);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-inline constexpr const char* migrations[] = {schema_v1};
+inline constexpr const char* migrations[] = {schema_v1, schema_v2};
 
 // Serialises migrations and node registration between nodes (any constant
 // that nothing else on the server uses; "flushgat" in ASCII).
@@ -291,6 +305,43 @@ inline constexpr const char* save_link =
     "since = excluded.since";
 inline constexpr const char* remove_link =
     "DELETE FROM links WHERE user_name = $1 AND ($2::text = '' OR session_id = $2::text)";
+// Delivery leases. $3 is the caller's now in unix ms, 0 for the server's
+// clock (clock_timestamp(): the time of the statement, not of the
+// transaction; lease_of takes it as $2), $4 the duration in ms. The upsert takes the row when it is
+// free or expired (a released row has expires 0) or already ours, and keeps
+// the fence only when it was ours and still valid. ON CONFLICT DO UPDATE
+// locks the conflicting row and judges WHERE on its newest version, so of
+// two nodes racing for one expired lease exactly one gets a row back.
+#define FLUSHGATE_PG_LEASE_NOW(p)                                                           \
+  "(CASE WHEN " p "::bigint = 0 THEN (extract(epoch FROM clock_timestamp()) * 1000)::bigint " \
+  "ELSE " p "::bigint END)"
+inline constexpr const char* take_lease =
+    "INSERT INTO leases AS l (customer_id, holder, fence, expires, taken) "
+    "SELECT $1::bigint, $2::text, 1, t + $4::bigint, t "
+    "FROM (SELECT " FLUSHGATE_PG_LEASE_NOW("$3") " AS t) AS c "
+    "ON CONFLICT (customer_id) DO UPDATE SET "
+    "fence = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.taken THEN l.fence "
+    "ELSE l.fence + 1 END, "
+    "taken = CASE WHEN l.holder = excluded.holder AND l.expires > excluded.taken THEN l.taken "
+    "ELSE excluded.taken END, "
+    "holder = excluded.holder, expires = excluded.expires "
+    "WHERE l.holder = excluded.holder OR l.expires <= excluded.taken "
+    "RETURNING customer_id, holder, fence, expires, taken";
+// The row as it stands, and whether it is free at $2 (0: the server's clock).
+inline constexpr const char* lease_of =
+    "SELECT customer_id, holder, fence, expires, taken, "
+    "holder = '' OR expires <= " FLUSHGATE_PG_LEASE_NOW("$2") " FROM leases WHERE customer_id = $1";
+inline constexpr const char* renew_lease =
+    "UPDATE leases SET expires = " FLUSHGATE_PG_LEASE_NOW("$3") " + $4::bigint "
+    "WHERE customer_id = $1 AND holder = $2 AND fence = $5 RETURNING expires";
+#undef FLUSHGATE_PG_LEASE_NOW
+inline constexpr const char* release_lease =
+    "UPDATE leases SET holder = '', expires = 0 "
+    "WHERE customer_id = $1 AND holder = $2 AND fence = $3";
+inline constexpr const char* leases_all =
+    "SELECT customer_id, holder, fence, expires, taken FROM leases WHERE holder <> '' "
+    "ORDER BY customer_id";
+
 inline constexpr const char* links_all =
     "SELECT user_name, customer_id, kind, session_id, address, nas, source, since FROM links "
     "ORDER BY user_name COLLATE \"C\"";

@@ -1130,6 +1130,80 @@ boost::system::result<std::vector<link_record>> postgres_store::list_links() {
   return out;
 }
 
+namespace {
+
+// A lease row (customer_id, holder, fence, expires, taken) of row i.
+delivery_lease lease_row(pg_result* r, int i) {
+  delivery_lease l;
+  l.customer_id = to_int64(PQgetvalue(r, i, 0));
+  l.holder.assign(PQgetvalue(r, i, 1), static_cast<std::size_t>(PQgetlength(r, i, 1)));
+  l.fence = to_int64(PQgetvalue(r, i, 2));
+  l.expires = to_int64(PQgetvalue(r, i, 3));
+  l.taken = to_int64(PQgetvalue(r, i, 4));
+  return l;
+}
+
+// Rounds of take_lease: a lease released between our refused upsert and
+// our read of its holder is tried again, a few times at most.
+constexpr int take_rounds = 3;
+
+}  // namespace
+
+// The upsert (pg_sql::take_lease) decides atomically; when it refuses, a
+// second statement (a fresh snapshot) reads who holds the lease. If that
+// holder let it go in between, the upsert is tried again.
+boost::system::result<lease_take> postgres_store::take_lease(std::int64_t customer_id,
+                                                             std::string_view node,
+                                                             std::int64_t now,
+                                                             std::int64_t duration_ms) {
+  if (!detail::valid_lease_request(node, duration_ms)) return errc::invalid_argument;
+  lease_take out;
+  for (int round = 0; round < take_rounds; ++round) {
+    auto r = run(pg_sql::take_lease, params{customer_id, node, now, duration_ms}, "take lease",
+                 {.foreign_key = errc::not_found});
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 1) {
+      out.ours = true;
+      out.lease = lease_row(r->get(), 0);
+      return out;
+    }
+    auto held = run(pg_sql::lease_of, params{customer_id, now}, "read lease");
+    if (!held) return held.error();
+    if (PQntuples(held->get()) != 1) continue;  // the customer went meanwhile: not_found next
+    out.lease = lease_row(held->get(), 0);
+    if (PQgetvalue(held->get(), 0, 5)[0] != 't') return out;
+  }
+  return out;
+}
+
+boost::system::result<std::int64_t> postgres_store::renew_lease(std::int64_t customer_id,
+                                                                std::string_view node,
+                                                                std::int64_t fence,
+                                                                std::int64_t now,
+                                                                std::int64_t duration_ms) {
+  if (!detail::valid_lease_request(node, duration_ms)) return errc::invalid_argument;
+  auto r = run(pg_sql::renew_lease, params{customer_id, node, now, duration_ms, fence},
+               "renew lease");
+  if (!r) return r.error();
+  if (PQntuples(r->get()) != 1) return errc::lease_lost;
+  return to_int64(PQgetvalue(r->get(), 0, 0));
+}
+
+error_code postgres_store::release_lease(std::int64_t customer_id, std::string_view node,
+                                         std::int64_t fence) {
+  auto r = run(pg_sql::release_lease, params{customer_id, node, fence}, "release lease");
+  if (!r) return r.error();
+  return affected(r->get()) == 1 ? error_code{} : error_code{errc::lease_lost};
+}
+
+boost::system::result<std::vector<delivery_lease>> postgres_store::list_leases() {
+  auto r = run(pg_sql::leases_all, params{}, "list leases");
+  if (!r) return r.error();
+  std::vector<delivery_lease> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) out.push_back(lease_row(r->get(), i));
+  return out;
+}
+
 // The database's files are on its server, and autovacuum gives room back.
 boost::system::result<space_info> postgres_store::space() { return space_info{}; }
 boost::system::result<std::uint64_t> postgres_store::release_space(std::uint64_t) {

@@ -54,6 +54,10 @@
 // database should be created with ENCODING 'SQL_ASCII' (README): envelope
 // fields are bytes from the network, and a UTF8 database refuses the rare
 // 8-bit ones (io_error, so the sender gets 451, never a lost message).
+// Leases: take_lease is one INSERT ... ON CONFLICT DO UPDATE ... WHERE
+// (free, expired or ours) RETURNING: atomic across nodes, exactly one of
+// several racing nodes gets the lease. now = 0 is the database server's
+// clock, so nodes with skewed clocks agree on every expiry.
 // Threads: one postgres_store is used by one thread at a time.
 // Limitations: space() and release_space() return zeros (the files are not
 // on this host; autovacuum gives room back). A query blocked by an
@@ -93,7 +97,7 @@ struct postgres_violation {
 class postgres_store final : public store {
  public:
   // Schema version this build writes (table flushgate_schema).
-  static constexpr int schema_version = 1;
+  static constexpr int schema_version = 2;
 
   // Connects, migrates the schema and registers the node. Fails (io_error)
   // when the server cannot be reached: the daemon does not start without
@@ -149,6 +153,17 @@ class postgres_store final : public store {
   boost::system::error_code remove_link(std::string_view user,
                                         std::string_view session_id) override;
   boost::system::result<std::vector<link_record>> list_links() override;
+
+  boost::system::result<lease_take> take_lease(std::int64_t customer_id, std::string_view node,
+                                               std::int64_t now,
+                                               std::int64_t duration_ms) override;
+  boost::system::result<std::int64_t> renew_lease(std::int64_t customer_id,
+                                                  std::string_view node, std::int64_t fence,
+                                                  std::int64_t now,
+                                                  std::int64_t duration_ms) override;
+  boost::system::error_code release_lease(std::int64_t customer_id, std::string_view node,
+                                          std::int64_t fence) override;
+  boost::system::result<std::vector<delivery_lease>> list_leases() override;
   boost::system::result<space_info> space() override;
   boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
 

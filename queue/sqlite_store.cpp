@@ -1,7 +1,7 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 6 (PRAGMA user_version = 6): version 1 below, then the
-// migrations schema_v2 ... schema_v6. A released version is never edited: an
+// Schema, version 7 (PRAGMA user_version = 7): version 1 below, then the
+// migrations schema_v2 ... schema_v7. A released version is never edited: an
 // existing database only ever moves forward through migrations[].
 //
 // Version 1:
@@ -62,6 +62,14 @@
 //                       seek into messages_by_customer for the oldest
 //                       arrival, instead of every message's index entry.
 //
+// Version 7 adds
+//
+//   leases              customer PRIMARY KEY -> the node delivering it
+//                       (holder, '' when free), fence, expires, taken
+//                       (store.hpp, delivery leases). A released lease keeps
+//                       its row, so its fence only ever grows; goes with its
+//                       customer (ON DELETE CASCADE).
+//
 // list_due_notices needs no index of its own: it walks messages_by_customer
 // in arrival order up to the later of its two thresholds, so the young mail
 // of a large queue (the bulk of it) is never read.
@@ -75,6 +83,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -225,9 +234,20 @@ CREATE TRIGGER queue_totals_update AFTER UPDATE OF customer_id, size ON messages
 END;
 )sql";
 
+// v6 -> v7: delivery leases (one delivering node per customer).
+constexpr const char* schema_v7 = R"sql(
+CREATE TABLE leases (
+  customer_id  INTEGER PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+  holder       TEXT    NOT NULL,
+  fence        INTEGER NOT NULL,
+  expires      INTEGER NOT NULL,
+  taken        INTEGER NOT NULL
+);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
 constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                      schema_v6};
+                                      schema_v6, schema_v7};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -357,6 +377,30 @@ constexpr const char* sql_save_link =
     "since = excluded.since";
 constexpr const char* sql_remove_link =
     "DELETE FROM links WHERE user = ?1 AND (?2 = '' OR session_id = ?2)";
+// Delivery leases. ?3 is now, ?4 the new expiry. The row is taken when it
+// is free or expired (expires <= now; a released row has expires 0) or
+// already ours; the fence stays only when it was ours and still valid.
+constexpr const char* sql_take_lease =
+    "INSERT INTO leases (customer_id, holder, fence, expires, taken) VALUES (?1, ?2, 1, ?4, ?3) "
+    "ON CONFLICT (customer_id) DO UPDATE SET "
+    "fence = CASE WHEN holder = excluded.holder AND expires > excluded.taken THEN fence "
+    "ELSE fence + 1 END, "
+    "taken = CASE WHEN holder = excluded.holder AND expires > excluded.taken THEN taken "
+    "ELSE excluded.taken END, "
+    "holder = excluded.holder, expires = excluded.expires "
+    "WHERE holder = excluded.holder OR expires <= excluded.taken "
+    "RETURNING customer_id, holder, fence, expires, taken";
+constexpr const char* sql_lease_of =
+    "SELECT customer_id, holder, fence, expires, taken FROM leases WHERE customer_id = ?1";
+constexpr const char* sql_renew_lease =
+    "UPDATE leases SET expires = ?4 WHERE customer_id = ?1 AND holder = ?2 AND fence = ?3";
+constexpr const char* sql_release_lease =
+    "UPDATE leases SET holder = '', expires = 0 "
+    "WHERE customer_id = ?1 AND holder = ?2 AND fence = ?3";
+constexpr const char* sql_leases_all =
+    "SELECT customer_id, holder, fence, expires, taken FROM leases WHERE holder <> '' "
+    "ORDER BY customer_id";
+
 constexpr const char* sql_links_all =
     "SELECT user, customer_id, kind, session_id, address, nas, source, since FROM links "
     "ORDER BY user";
@@ -1466,6 +1510,109 @@ boost::system::result<std::vector<link_record>> sqlite_store::list_links() {
     out.push_back(std::move(l));
   }
   if (rc != SQLITE_DONE) return fail(rc, "list links");
+  return out;
+}
+
+namespace {
+
+// now 0: this host's clock (one node: nobody to disagree with).
+std::int64_t lease_clock(std::int64_t now) {
+  if (now != 0) return now;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Reads a lease row (customer_id, holder, fence, expires, taken) of s.
+delivery_lease lease_row(sqlite3_stmt* s) {
+  delivery_lease l;
+  l.customer_id = sqlite3_column_int64(s, 0);
+  const auto* holder = sqlite3_column_text(s, 1);
+  if (holder != nullptr) l.holder = reinterpret_cast<const char*>(holder);
+  l.fence = sqlite3_column_int64(s, 2);
+  l.expires = sqlite3_column_int64(s, 3);
+  l.taken = sqlite3_column_int64(s, 4);
+  return l;
+}
+
+}  // namespace
+
+// One IMMEDIATE transaction: the upsert takes the lease when it may; when
+// it may not, the row as it stands names the holder (the write lock is
+// ours, so nobody changed it in between).
+boost::system::result<lease_take> sqlite_store::take_lease(std::int64_t customer_id,
+                                                           std::string_view node,
+                                                           std::int64_t now,
+                                                           std::int64_t duration_ms) {
+  if (!detail::valid_lease_request(node, duration_ms)) return errc::invalid_argument;
+  now = lease_clock(now);
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  lease_take out;
+  {
+    statement s{prepare(sql_take_lease)};
+    if (!s) return fail(last_rc_, "prepare take lease");
+    s.bind(1, customer_id);
+    s.bind(2, node);
+    s.bind(3, now);
+    s.bind(4, now + duration_ms);
+    int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return errc::not_found;
+    if (rc == SQLITE_ROW) {
+      out.ours = true;
+      out.lease = lease_row(s.get());
+      rc = s.step();
+    }
+    if (rc != SQLITE_DONE) return fail(rc, "take lease");
+  }
+  if (!out.ours) {
+    statement s{prepare(sql_lease_of)};
+    if (!s) return fail(last_rc_, "prepare read lease");
+    s.bind(1, customer_id);
+    const int rc = s.step();
+    if (rc != SQLITE_ROW) return fail(rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "read lease");
+    out.lease = lease_row(s.get());
+  }
+  if (auto ec = tx.commit()) return ec;
+  return out;
+}
+
+boost::system::result<std::int64_t> sqlite_store::renew_lease(std::int64_t customer_id,
+                                                              std::string_view node,
+                                                              std::int64_t fence,
+                                                              std::int64_t now,
+                                                              std::int64_t duration_ms) {
+  if (!detail::valid_lease_request(node, duration_ms)) return errc::invalid_argument;
+  const std::int64_t expires = lease_clock(now) + duration_ms;
+  statement s{prepare(sql_renew_lease)};
+  if (!s) return fail(last_rc_, "prepare renew lease");
+  s.bind(1, customer_id);
+  s.bind(2, node);
+  s.bind(3, fence);
+  s.bind(4, expires);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "renew lease");
+  if (sqlite3_changes(db_) != 1) return errc::lease_lost;
+  return expires;
+}
+
+error_code sqlite_store::release_lease(std::int64_t customer_id, std::string_view node,
+                                       std::int64_t fence) {
+  statement s{prepare(sql_release_lease)};
+  if (!s) return fail(last_rc_, "prepare release lease");
+  s.bind(1, customer_id);
+  s.bind(2, node);
+  s.bind(3, fence);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "release lease");
+  return sqlite3_changes(db_) == 1 ? error_code{} : error_code{errc::lease_lost};
+}
+
+boost::system::result<std::vector<delivery_lease>> sqlite_store::list_leases() {
+  statement s{prepare(sql_leases_all)};
+  if (!s) return fail(last_rc_, "prepare list leases");
+  std::vector<delivery_lease> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(lease_row(s.get()));
+  if (rc != SQLITE_DONE) return fail(rc, "list leases");
   return out;
 }
 

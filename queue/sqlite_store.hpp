@@ -22,7 +22,9 @@
 // (not_found is kept for "no such message"); on any error nothing of the
 // attempt is stored — a failed recipient whose DSN could not be stored stays
 // queued (ARCHITECTURE.md invariant 2). save_link for a customer that does
-// not exist gives not_found.
+// not exist gives not_found. Delivery leases (store.hpp) live in the table
+// leases; each take is one IMMEDIATE transaction, so two stores on one spool
+// take turns; now = 0 is this host's system clock.
 // Threads: one sqlite_store is used by one thread at a time (the store
 // thread, store_worker.hpp); it may be created on another thread first.
 // Limitations: list_messages, list_deliverable and list_due_notices with
@@ -62,7 +64,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 6;
+  static constexpr int schema_version = 7;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
@@ -113,6 +115,17 @@ class sqlite_store final : public store {
   boost::system::error_code remove_link(std::string_view user,
                                         std::string_view session_id) override;
   boost::system::result<std::vector<link_record>> list_links() override;
+
+  boost::system::result<lease_take> take_lease(std::int64_t customer_id, std::string_view node,
+                                               std::int64_t now,
+                                               std::int64_t duration_ms) override;
+  boost::system::result<std::int64_t> renew_lease(std::int64_t customer_id,
+                                                  std::string_view node, std::int64_t fence,
+                                                  std::int64_t now,
+                                                  std::int64_t duration_ms) override;
+  boost::system::error_code release_lease(std::int64_t customer_id, std::string_view node,
+                                          std::int64_t fence) override;
+  boost::system::result<std::vector<delivery_lease>> list_leases() override;
   boost::system::result<space_info> space() override;
   boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
 

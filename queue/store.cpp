@@ -36,6 +36,8 @@ class queue_category_impl final : public boost::system::error_category {
         return "queue storage failed";
       case errc::invalid_argument:
         return "invalid value for the queue store";
+      case errc::lease_lost:
+        return "delivery lease held by another node or another run";
     }
     return "unknown queue error " + std::to_string(ev);
   }

@@ -10,7 +10,20 @@
 // Errors: operations return boost::system::error_code / result<T> with
 // queue::errc (below). commit_messages is all-or-nothing: on error nothing of
 // the batch is stored, and every sender of the batch is told 4xx.
-// See also: ARCHITECTURE.md (domain model, invariants 1-2).
+// Delivery leases (ARCHITECTURE.md invariant 9): one row per customer says
+// which node delivers it (take_lease, renew_lease, release_lease). Times are
+// unix milliseconds. A call's `now` is the clock the lease is judged by:
+// tests pass their own, so they are deterministic; the daemon passes 0, "the
+// store's clock" — PostgreSQL's clock_timestamp() on the database server, so
+// that nodes whose clocks disagree still agree on expiry, and the local
+// system clock in SQLite (one node). take_lease is atomic across nodes: of
+// several nodes racing for a free or expired lease, exactly one gets it.
+// The fence grows by one with every take that is not a renewal of a lease
+// still held (a new holder, or after a release or an expiry), and never
+// goes back for that customer, so a holder that was away past its expiry
+// learns from renew_lease that it lost the lease (lease_lost) even when
+// the node that took it over has already released it.
+// See also: ARCHITECTURE.md (domain model, invariants 1-2, 9).
 #pragma once
 
 #include <boost/system/error_code.hpp>
@@ -34,6 +47,7 @@ enum class errc {
   disk_full = 5,         // SQLITE_FULL / ENOSPC: answer 452 4.3.1, keep nothing
   io_error = 6,          // any other storage failure: answer 451 4.3.0
   invalid_argument = 7,  // malformed value reached the store (a bug upstream)
+  lease_lost = 8,        // renew/release of a delivery lease this node no longer holds
 };
 const boost::system::error_category& queue_category() noexcept;
 inline boost::system::error_code make_error_code(errc e) noexcept {
@@ -184,6 +198,21 @@ struct space_info {
   bool gives_back = false;           // release_space can return that room to the file system
 };
 
+// Who delivers a customer right now (see the header comment).
+struct delivery_lease {
+  std::int64_t customer_id = 0;
+  std::string holder;        // node_name of the holder
+  std::int64_t fence = 0;    // grows with every new take (never reused for the customer)
+  std::int64_t expires = 0;  // unix ms in the clock it was taken with
+  std::int64_t taken = 0;    // unix ms when this holder took it (renewals keep it)
+};
+
+// The answer of store::take_lease.
+struct lease_take {
+  bool ours = false;     // true: this node holds the lease now (lease is ours)
+  delivery_lease lease;  // ours: our lease; else the other holder's (holder, expires)
+};
+
 class store {
  public:
   virtual ~store() = default;
@@ -276,6 +305,30 @@ class store {
   virtual boost::system::error_code remove_link(std::string_view user,
                                                 std::string_view session_id) = 0;
   virtual boost::system::result<std::vector<link_record>> list_links() = 0;
+
+  // Delivery leases (see the header comment; times in unix ms, now 0 = the
+  // store's clock). take_lease gives the customer's lease to `node` for
+  // duration_ms when it is free, expired, or already node's (then it is
+  // renewed and keeps its fence; otherwise the fence grows); while another
+  // node holds it, the answer is ours = false with that holder and its
+  // expiry. An unknown customer gives not_found, an empty node or a
+  // duration <= 0 invalid_argument.
+  virtual boost::system::result<lease_take> take_lease(std::int64_t customer_id,
+                                                       std::string_view node, std::int64_t now,
+                                                       std::int64_t duration_ms) = 0;
+  // Extends the lease to now + duration_ms while node still holds it with
+  // this fence (also past its expiry, when nobody took it meanwhile: the
+  // fence would have grown); the new expiry, or lease_lost.
+  virtual boost::system::result<std::int64_t> renew_lease(std::int64_t customer_id,
+                                                          std::string_view node,
+                                                          std::int64_t fence, std::int64_t now,
+                                                          std::int64_t duration_ms) = 0;
+  // Frees the lease when node holds it with this fence (the fence is kept
+  // for the next take); lease_lost when it did not.
+  virtual boost::system::error_code release_lease(std::int64_t customer_id,
+                                                  std::string_view node, std::int64_t fence) = 0;
+  // The leases that have a holder (expired ones included), by customer id.
+  virtual boost::system::result<std::vector<delivery_lease>> list_leases() = 0;
 
   // Space (ARCHITECTURE.md invariant 8: room that mail leaving the queue
   // freed is usable again within seconds). space() is cheap (no scan of the

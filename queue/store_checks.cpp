@@ -111,4 +111,8 @@ std::vector<std::string> split_list(std::string_view text) {
   return out;
 }
 
+bool valid_lease_request(std::string_view node, std::int64_t duration_ms) {
+  return !node.empty() && duration_ms > 0;
+}
+
 }  // namespace flushgate::queue::detail

@@ -39,6 +39,9 @@ bool valid_customer(const customer& c);
 // Upper bounds of queue_age_histogram: ascending, >= 0, at most max_age_buckets.
 bool valid_age_bounds(std::span<const std::int64_t> upper_bounds);
 
+// A lease request names a node and lasts a positive time (take_lease, renew_lease).
+bool valid_lease_request(std::string_view node, std::int64_t duration_ms);
+
 // now - bound, saturating at INT64_MIN: the oldest arrival a bucket holds.
 std::int64_t oldest_arrival_within(std::int64_t now, std::int64_t bound);
 

@@ -125,7 +125,7 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
     out.error = std::string("internal error: ") + e.what();
     core::log_error("delivery run for customer {} failed: {}", customer_id, e.what());
   }
-  if (!out.nothing_deliverable) {
+  if (!out.nothing_deliverable && !out.held_elsewhere) {
     const char* result = out.cancelled || control.cancelled ? "cancelled" : out.left_mail ? "left_mail" : "complete";
     observe_flush(result, std::chrono::duration<double>(steady::now() - began).count());
   }
@@ -136,7 +136,15 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
   st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
   st.progress.error = out.error;
 
-  if (out.cancelled || control.cancelled) {
+  if (out.held_elsewhere) {
+    // Another node delivers this customer now: no failure, no backoff step.
+    st.pending = true;
+    st.next_try = steady::now() + out.retry_after;
+    const customer_entry* c = customers_.find_by_id(customer_id);
+    core::log_info("customer {}: delivery held by node {}; looking again in {} ms",
+                   c ? c->info.name : std::to_string(customer_id), out.holder,
+                   out.retry_after.count());
+  } else if (out.cancelled || control.cancelled) {
     st.pending = true;
     st.next_try = steady::now();
   } else if (out.left_mail) {
@@ -155,11 +163,12 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
     st.failures = 0;
     st.pending = false;
   }
-  if (on_done_) on_done_(customer_id, st.progress);
+  // A run that found the lease elsewhere did nothing: no flush-done hooks.
+  if (on_done_ && !out.held_elsewhere) on_done_(customer_id, st.progress);
   if (st.rerun && !stopped_) {
     st.rerun = false;
     st.pending = true;
-    if (!out.left_mail) maybe_start(customer_id, st, st.rerun_trigger, false);
+    if (!out.left_mail && !out.held_elsewhere) maybe_start(customer_id, st, st.rerun_trigger, false);
   }
 }
 
@@ -228,12 +237,12 @@ bool scheduler::begin_external(std::int64_t customer_id, const std::string& trig
   return true;
 }
 
-void scheduler::end_external(std::int64_t customer_id) {
+void scheduler::end_external(std::int64_t customer_id, bool delivered) {
   customer_state& st = states_[customer_id];
   st.running = false;
   st.progress.running = false;
   st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
-  if (on_done_) on_done_(customer_id, st.progress);
+  if (on_done_ && delivered) on_done_(customer_id, st.progress);
 }
 
 const flush_progress* scheduler::progress(std::int64_t customer_id) const {

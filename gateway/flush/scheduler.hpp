@@ -53,7 +53,13 @@ struct flush_progress {
 struct run_outcome {
   bool nothing_deliverable = false;  // no message could be tried (all held, none queued)
   bool left_mail = false;            // some recipient was deferred (4xx, no connection)
-  bool cancelled = false;            // stopped because the route went away
+  bool cancelled = false;            // stopped because the route went away (or the lease was lost)
+  // Another node holds the customer's delivery lease (lease_keeper.hpp):
+  // nothing was tried, and it is no failure — no backoff step; the
+  // customer is tried again after retry_after.
+  bool held_elsewhere = false;
+  std::string holder;                // that node's name
+  std::chrono::milliseconds retry_after{0};
   std::string error;
 };
 
@@ -99,7 +105,9 @@ class scheduler {
   // An ATRN session delivers the customer's mail itself: while it does, no
   // other run starts for the customer. False when one is already going on.
   bool begin_external(std::int64_t customer_id, const std::string& trigger);
-  void end_external(std::int64_t customer_id);
+  // The session ended; delivered false: it delivered nothing (its lease was
+  // held elsewhere), so the flush is not reported as done.
+  void end_external(std::int64_t customer_id, bool delivered = true);
 
   const flush_progress* progress(std::int64_t customer_id) const;
   bool running(std::int64_t customer_id) const;

@@ -307,6 +307,23 @@ asio::awaitable<void> odmr_server::session::do_atrn(const command& c) {
     say("450 ATRN request refused");
     co_return;
   }
+  // Another node delivering this customer: the same 450 as a running
+  // delivery here (ARCHITECTURE.md invariant 9).
+  lease_keeper::taken lease;
+  if (services.leases != nullptr) {
+    lease = co_await services.leases->take(id);
+    if (lease.status != lease_keeper::take_status::ours) {
+      services.flushes.end_external(id, false);
+      if (lease.status == lease_keeper::take_status::held_elsewhere) {
+        core::log_info("odmr session {}: ATRN by customer {} refused: its delivery is held by node {}",
+                       id_, owner.name, lease.holder);
+        say("450 ATRN request refused");
+      } else {
+        say("451 Unable to process ATRN request now");
+      }
+      co_return;
+    }
+  }
   core::log_info("odmr session {}: ATRN {} by customer {}: {} messages queued, reversing", id_,
                  c.arg.empty() ? "(all domains)" : c.arg, owner.name, stats->messages);
   say("250 OK now reversing the connection");
@@ -319,8 +336,15 @@ asio::awaitable<void> odmr_server::session::do_atrn(const command& c) {
   }
   flush_progress progress;
   run_control control;
-  if (sent) {
+  if (sent && services.leases != nullptr) {
+    const lease_keeper::run_body body = [&]() {
+      return services.delivery.run_turned_around(id, stream_, domains, progress, control);
+    };
+    co_await services.leases->hold(lease, control, body);
+  } else if (sent) {
     co_await services.delivery.run_turned_around(id, stream_, domains, progress, control);
+  } else if (services.leases != nullptr) {
+    co_await services.leases->release(lease);
   }
   services.flushes.end_external(id);
   done_ = true;  // the roles were swapped: this connection ends with the delivery's QUIT

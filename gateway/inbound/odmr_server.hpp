@@ -20,6 +20,7 @@
 
 #include "gateway/customer_directory.hpp"
 #include "gateway/flush/delivery.hpp"
+#include "gateway/flush/lease_keeper.hpp"
 #include "gateway/flush/scheduler.hpp"
 #include "gateway/inbound/smtp_server.hpp"
 #include "queue/store_worker.hpp"
@@ -55,6 +56,7 @@ struct odmr_services {
   scheduler& flushes;
   delivery_agent& delivery;
   boost::asio::ssl::context* tls = nullptr;  // STARTTLS on the plain port; required for implicit TLS
+  lease_keeper* leases = nullptr;  // the ATRN session holds the customer's delivery lease; null: none
 };
 
 class odmr_server {

@@ -13,7 +13,10 @@
 // queued, several messages over implicit TLS without a stall), together
 // with invariants 2, 5 and 6 of ARCHITECTURE.md: a recipient leaves the
 // queue only after the customer's server said 250, and a connection cut in
-// the middle of a message leaves every undelivered recipient queued.
+// the middle of a message leaves every undelivered recipient queued; and
+// invariant 9: while another node holds the customer's delivery lease, ATRN
+// gets 450.
+#include "queue/sqlite_store.hpp"
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
 #include "tests/integration/smtp_helpers.hpp"
@@ -919,6 +922,46 @@ TEST_F(Odmr, EhloListsAuthAtrnAndStarttls) {
     EXPECT_FALSE(line.empty())
         << "got a bare \"250\" line, want text (fetchmail needs 4+ characters a line)";
   }
+}
+
+// ARCHITECTURE.md invariant 9: while another node holds acme's delivery
+// lease (a second store on the daemon's database plays node gw-b), ATRN gets
+// the same 450 as while a delivery runs, and nothing is sent; once gw-b lets
+// go, the session takes the lease (250) and gives it back when it ends.
+TEST_F(Odmr, AtrnWhileAnotherNodeHoldsTheLeaseIs450) {
+  queue_mail("bob@a.test");
+  auto other = flushgate::queue::sqlite_store::open(daemon_->data_dir().string());
+  ASSERT_TRUE(other) << "open the daemon's store: got " << other.error().message();
+  auto acme = (*other)->find_customer("acme");
+  ASSERT_TRUE(acme);
+  auto held = (*other)->take_lease(acme->id, "gw-b", 0, 3600000);
+  ASSERT_TRUE(held && held->ours) << "gw-b could not take acme's lease";
+
+  smtp_probe probe;
+  ASSERT_TRUE(open_odmr(probe));
+  ASSERT_TRUE(reply_is(cram_md5(probe, "acme", acme_password), 235));
+  EXPECT_TRUE(reply_is(probe.command("ATRN a.test"), 450)) << "while gw-b holds the lease";
+  EXPECT_FALSE(log_lines(*daemon_, {"its delivery is held by node gw-b"}).empty())
+      << "log:\n"
+      << daemon_->log_text();
+  EXPECT_EQ(queued_for(*daemon_, "acme"), 1u);
+  auto leases = (*other)->list_leases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].holder, "gw-b") << "the refused session touched gw-b's lease";
+
+  ASSERT_FALSE((*other)->release_lease(acme->id, "gw-b", held->lease.fence));
+  EXPECT_TRUE(reply_is(probe.command("ATRN a.test"), 250)) << "after gw-b let go";
+  probe.close();  // hangs up instead of greeting: the mail stays queued
+  EXPECT_TRUE(wait_sessions_closed());
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto l = (*other)->list_leases();
+        return l.has_value() && l->empty();
+      },
+      20s, 50ms))
+      << "the ended session kept acme's lease";
+  EXPECT_EQ(queued_for(*daemon_, "acme"), 1u);
 }
 
 TEST_F(Odmr, AtrnBeforeAuthIs530) {

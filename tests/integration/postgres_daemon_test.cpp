@@ -10,7 +10,11 @@
 // the database is down (pg_ctl stop -m immediate) intake answers 451 4.3.0
 // and the daemon keeps running, and once it is back mail is taken again
 // without a restart of flushgated; `flushgate store copy` moves a single
-// node's SQLite queue into PostgreSQL, and a second run copies nothing.
+// node's SQLite queue into PostgreSQL, and a second run copies nothing. Two
+// nodes on one database: while node gw-b holds a customer's delivery lease
+// (a row the test writes), node gw-a's flush of it answers that the
+// customer is held by gw-b and delivers nothing; once gw-b's lease is
+// released, gw-a delivers to Postfix.
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"  // free_port_on
 #include "tests/support/postfix_instance.hpp"
@@ -222,6 +226,63 @@ TEST_F(PostgresDaemon, StoreCopyMovesASingleNodesQueueIntoPostgresql) {
   EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 3; }, 20s, 50ms))
       << "got " << postfix.message_files().size() << " messages at Postfix, want 3";
   ASSERT_EQ(cluster_node.stop(), 0) << cluster_node.log_text();
+}
+
+TEST_F(PostgresDaemon, CustomerHeldByAnotherNodeIsLeftToItUntilItsLeaseIsReleased) {
+  auto postfix = customer_server("127.0.0.6");
+
+  daemon_fixture node_a({{"store", "postgresql"},
+                         {"postgresql_conninfo", pg.conninfo(*db)},
+                         {"node_name", "gw-a"}});
+  daemon_fixture node_b({{"store", "postgresql"},
+                         {"postgresql_conninfo", pg.conninfo(*db)},
+                         {"node_name", "gw-b"}});
+  node_a.start();
+  node_b.start();
+  auto added = node_a.add_customer(
+      "acme", "acme.test",
+      {"--mode", "hold", "--route", postfix.host() + ":" + std::to_string(postfix.port())});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  auto sent = send_with_swaks(node_a, "one node at a time");
+  ASSERT_EQ(sent.exit_code, 0) << sent.stdout_text << node_a.log_text();
+
+  // gw-b holds acme's delivery lease for an hour (by the database's clock).
+  ASSERT_TRUE(pg.exec(*db,
+                      "INSERT INTO leases (customer_id, holder, fence, expires, taken) "
+                      "SELECT id, 'gw-b', 1, (extract(epoch FROM now()) * 1000)::bigint + 3600000, "
+                      "(extract(epoch FROM now()) * 1000)::bigint FROM customers "
+                      "WHERE name = 'acme'"));
+  auto refused = node_a.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
+  EXPECT_EQ(refused.exit_code, 1) << "flush --wait while gw-b holds the lease: got exit "
+                                  << refused.exit_code << ", want 1\n"
+                                  << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("held by node gw-b"), std::string::npos)
+      << "flush --wait: got\n"
+      << refused.out << refused.err << "want it to say the customer is held by node gw-b";
+  EXPECT_TRUE(postfix.message_files().empty()) << "gw-a delivered while gw-b held the lease";
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages"), std::optional<std::int64_t>(1));
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM leases WHERE holder = 'gw-b'"),
+            std::optional<std::int64_t>(1))
+      << "gw-a touched gw-b's lease";
+
+  // gw-b lets go: gw-a takes the lease (a higher fence) and delivers.
+  ASSERT_TRUE(pg.exec(*db, "UPDATE leases SET holder = '', expires = 0"));
+  auto flushed = node_a.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
+  EXPECT_EQ(flushed.exit_code, 0) << "flush --wait after the release: got exit "
+                                  << flushed.exit_code << ", want 0\n"
+                                  << flushed.out << flushed.err << node_a.log_text();
+  EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 1; }, 20s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at Postfix, want 1";
+  EXPECT_EQ(pg.query_int(*db, "SELECT fence FROM leases"), std::optional<std::int64_t>(2))
+      << "gw-a's take after gw-b's release";
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM leases WHERE holder <> ''"),
+            std::optional<std::int64_t>(0))
+      << "gw-a's lease is released after its flush";
+  ASSERT_EQ(node_a.stop(), 0) << node_a.log_text();
+  ASSERT_EQ(node_b.stop(), 0) << node_b.log_text();
+  EXPECT_NE(node_a.log_text().find("delivery held by node gw-b"), std::string::npos)
+      << "got log without the held-elsewhere line:\n"
+      << node_a.log_text();
 }
 
 }  // namespace

@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -1204,7 +1205,8 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
 
 TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
   // A spool as version 5 left it: mail queued, no queue_totals yet. Made by
-  // this build, then taken back to v5 the way v6 came: drop what v6 adds.
+  // this build, then taken back to v5 the way v6 and v7 came: drop what
+  // they add.
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   add("idle", {"idle.example"});
@@ -1217,7 +1219,7 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
     ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
     char* err = nullptr;
     const int rc = sqlite3_exec(db,
-                                "BEGIN; DROP TRIGGER queue_totals_insert; "
+                                "BEGIN; DROP TABLE leases; DROP TRIGGER queue_totals_insert; "
                                 "DROP TRIGGER queue_totals_delete; "
                                 "DROP TRIGGER queue_totals_update; DROP TABLE queue_totals; "
                                 "PRAGMA user_version = 5; COMMIT;",
@@ -1673,6 +1675,181 @@ TEST_P(StoreTest, LinksGoWithTheirCustomer) {
   EXPECT_EQ((*links)[0].user, "bravo-dsl");
   ASSERT_FALSE(store_->remove_customer("bravo", true));
   EXPECT_TRUE(store_->list_links()->empty());
+}
+
+// Delivery leases (store.hpp): times are the test's own unix ms.
+TEST_P(StoreTest, LeaseIsTakenWhenFreeAndRefusedToOthersWhileValid) {
+  const auto acme = add("acme", {"acme.example"});
+  auto a = store_->take_lease(acme, "node-a", 1000, 500);
+  ASSERT_TRUE(a) << "take: got " << a.error().message() << ", want success";
+  EXPECT_TRUE(a->ours);
+  EXPECT_EQ(a->lease.customer_id, acme);
+  EXPECT_EQ(a->lease.holder, "node-a");
+  EXPECT_EQ(a->lease.fence, 1);
+  EXPECT_EQ(a->lease.expires, 1500);
+  EXPECT_EQ(a->lease.taken, 1000);
+
+  auto b = store_->take_lease(acme, "node-b", 1200, 500);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->ours) << "node-b took a lease node-a holds until 1500";
+  EXPECT_EQ(b->lease.holder, "node-a");
+  EXPECT_EQ(b->lease.expires, 1500);
+
+  // Taking it again while ours renews it: same fence, same taken.
+  auto again = store_->take_lease(acme, "node-a", 1300, 500);
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(again->ours);
+  EXPECT_EQ(again->lease.fence, 1) << "got a new fence for a lease still held";
+  EXPECT_EQ(again->lease.expires, 1800);
+  EXPECT_EQ(again->lease.taken, 1000);
+
+  auto leases = store_->list_leases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].holder, "node-a");
+  EXPECT_EQ((*leases)[0].expires, 1800);
+}
+
+TEST_P(StoreTest, ExpiredLeaseGoesToAnotherNodeWithAHigherFence) {
+  const auto acme = add("acme", {"acme.example"});
+  auto a = store_->take_lease(acme, "node-a", 1000, 500);
+  ASSERT_TRUE(a && a->ours);
+  auto renewed = store_->renew_lease(acme, "node-a", a->lease.fence, 1400, 500);
+  ASSERT_TRUE(renewed) << "renew: got " << renewed.error().message() << ", want success";
+  EXPECT_EQ(*renewed, 1900);
+
+  // At its expiry (expires <= now) the lease is free.
+  auto b = store_->take_lease(acme, "node-b", 1900, 500);
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->ours) << "got held by " << b->lease.holder << ", want the expired lease";
+  EXPECT_GT(b->lease.fence, a->lease.fence);
+  EXPECT_EQ(b->lease.taken, 1900);
+
+  // The old holder learns it lost the lease, and cannot free it.
+  auto lost = store_->renew_lease(acme, "node-a", a->lease.fence, 2000, 500);
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error(), make_error_code(errc::lease_lost))
+      << "got " << lost.error().message() << ", want lease_lost";
+  EXPECT_EQ(store_->release_lease(acme, "node-a", a->lease.fence), errc::lease_lost);
+  auto mine = store_->renew_lease(acme, "node-b", b->lease.fence, 2000, 500);
+  ASSERT_TRUE(mine);
+  EXPECT_EQ(*mine, 2500);
+
+  // The holder itself, back after its own expiry, gets a new fence.
+  auto back = store_->take_lease(acme, "node-b", 3000, 500);
+  ASSERT_TRUE(back && back->ours);
+  EXPECT_GT(back->lease.fence, b->lease.fence);
+  EXPECT_EQ(store_->renew_lease(acme, "node-b", b->lease.fence, 3100, 500).error(),
+            make_error_code(errc::lease_lost));
+}
+
+TEST_P(StoreTest, RenewalPastExpiryKeepsALeaseNobodyTook) {
+  const auto acme = add("acme", {"acme.example"});
+  auto a = store_->take_lease(acme, "node-a", 1000, 500);
+  ASSERT_TRUE(a && a->ours);
+  auto renewed = store_->renew_lease(acme, "node-a", a->lease.fence, 5000, 500);
+  ASSERT_TRUE(renewed) << "got " << renewed.error().message() << ", want success";
+  EXPECT_EQ(*renewed, 5500);
+  auto b = store_->take_lease(acme, "node-b", 5100, 500);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->ours);
+}
+
+TEST_P(StoreTest, ReleasedLeaseIsFreeAndItsFenceKeepsGrowing) {
+  const auto acme = add("acme", {"acme.example"});
+  auto a = store_->take_lease(acme, "node-a", 1000, 500);
+  ASSERT_TRUE(a && a->ours);
+  ASSERT_FALSE(store_->release_lease(acme, "node-a", a->lease.fence));
+  EXPECT_TRUE(store_->list_leases()->empty()) << "a released lease is still listed";
+  EXPECT_EQ(store_->release_lease(acme, "node-a", a->lease.fence), errc::lease_lost);
+
+  auto b = store_->take_lease(acme, "node-b", 1100, 500);
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->ours) << "got held by " << b->lease.holder << ", want the released lease";
+  EXPECT_EQ(b->lease.fence, a->lease.fence + 1);
+  ASSERT_FALSE(store_->release_lease(acme, "node-b", b->lease.fence));
+  auto a2 = store_->take_lease(acme, "node-a", 1200, 500);
+  ASSERT_TRUE(a2 && a2->ours);
+  EXPECT_EQ(a2->lease.fence, b->lease.fence + 1);
+}
+
+TEST_P(StoreTest, LeaseRequestsAreCheckedAndLeasesGoWithTheirCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  auto unknown = store_->take_lease(acme + 1000, "node-a", 1000, 500);
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error(), make_error_code(errc::not_found))
+      << "got " << unknown.error().message() << ", want not_found";
+  EXPECT_EQ(store_->take_lease(acme, "", 1000, 500).error(),
+            make_error_code(errc::invalid_argument));
+  EXPECT_EQ(store_->take_lease(acme, "node-a", 1000, 0).error(),
+            make_error_code(errc::invalid_argument));
+  auto other = add("bravo", {"bravo.example"});
+  ASSERT_TRUE(store_->take_lease(acme, "node-a", 1000, 500)->ours);
+  ASSERT_TRUE(store_->take_lease(other, "node-b", 1000, 500)->ours);
+  ASSERT_FALSE(store_->remove_customer("acme", false));
+  auto leases = store_->list_leases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].customer_id, other);
+}
+
+// now 0 is the store's clock (PostgreSQL: the server's; here on this host).
+TEST_P(StoreTest, LeaseWithoutNowUsesTheStoresClock) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto unix_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const auto before = unix_ms();
+  auto a = store_->take_lease(acme, "node-a", 0, 60000);
+  const auto after = unix_ms();
+  ASSERT_TRUE(a && a->ours);
+  EXPECT_GE(a->lease.taken, before - 5000);
+  EXPECT_LE(a->lease.taken, after + 5000);
+  EXPECT_EQ(a->lease.expires, a->lease.taken + 60000);
+  auto b = store_->take_lease(acme, "node-b", 0, 60000);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->ours);
+  auto renewed = store_->renew_lease(acme, "node-a", a->lease.fence, 0, 120000);
+  ASSERT_TRUE(renewed);
+  EXPECT_GE(*renewed, a->lease.taken + 120000);
+}
+
+// Two nodes (two store objects, two connections) race from two threads for
+// the same expired lease, round after round: exactly one wins each round,
+// with the next fence.
+TEST_P(StoreTest, TwoNodesRacingForAnExpiredLeaseNeverBothWin) {
+  const auto acme = add("acme", {"acme.example"});
+  auto second = open_backend("node-b");
+  ASSERT_TRUE(second) << "open node-b: got " << second.error().message() << ", want success";
+  constexpr int rounds = 100;
+  struct outcome {
+    bool ours = false;
+    std::int64_t fence = 0;
+    bool failed = false;
+  };
+  std::vector<outcome> results[2] = {std::vector<outcome>(rounds), std::vector<outcome>(rounds)};
+  std::barrier start_round(2);
+  auto race = [&](store& node, const char* name, std::vector<outcome>& out) {
+    for (int i = 0; i < rounds; ++i) {
+      start_round.arrive_and_wait();
+      // Each round's now is past the previous round's expiry.
+      auto t = node.take_lease(acme, name, 1000 + 1000 * std::int64_t{i}, 500);
+      out[static_cast<std::size_t>(i)] = {t && t->ours, t && t->ours ? t->lease.fence : 0, !t};
+    }
+  };
+  std::thread b([&] { race(**second, "node-b", results[1]); });
+  race(*store_, "node-a", results[0]);
+  b.join();
+  for (int i = 0; i < rounds; ++i) {
+    const auto& a = results[0][static_cast<std::size_t>(i)];
+    const auto& bb = results[1][static_cast<std::size_t>(i)];
+    ASSERT_FALSE(a.failed || bb.failed) << "round " << i << ": a take failed";
+    ASSERT_EQ(int{a.ours} + int{bb.ours}, 1)
+        << "round " << i << ": got " << int{a.ours} + int{bb.ours} << " winners, want 1";
+    EXPECT_EQ(a.ours ? a.fence : bb.fence, i + 1) << "round " << i << ": fence";
+  }
 }
 
 TEST_F(SqliteStoreTest, DeliveryQueriesUseTheirIndexes) {

@@ -47,6 +47,14 @@ class SchedulerTest : public ::testing::Test {
           co_await t.async_wait(asio::use_awaitable);
           --concurrent_;
           run_outcome out;
+          if (held_elsewhere_runs_ > 0) {
+            --held_elsewhere_runs_;
+            out.held_elsewhere = true;
+            out.holder = "node-b";
+            out.retry_after = 500ms;
+            out.error = "held by node node-b";
+            co_return out;
+          }
           out.left_mail = leave_mail_;
           if (leave_mail_) out.error = "421 try later";
           co_return out;
@@ -69,6 +77,7 @@ class SchedulerTest : public ::testing::Test {
   int concurrent_ = 0;
   int max_concurrent_ = 0;
   bool leave_mail_ = false;
+  int held_elsewhere_runs_ = 0;  // the first runs find the lease held by node-b
   std::chrono::milliseconds run_time_{50};
 };
 
@@ -136,6 +145,28 @@ TEST_F(SchedulerTest, BackoffAfterLeftMailAndRouteChangeResetsIt) {
   run_for(300ms);
   EXPECT_EQ(runs_[1], 2) << "no run after link up";
   EXPECT_EQ(routes_.back(), "link c1-dsl 127.0.0.5:25");
+}
+
+// A run that finds the customer's delivery lease held by another node is no
+// failure: no backoff step (the schedule's hour), no flush-done report; the
+// customer is looked at again after the outcome's retry_after.
+TEST_F(SchedulerTest, LeaseHeldElsewhereIsNoFailureAndIsTriedAgainSoon) {
+  add_customer(1, queue::delivery_mode::relay, "127.0.0.1:2526");
+  held_elsewhere_runs_ = 1;
+  make_scheduler({3600s});
+  int done = 0;
+  sched_->on_done([&done](std::int64_t, const flush_progress&) { ++done; });
+  sched_->start();  // the tick loop: queued mail goes at once, and retries
+  run_for(300ms);
+  EXPECT_EQ(runs_[1], 1);
+  ASSERT_NE(sched_->progress(1), nullptr);
+  EXPECT_EQ(sched_->progress(1)->error, "held by node node-b");
+  EXPECT_LE(sched_->next_attempt_in(1), 1) << "got a backoff of " << sched_->next_attempt_in(1)
+                                           << "s, want the lease's retry";
+  EXPECT_EQ(done, 0) << "got a flush-done report for a run that did nothing";
+  run_for(2000ms);
+  EXPECT_EQ(runs_[1], 2) << "got " << runs_[1] << " runs, want 2 (tried again, then delivered)";
+  EXPECT_EQ(done, 1);
 }
 
 TEST_F(SchedulerTest, HoldCustomerWithALinkUpDeliversNewMail) {
