@@ -7,6 +7,7 @@
 #include "control/status_report.hpp"
 
 #include "core/event_log.hpp"
+#include "core/ip_network.hpp"
 #include "core/log.hpp"
 #include "core/units.hpp"
 #include "gateway/inbound/address.hpp"
@@ -18,8 +19,6 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/ip/network_v4.hpp>
-#include <boost/asio/ip/network_v6.hpp>
 
 #include <algorithm>
 #include <ctime>
@@ -54,15 +53,7 @@ bool valid_route(const std::string& route) {
   return valid_host(route);
 }
 
-bool valid_cidr(const std::string& text) {
-  boost::system::error_code ec;
-  if (text.find(':') != std::string::npos) {
-    asio::ip::make_network_v6(text, ec);
-  } else {
-    asio::ip::make_network_v4(text, ec);
-  }
-  return !ec;
-}
+bool valid_cidr(const std::string& text) { return core::parse_ip_network(text).has_value(); }
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),

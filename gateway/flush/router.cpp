@@ -1,36 +1,20 @@
 // router.cpp — see router.hpp.
 #include "gateway/flush/router.hpp"
 
+#include "core/ip_network.hpp"
 #include "core/units.hpp"
 
 #include <boost/asio/ip/address.hpp>
-#include <boost/asio/ip/network_v4.hpp>
-#include <boost/asio/ip/network_v6.hpp>
 
 namespace flushgate::gateway {
 
 namespace asio = boost::asio;
 
 namespace {
-// True when `ip` lies in `cidr` ("192.0.2.0/24", "2001:db8::/32").
-bool in_network(const asio::ip::address& ip, const std::string& cidr) {
-  boost::system::error_code ec;
-  if (ip.is_v4()) {
-    auto net = asio::ip::make_network_v4(cidr, ec);
-    if (ec) return false;
-    auto mask = net.netmask().to_uint();
-    return (ip.to_v4().to_uint() & mask) == (net.address().to_uint() & mask);
-  }
-  auto net = asio::ip::make_network_v6(cidr, ec);
-  if (ec) return false;
-  auto a = ip.to_v6().to_bytes();
-  auto n = net.address().to_bytes();
-  int bits = net.prefix_length();
-  for (std::size_t i = 0; i < a.size() && bits > 0; ++i, bits -= 8) {
-    unsigned mask = bits >= 8 ? 0xffu : (0xffu << (8 - bits)) & 0xffu;
-    if ((a[i] & mask) != (n[i] & mask)) return false;
-  }
-  return true;
+// True when `ip` lies in `net` (a CIDR the control channel validated).
+bool in_allowed_net(const asio::ip::address& ip, const std::string& net) {
+  const auto parsed = core::parse_ip_network(net);
+  return parsed && parsed->contains(ip);
 }
 }  // namespace
 
@@ -106,7 +90,7 @@ link_refusal router::check_link(const customer_directory& customers, const std::
       (ip.is_v4() && ip.to_v4() == asio::ip::address_v4::broadcast())) {
     return link_refusal::bad_address;
   }
-  if (lu != nullptr && !lu->allowed_net.empty() && !in_network(ip, lu->allowed_net)) {
+  if (lu != nullptr && !lu->allowed_net.empty() && !in_allowed_net(ip, lu->allowed_net)) {
     return link_refusal::outside_allowed_net;
   }
   return link_refusal::none;

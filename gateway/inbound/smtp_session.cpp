@@ -6,6 +6,7 @@
 // pipelining client gets its replies in one packet.
 #include "gateway/inbound/smtp_session.hpp"
 
+#include "core/ip_network.hpp"
 #include "core/log.hpp"
 #include "core/time_format.hpp"
 #include "gateway/inbound/address.hpp"
@@ -19,8 +20,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
-#include <boost/asio/ip/network_v4.hpp>
-#include <boost/asio/ip/network_v6.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -714,23 +713,6 @@ asio::awaitable<void> smtp_session::do_auth(const command& c) {
   }
 }
 
-namespace {
-bool address_in(const asio::ip::address& a, const std::string& cidr) {
-  boost::system::error_code ec;
-  if (a.is_v4() && cidr.find(':') == std::string::npos) {
-    auto net = asio::ip::make_network_v4(cidr, ec);
-    if (ec) return false;
-    auto mask = net.netmask().to_uint();
-    return (a.to_v4().to_uint() & mask) == (net.address().to_uint() & mask);
-  }
-  if (a.is_v6() && cidr.find(':') != std::string::npos) {
-    auto net = asio::ip::make_network_v6(cidr, ec);
-    return !ec && asio::ip::make_network_v6(a.to_v6(), 128).is_subnet_of(net);
-  }
-  return false;
-}
-}  // namespace
-
 asio::awaitable<void> smtp_session::do_etrn(const command& c) {
   auto& services = server_.services();
   if (!etrn_offered()) {
@@ -796,7 +778,8 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
       if (link.address == client_address_) ok = true;
     }
     for (const auto& net : e->info.etrn_networks) {
-      if (!ec && address_in(client_ip, net)) ok = true;
+      const auto parsed = core::parse_ip_network(net);
+      if (!ec && parsed && parsed->contains(client_ip)) ok = true;
     }
     if (ok) {
       allowed.push_back(e);
