@@ -309,16 +309,12 @@ constexpr const char* sql_customer_has_mail =
 constexpr const char* sql_delete_customer_mail = "DELETE FROM messages WHERE customer_id = ?1";
 constexpr const char* sql_delete_customer = "DELETE FROM customers WHERE id = ?1";
 
+// One message row and its recipient rows with every column: new mail
+// (held 0, fresh recipient state) and imported mail (store copy) alike.
 constexpr const char* sql_insert_message =
     "INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
-    "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10)";
-constexpr const char* sql_insert_recipient =
-    "INSERT INTO recipients (message_id, address, orcpt, notify) VALUES (?1, ?2, ?3, ?4)";
-// import_message: every column kept as the other store had it.
-constexpr const char* sql_import_message =
-    "INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
     "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-constexpr const char* sql_import_recipient =
+constexpr const char* sql_insert_recipient =
     "INSERT INTO recipients (message_id, address, orcpt, notify, attempts, next_attempt, "
     "last_reply, delay_notified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 // The three message queries select the columns read_messages expects.
@@ -1048,10 +1044,49 @@ error_code sqlite_store::import_message(const message_info& m, std::string_view 
   if (m.recipients.empty() || m.qid.empty()) return errc::invalid_argument;
   transaction tx(*this);
   if (auto ec = tx.begin()) return ec;
+  if (auto ec = insert_message_row(m, content, errc::not_found, errc::name_taken)) return ec;
+  return tx.commit();
+}
+
+error_code sqlite_store::insert_messages(std::span<const new_message> batch, errc missing,
+                                         std::vector<std::string>& qids) {
+  for (const auto& n : batch) {
+    message_info m;
+    m.qid = make_queue_id();
+    m.customer_id = n.customer_id;
+    m.sender = n.sender;
+    m.arrival = n.arrival;
+    m.envid = n.envid;
+    m.ret = n.ret;
+    m.body_type = n.body_type;
+    m.client = n.client;
+    for (const auto& r : n.recipients) {
+      recipient_info ri;
+      ri.address = r.address;
+      ri.orcpt = r.orcpt;
+      ri.notify = r.notify;
+      m.recipients.push_back(std::move(ri));
+    }
+    if (auto ec = insert_message_row(m, n.content, missing, errc::io_error)) return ec;
+    qids.push_back(std::move(m.qid));
+  }
+  return {};
+}
+
+error_code sqlite_store::insert_message_row(const message_info& m, std::string_view content,
+                                            errc missing, errc duplicate) {
+  auto insert_failed = [&](int rc, std::string_view what) -> error_code {
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      core::log_info("queue store {}: {}: no such customer", path_, what);
+      return missing;
+    }
+    if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate != errc::io_error) return duplicate;
+    return fail(rc, what);
+  };
   std::int64_t message_id = 0;
   {
-    statement s{prepare(sql_import_message)};
-    if (!s) return fail(last_rc_, "prepare import message");
+    statement s{prepare(sql_insert_message)};
+    if (!s) return fail(last_rc_, "prepare insert message");
     s.bind(1, m.qid);
     s.bind(2, m.customer_id);
     s.bind(3, m.sender);
@@ -1063,16 +1098,12 @@ error_code sqlite_store::import_message(const message_info& m, std::string_view 
     s.bind(9, m.body_type);
     s.bind(10, m.client);
     s.bind_blob(11, content);
-    if (const int rc = s.step(); rc != SQLITE_DONE) {
-      if (rc == SQLITE_CONSTRAINT_UNIQUE) return errc::name_taken;  // copied before
-      if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return errc::not_found;
-      return fail(rc, "import message");
-    }
+    if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert message");
     message_id = sqlite3_last_insert_rowid(db_);
   }
   for (const auto& r : m.recipients) {
-    statement s{prepare(sql_import_recipient)};
-    if (!s) return fail(last_rc_, "prepare import recipient");
+    statement s{prepare(sql_insert_recipient)};
+    if (!s) return fail(last_rc_, "prepare insert recipient");
     s.bind(1, message_id);
     s.bind(2, r.address);
     s.bind(3, r.orcpt);
@@ -1081,49 +1112,7 @@ error_code sqlite_store::import_message(const message_info& m, std::string_view 
     s.bind(6, r.next_attempt);
     s.bind(7, r.last_reply);
     s.bind(8, std::int64_t{r.delay_notified ? 1 : 0});
-    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "import recipient");
-  }
-  return tx.commit();
-}
-
-error_code sqlite_store::insert_messages(std::span<const new_message> batch, errc missing,
-                                         std::vector<std::string>& qids) {
-  auto insert_failed = [this, missing](int rc, std::string_view what) -> error_code {
-    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-      core::log_info("queue store {}: {}: no such customer", path_, what);
-      return missing;
-    }
-    return fail(rc, what);
-  };
-  for (const auto& m : batch) {
-    std::string qid = make_queue_id();
-    std::int64_t message_id = 0;
-    {
-      statement s{prepare(sql_insert_message)};
-      if (!s) return fail(last_rc_, "prepare insert message");
-      s.bind(1, qid);
-      s.bind(2, m.customer_id);
-      s.bind(3, m.sender);
-      s.bind(4, m.arrival);
-      s.bind(5, static_cast<std::int64_t>(m.content.size()));
-      s.bind(6, m.envid);
-      s.bind(7, m.ret);
-      s.bind(8, m.body_type);
-      s.bind(9, m.client);
-      s.bind_blob(10, m.content);
-      if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert message");
-      message_id = sqlite3_last_insert_rowid(db_);
-    }
-    for (const auto& r : m.recipients) {
-      statement s{prepare(sql_insert_recipient)};
-      if (!s) return fail(last_rc_, "prepare insert recipient");
-      s.bind(1, message_id);
-      s.bind(2, r.address);
-      s.bind(3, r.orcpt);
-      s.bind(4, r.notify);
-      if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert recipient");
-    }
-    qids.push_back(std::move(qid));
+    if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert recipient");
   }
   return {};
 }

@@ -174,6 +174,11 @@ class sqlite_store final : public store {
   // message; a message naming a customer that does not exist gives missing.
   boost::system::error_code insert_messages(std::span<const new_message> batch, errc missing,
                                             std::vector<std::string>& qids);
+  // Inserts one message row and its recipients, every column as given,
+  // inside the caller's transaction: an unknown customer gives missing, a
+  // queue id already present gives duplicate (io_error: report it as a failure).
+  boost::system::error_code insert_message_row(const message_info& m, std::string_view content,
+                                               errc missing, errc duplicate);
   // Applies one attempt inside the caller's transaction, filling out.
   boost::system::error_code apply_attempt(std::string_view qid,
                                           std::span<const recipient_update> updates,
