@@ -331,7 +331,10 @@ asio::awaitable<run_outcome> delivery_agent::run_impl(std::int64_t customer_id, 
     progress.bytes_at_start = stats->bytes;
   }
   if (lanes == 1) {
-    co_return co_await run_lane(customer_id, r, progress, control, turned_around, domains, 0, 1);
+    auto out = co_await run_lane(customer_id, r, progress, control, turned_around, domains, 0, 1);
+    // The lane's connection is gone: a cancel after the run must not reach it.
+    control.cancel = nullptr;
+    co_return out;
   }
 
   // Several lanes, each with its own connection; a message belongs to one

@@ -114,9 +114,9 @@ asio::awaitable<run_outcome> lease_keeper::hold(const taken& t, run_control& con
     failure = std::current_exception();
   }
   // The run is over, but its caller still waits for the release below: a
-  // cancel now (a route change) must not reach a connection the run has
-  // already closed and freed (the delivery agent leaves its last cancel
-  // function behind).
+  // cancel now (a route change) must find nothing to close. The delivery
+  // agent clears its cancel function when its connection goes; a run body
+  // that did not would otherwise reach a freed connection here.
   control.cancel = nullptr;
   if (lost) {
     out.cancelled = true;
