@@ -348,6 +348,11 @@ using handler = asio::awaitable<command_result> (*)(daemon_context&, const Objec
 
 // ------------------------------------------------------------ customers
 
+// A cluster's other nodes read the customer again (or drop it) from the store.
+void announce_customer(daemon_context& ctx, std::int64_t id, const std::string& name) {
+  if (ctx.announce) ctx.announce({.what = queue::cluster_signal::kind::customer, .customer_id = id, .text = name});
+}
+
 asio::awaitable<command_result> customer_add(daemon_context& ctx, const Object::Ptr& args) {
   queue::customer c;
   c.name = args->optValue<std::string>("name", "");
@@ -378,6 +383,7 @@ asio::awaitable<command_result> customer_add(daemon_context& ctx, const Object::
   if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer", command_status::conflict);
   if (ec) co_return store_failure(ec, "customer " + c.name);
   ctx.customers.upsert(c);
+  announce_customer(ctx, c.id, c.name);
   core::log_info("control: customer {} added (domains {}, mode {}, route \"{}\")", c.name,
                  c.domains.front(), queue::to_string(c.mode), c.route);
   core::recent_events().record("customer_changed", c.name,
@@ -408,6 +414,7 @@ asio::awaitable<command_result> customer_set(daemon_context& ctx, const Object::
   if (ec == queue::errc::domain_taken) co_return command_result::failure("a domain of " + c.name + " already belongs to another customer", command_status::conflict);
   if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.upsert(c);
+  announce_customer(ctx, c.id, c.name);
   core::log_info("control: customer {} changed (state {}, mode {})", c.name,
                  queue::to_string(c.state), queue::to_string(c.mode));
   core::recent_events().record("customer_changed", c.name,
@@ -434,6 +441,7 @@ asio::awaitable<command_result> customer_passwd(daemon_context& ctx, const Objec
   auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
   if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.upsert(c);
+  announce_customer(ctx, c.id, c.name);
   core::log_info("control: login of customer {} changed", name);
   core::recent_events().record("customer_changed", name, "customer " + name + ": login changed");
   co_return command_result::success(Poco::Dynamic::Var(name));
@@ -507,6 +515,7 @@ asio::awaitable<command_result> customer_remove(daemon_context& ctx, const Objec
   }
   if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.remove(id);
+  announce_customer(ctx, id, name);
   core::log_info("control: customer {} removed{}", name, force ? " (queued mail deleted)" : "");
   core::recent_events().record("customer_changed", name,
                                "customer " + name + " removed" + (force ? " with its queued mail" : ""));
@@ -770,20 +779,26 @@ asio::awaitable<command_result> status(daemon_context& ctx, const Object::Ptr&) 
   co_return co_await collect_status(ctx, static_cast<std::int64_t>(std::time(nullptr)));
 }
 
-asio::awaitable<command_result> events(daemon_context&, const Object::Ptr& args) {
+asio::awaitable<command_result> events(daemon_context& ctx, const Object::Ptr& args) {
   std::int64_t limit = 50;
   std::string error;
   if (!read_number(args, "limit", limit, error)) co_return command_result::failure(error);
   Array::Ptr out = new Array;
-  for (const auto& e : core::recent_events().latest(static_cast<std::size_t>(std::clamp<std::int64_t>(limit, 1, 1000)))) {
+  const auto list = co_await read_recent_events(ctx, static_cast<std::size_t>(std::clamp<std::int64_t>(limit, 1, 1000)));
+  for (const auto& e : list) {
     Object::Ptr o = new Object;
     o->set("time", e.time);
     o->set("kind", e.kind);
     o->set("customer", e.customer);
     o->set("text", e.text);
+    o->set("node", e.node);
     out->add(o);
   }
   co_return command_result::success(out);
+}
+
+asio::awaitable<command_result> cluster_status(daemon_context& ctx, const Object::Ptr&) {
+  co_return co_await collect_cluster_status(ctx);
 }
 
 // The configuration the daemon runs with (after $-expansion), every
@@ -851,6 +866,7 @@ constexpr command_entry command_table[] = {
     {"link.list", &link_list},
     {"flush", &flush},                   {"flush.status", &flush_status},
     {"status", &status},                 {"events", &events},
+    {"cluster.status", &cluster_status},
     {"config.show", &config_show},       {"doctor", &doctor},
 };
 

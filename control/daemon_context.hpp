@@ -18,14 +18,18 @@
 #include "linkmon/hooks.hpp"
 #include "linkmon/pcap_sniffer.hpp"
 #include "linkmon/radius_listener.hpp"
+#include "queue/cluster_bus.hpp"
 #include "queue/disk_guard.hpp"
 #include "queue/store_worker.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace flushgate::control {
+
+class cluster_sync;
 
 // The parts of the daemon the commands act on. The optional parts are set
 // by flushgated; tests may leave them out (the commands that need one say so).
@@ -41,6 +45,11 @@ struct daemon_context {
   linkmon::radius_listener* radius = nullptr;         // its counters (metrics)
   std::vector<linkmon::pcap_sniffer*> sniffers;       // their counters (metrics)
   std::string hostname;                               // myhostname
+  std::string node;                                   // node_name
+  // A cluster (store = postgresql): tells the other nodes what this one
+  // changed (cluster_sync.hpp); unset on one node.
+  std::function<void(queue::cluster_signal)> announce;
+  const cluster_sync* cluster = nullptr;              // its state (status, cluster status)
   std::int64_t started = 0;                           // unix seconds
 };
 

@@ -16,6 +16,8 @@
 #include "queue/sqlite_store.hpp"
 #include "queue/store_copy.hpp"
 
+#include <fmt/format.h>
+
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
@@ -70,7 +72,8 @@ Queue:
   queue summary [--customer NAME]
 Operations:
   status                        customers, queues and links at a glance
-  events [--limit N]            what happened lately (links, flushes, changes)
+  events [--limit N]            what happened lately (links, flushes, changes), on every node
+  cluster status                the nodes sharing the queue, and which node delivers whom
   doctor DOMAIN                 checks the domain's MX set-up in DNS (exit 1 on a warning)
 Configuration (reads the file, no daemon needed):
   config show [--changed]
@@ -361,18 +364,55 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
               << (f->getValue<bool>("running") ? ", flush running" : "") << "\n";
   } else if (command == "events") {
     auto list = result.extract<Array::Ptr>();
-    std::vector<std::vector<std::string>> rows{{"AGO", "KIND", "CUSTOMER", "WHAT"}};
+    std::vector<std::vector<std::string>> rows{{"AGO", "NODE", "KIND", "CUSTOMER", "WHAT"}};
     for (std::size_t i = 0; i < list->size(); ++i) {
       auto e = list->getObject(static_cast<unsigned>(i));
-      rows.push_back({age(e->getValue<std::int64_t>("time")), e->getValue<std::string>("kind"),
-                      e->getValue<std::string>("customer"), e->getValue<std::string>("text")});
+      const std::string node = e->optValue<std::string>("node", "");
+      rows.push_back({age(e->getValue<std::int64_t>("time")), node.empty() ? "-" : node,
+                      e->getValue<std::string>("kind"), e->getValue<std::string>("customer"),
+                      e->getValue<std::string>("text")});
     }
     print_table(rows);
+  } else if (command == "cluster.status") {
+    auto o = result.extract<Object::Ptr>();
+    auto nodes = o->getArray("nodes");
+    std::cout << "node " << o->getValue<std::string>("node") << ", store "
+              << o->getValue<std::string>("store") << ", " << nodes->size()
+              << (nodes->size() == 1 ? " node" : " nodes") << "\n";
+    std::vector<std::vector<std::string>> rows{{"NODE", "VERSION", "STARTED", "HEARTBEAT", "STATE", "LEASES"}};
+    for (std::size_t i = 0; i < nodes->size(); ++i) {
+      auto n = nodes->getObject(static_cast<unsigned>(i));
+      const auto beat = n->getValue<std::int64_t>("heartbeat_age_ms");
+      rows.push_back({n->getValue<std::string>("name") + (n->getValue<bool>("self") ? " (this)" : ""),
+                      n->getValue<std::string>("version"),
+                      age(n->getValue<std::int64_t>("started")) + " ago",
+                      fmt::format("{:.1f} s ago", static_cast<double>(beat) / 1000.0),
+                      n->getValue<bool>("alive") ? "alive" : "SILENT",
+                      n->get("leases").convert<std::string>()});
+    }
+    print_table(rows);
+    auto leases = o->getArray("leases");
+    if (leases->size() > 0) {
+      std::cout << "\n";
+      std::vector<std::vector<std::string>> lrows{{"CUSTOMER", "DELIVERED BY", "FOR", "EXPIRES IN"}};
+      for (std::size_t i = 0; i < leases->size(); ++i) {
+        auto l = leases->getObject(static_cast<unsigned>(i));
+        lrows.push_back({l->getValue<std::string>("customer"), l->getValue<std::string>("holder"),
+                         fmt::format("{:.1f} s", static_cast<double>(l->getValue<std::int64_t>("held_for_ms")) / 1000.0),
+                         fmt::format("{:.1f} s", static_cast<double>(l->getValue<std::int64_t>("expires_in_ms")) / 1000.0)});
+      }
+      print_table(lrows);
+    } else {
+      std::cout << "no customer is being delivered right now\n";
+    }
   } else if (command == "status") {
     auto o = result.extract<Object::Ptr>();
     auto t = o->getObject("totals");
     auto d = o->getObject("disk");
-    std::cout << o->getValue<std::string>("hostname") << ": " << t->get("customers").convert<std::string>()
+    const std::string node = o->optValue<std::string>("node", "");
+    std::cout << o->getValue<std::string>("hostname")
+              << (node.empty() || node == o->getValue<std::string>("hostname") ? "" : " (node " + node + ")")
+              << ": " << t->get("customers").convert<std::string>()
               << " customers, " << t->get("messages").convert<std::string>() << " messages queued ("
               << t->get("bytes").convert<std::string>() << " bytes, oldest "
               << (t->getValue<std::uint64_t>("messages") > 0
@@ -385,14 +425,15 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
               << " inside the queue store, minimum "
               << human_bytes(d->optValue<std::uint64_t>("min_free_bytes", 0)) << ")\n";
     auto list = o->getArray("customers");
-    std::vector<std::vector<std::string>> rows{{"CUSTOMER", "ACTIVITY", "MESSAGES", "OLDEST", "ROUTE"}};
+    std::vector<std::vector<std::string>> rows{{"CUSTOMER", "ACTIVITY", "MESSAGES", "OLDEST", "ROUTE", "DELIVERED BY"}};
     for (std::size_t i = 0; i < list->size(); ++i) {
       auto c = list->getObject(static_cast<unsigned>(i));
       auto oldest = c->getValue<std::int64_t>("oldest_age_seconds");
+      const std::string by = c->optValue<std::string>("flushing_node", "");
       rows.push_back({c->getValue<std::string>("name"), c->getValue<std::string>("activity"),
                       c->get("messages").convert<std::string>(),
                       c->getValue<std::uint64_t>("messages") > 0 ? age(std::time(nullptr) - oldest) : "-",
-                      c->getValue<std::string>("route")});
+                      c->getValue<std::string>("route"), by.empty() ? "-" : "node " + by});
     }
     print_table(rows);
   } else if (command == "config.show") {
@@ -677,6 +718,9 @@ int run(std::vector<std::string> args) {
     if (verb == "list") return send(socket_path, "link.list", a, json);
   } else if (group == "status") {
     return send(socket_path, "status", a, json);
+  } else if (group == "cluster") {
+    if (verb != "status" || words.size() != 2) fail("usage: flushgate cluster status [--json]");
+    return send(socket_path, "cluster.status", a, json);
   } else if (group == "events") {
     for (std::size_t i = 1; i < words.size(); ++i) {
       if (words[i] == "--limit" && i + 1 < words.size()) a->set("limit", words[++i]);

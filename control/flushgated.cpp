@@ -13,6 +13,7 @@
 // tell the service manager READY=1 (service_notify.hpp); serve.
 // SIGTERM/SIGINT: STOPPING=1, graceful shutdown (smtp_server::shutdown), then exit 0.
 // SIGHUP: reopen the log file (no reload, so no RELOADING=1).
+#include "control/cluster_sync.hpp"
 #include "control/commands.hpp"
 #include "control/control_server.hpp"
 #include "control/http_api.hpp"
@@ -217,6 +218,20 @@ bool check_files(const core::config& cfg, std::string& error) {
     return false;
   }
   return true;
+}
+
+// Fire-and-forget writes to the store from the network thread (their
+// values are parameters, so they live in the coroutine frame).
+asio::awaitable<void> store_retry(queue::store_worker& store, queue::retry_record r) {
+  auto ec = co_await store.run([&r](queue::store& s) { return s.save_retry(r); });
+  if (ec && ec != queue::errc::not_found) {
+    core::log_warning("customer {}: retry state not shared: {}", r.customer_id, ec.message());
+  }
+}
+
+asio::awaitable<void> store_event(queue::store_worker& store, queue::event_record e) {
+  // A full disk must not stop anything for an event: it stays in memory.
+  co_await store.run([&e](queue::store& s) { return s.record_event(e); });
 }
 
 // The system customer that owns the gateway's own notices (DSNs).
@@ -495,8 +510,48 @@ int run_daemon(core::config& cfg) {
   context.radius = radius.get();
   for (auto& sniffer : sniffers) context.sniffers.push_back(sniffer.get());
   context.hostname = hostname;
+  context.node = cfg.text("node_name");
   context.started = static_cast<std::int64_t>(std::time(nullptr));
   link_context = &context;
+
+  // A cluster: the nodes tell each other what changed and reconcile with
+  // the shared store (cluster_sync.hpp); retry state and the recent events
+  // are shared. (One node on SQLite keeps its events in memory: a write
+  // per event there would compete with intake for a full disk's last room.)
+  std::unique_ptr<control::cluster_sync> cluster;
+  if (cfg.text("store") == "postgresql") {
+    core::recent_events().set_sink([&io, &worker, node = context.node](const core::recent_event& e) {
+      asio::co_spawn(io, store_event(worker, queue::event_record{.time = e.time, .node = node, .kind = e.kind,
+                                                                 .customer = e.customer, .text = e.text}),
+                     asio::detached);
+    });
+    control::cluster_settings cs;
+    cs.node = context.node;
+    cs.started = context.started;
+    cs.interval = cfg.duration("cluster_sync_interval");
+    cs.bus.conninfo = cfg.text("postgresql_conninfo");
+    cluster = std::make_unique<control::cluster_sync>(io, context, std::move(cs));
+    context.cluster = cluster.get();
+    context.announce = [c = cluster.get()](queue::cluster_signal s) { c->announce(std::move(s)); };
+    // What made a run here found the lease elsewhere: the holder hears it
+    // (new mail waits for the holder's retry state; a forced trigger flushes).
+    sched.on_held_elsewhere([&context](std::int64_t id, const std::string& trigger, bool forced,
+                                       const std::string&) {
+      context.announce({.what = forced ? queue::cluster_signal::kind::flush : queue::cluster_signal::kind::mail,
+                        .customer_id = id,
+                        .text = trigger});
+    });
+    leases.on_released([&context](std::int64_t id) {
+      context.announce({.what = queue::cluster_signal::kind::lease_free, .customer_id = id});
+    });
+    sched.on_retry([&io, &worker, node = context.node](std::int64_t id, int failures,
+                                                       std::chrono::system_clock::time_point next) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next.time_since_epoch()).count();
+      asio::co_spawn(io, store_retry(worker, queue::retry_record{.customer_id = id, .failures = failures,
+                                                                 .next_try = ms, .node = node}),
+                     asio::detached);
+    });
+  }
   control::control_server control(io, context, cfg.text("control_socket"), cfg.text("control_group"));
   if (!control.listen(error)) {
     core::log_error("{}", error);
@@ -522,10 +577,11 @@ int run_daemon(core::config& cfg) {
   control.start();
   http.start(context);
   sched.start();
+  if (cluster) cluster->start();
   if (radius) asio::co_spawn(io, radius->run(), asio::detached);
   for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
-  core::log_info("flushgated started: myhostname={}, data_dir={}, {} customers, {} messages queued{}",
-                 hostname, data_dir, customers.size(), queued, tls ? ", STARTTLS offered" : "");
+  core::log_info("flushgated started: myhostname={}, store {}, {} customers, {} messages queued{}",
+                 hostname, describe_store(cfg), customers.size(), queued, tls ? ", STARTTLS offered" : "");
   // Every listener listens now (the kernel queues connections until io.run()).
   control::service_notifier service(io);
   service.ready(fmt::format("serving: {} customers, {} messages queued", customers.size(), queued));
@@ -559,6 +615,7 @@ int run_daemon(core::config& cfg) {
       if (radius) radius->stop();
       for (auto& sniffer : sniffers) sniffer->stop();
       http.stop();
+      if (cluster) cluster->stop();
       co_await smtpd.shutdown();
       odmrd.stop();
       sched.stop();
@@ -576,6 +633,7 @@ int run_daemon(core::config& cfg) {
   ::signal(SIGPIPE, SIG_IGN);
 
   io.run();
+  core::recent_events().set_sink(nullptr);
   core::log_info("flushgated stopped");
   return 0;
 }

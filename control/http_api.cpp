@@ -172,6 +172,7 @@ api_route route_request(std::string_view method, std::string_view target, const 
   }
   if (resource == "status" && n == 3 && get) return command("status", args);
   if (resource == "config" && n == 3 && get) return command("config.show", args);
+  if (resource == "cluster" && n == 3 && get) return command("cluster.status", args);
   if (resource == "events" && n == 3 && get) {
     if (!param("limit").empty()) args->set("limit", param("limit"));
     return command("events", args);

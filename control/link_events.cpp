@@ -30,6 +30,11 @@ void fire_hooks(daemon_context& ctx, linkmon::hook_event event, const queue::lin
   ctx.hooks->fire(h);
 }
 
+// A cluster's other nodes read the customer's links again from the store.
+void announce_link(daemon_context& ctx, std::int64_t customer_id, const char* what) {
+  if (ctx.announce) ctx.announce({.what = queue::cluster_signal::kind::link, .customer_id = customer_id, .text = what});
+}
+
 void fire_link_hooks(daemon_context& ctx, bool up, const queue::link_record& link) {
   fire_hooks(ctx, up ? linkmon::hook_event::link_up : linkmon::hook_event::link_down, link);
   fire_hooks(ctx, linkmon::hook_event::route_changed, link);
@@ -91,6 +96,7 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
                  customer_name, e.user, queue::to_string(kind), e.address,
                  e.session_id.empty() ? "-" : e.session_id, e.nas.empty() ? "-" : e.nas, e.source);
   ctx.scheduler.route_changed(customer_id, "link up");
+  announce_link(ctx, customer_id, "link up");
   fire_link_hooks(ctx, true, rec);
   co_return out;
 }
@@ -98,8 +104,12 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
 asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon::link_event& e) {
   link_event_result out;
   const auto* current = ctx.router.find_link(e.user);
-  if (current == nullptr || (!e.session_id.empty() && current->session_id != e.session_id)) {
+  const bool cluster = static_cast<bool>(ctx.announce);
+  if ((current == nullptr && !cluster) ||
+      (current != nullptr && !e.session_id.empty() && current->session_id != e.session_id)) {
     // Nothing live, or a late Stop of an older session: a no-op, and fine.
+    // (In a cluster the store is asked even so: another node may have
+    // recorded a link this one has not heard of yet.)
     out.ok = true;
     co_return out;
   }
@@ -114,6 +124,12 @@ asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon:
   }
   auto removed = ctx.router.link_down(user, session);
   if (!removed) {
+    if (!ec) {
+      // Only the store had it: the other nodes drop it too.
+      if (const auto* owner = ctx.customers.find_by_link_user(user)) {
+        announce_link(ctx, owner->info.id, "link down");
+      }
+    }
     out.ok = true;
     co_return out;
   }
@@ -124,6 +140,7 @@ asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon:
   core::log_info("link down: customer={}, user={}, address={}, session={}, source={}",
                  out.customer, user, removed->address, session.empty() ? "-" : session, e.source);
   ctx.scheduler.route_changed(removed->customer_id, "link down");
+  announce_link(ctx, removed->customer_id, "link down");
   fire_link_hooks(ctx, false, *removed);
   co_return out;
 }
@@ -150,6 +167,7 @@ asio::awaitable<link_event_result> nas_reset(daemon_context& ctx, const linkmon:
   core::log_info("NAS {} restarted ({}): {} links ended", e.nas, e.source, removed.size());
   for (const auto& l : removed) {
     ctx.scheduler.route_changed(l.customer_id, "link down");
+    announce_link(ctx, l.customer_id, "link down");
     fire_link_hooks(ctx, false, l);
   }
   out.ok = true;

@@ -910,6 +910,49 @@ void put_events(std::string& out, const page_context& ctx) {
   out += "</section>\n";
 }
 
+// The cluster box (store = postgresql only): every node, whether it beats,
+// and which node delivers which customer now.
+void put_cluster(std::string& out, const page_context& ctx) {
+  if (!ctx.snapshot || !ctx.snapshot->has("cluster")) return;
+  Object::Ptr cluster = ctx.snapshot->getObject("cluster");
+  if (!cluster) return;
+  const auto nodes = objects_of(cluster, "nodes");
+  const auto leases = objects_of(cluster, "leases");
+  out += "<section class=\"panel\" id=\"cluster\">\n<h2>Cluster";
+  out += fmt::format(" <span class=\"n\">{} nodes</span>", nodes.size());
+  out += "</h2>\n<ul class=\"links\">\n";
+  for (const auto& n : nodes) {
+    const bool alive = n->has("alive") && n->getValue<bool>("alive");
+    const bool self = n->has("self") && n->getValue<bool>("self");
+    out += "<li class=\"link node\"><div class=\"lk-top\"><span class=\"name\">";
+    put(out, text_of(n, "name"));
+    out += "</span>";
+    out += alive ? "<span class=\"tag k-dsl\">alive</span>" : "<span class=\"tag k-dial\">silent</span>";
+    if (self) out += "<span class=\"tag\">this node</span>";
+    out += "</div><div class=\"lk-meta\">";
+    put(out, text_of(n, "version"));
+    out += fmt::format(" \xC2\xB7 heartbeat {:.1f} s ago \xC2\xB7 {} leases",
+                       static_cast<double>(int_of(n, "heartbeat_age_ms").value_or(0)) / 1000.0,
+                       int_of(n, "leases").value_or(0));
+    out += "</div></li>\n";
+  }
+  out += "</ul>\n";
+  if (leases.empty()) {
+    out += "<p class=\"empty\">No customer is being delivered right now.</p>\n";
+  } else {
+    out += "<ul class=\"links\">\n";
+    for (const auto& l : leases) {
+      out += "<li class=\"link lease\"><div class=\"lk-top\"><span class=\"name\">";
+      put(out, text_of(l, "customer"));
+      out += "</span></div><div class=\"lk-sub mono\">delivered by ";
+      put(out, text_of(l, "holder"));
+      out += "</div></li>\n";
+    }
+    out += "</ul>\n";
+  }
+  out += "</section>\n";
+}
+
 std::string render(const Object::Ptr& snapshot) {
   page_context ctx;
   ctx.snapshot = snapshot;
@@ -934,6 +977,7 @@ std::string render(const Object::Ptr& snapshot) {
   put_customers(out, customers);
   put_events(out, ctx);
   out += "</div>\n<aside class=\"side\">\n";
+  put_cluster(out, ctx);
   put_histogram(out, ctx);
   put_links(out, ctx, links);
   out += "</aside>\n</div>\n</main>\n<footer>flushgate";

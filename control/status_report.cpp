@@ -1,6 +1,8 @@
 // status_report.cpp — see status_report.hpp.
 #include "control/status_report.hpp"
 
+#include "control/cluster_sync.hpp"
+
 #include "core/event_log.hpp"
 #include "core/metrics.hpp"
 
@@ -75,7 +77,127 @@ void add_counters(std::string& out, const char* name, const char* help, const ch
   }
 }
 
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Who delivers each customer now: the holders of leases that have not expired.
+std::map<std::int64_t, std::string> lease_holders(const std::vector<queue::delivery_lease>& leases) {
+  std::map<std::int64_t, std::string> out;
+  const std::int64_t now = now_ms();
+  for (const auto& l : leases) {
+    if (!l.holder.empty() && l.expires > now) out[l.customer_id] = l.holder;
+  }
+  return out;
+}
+
+// A node counts as alive while its heartbeat is younger than three reconcile intervals.
+std::int64_t alive_limit_ms(const daemon_context& ctx) {
+  const auto interval = ctx.cluster != nullptr ? ctx.cluster->settings().interval
+                                               : std::chrono::milliseconds(5000);
+  return 3 * interval.count();
+}
+
 }  // namespace
+
+asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_context& ctx,
+                                                                    std::size_t limit) {
+  if (ctx.cluster == nullptr) co_return core::recent_events().latest(limit);
+  auto stored = co_await ctx.store.run([limit](queue::store& s) { return s.list_events(limit); });
+  if (!stored) co_return core::recent_events().latest(limit);
+  std::vector<core::recent_event> out;
+  for (auto& e : *stored) {
+    out.push_back(core::recent_event{e.time, std::move(e.kind), std::move(e.customer),
+                                     std::move(e.text), std::move(e.node)});
+  }
+  co_return out;
+}
+
+asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
+  auto leases = co_await ctx.store.run([](queue::store& s) { return s.list_leases(); });
+  auto nodes = co_await ctx.store.run([](queue::store& s) { return s.list_nodes(); });
+  if (!leases || !nodes) {
+    co_return command_result::failure(
+        "cluster status: " + (leases ? nodes.error() : leases.error()).message(),
+        command_status::unavailable);
+  }
+  std::map<std::int64_t, std::string> name_of;
+  for (const auto* e : ctx.customers.all()) name_of[e->info.id] = e->info.name;
+  const auto holders = lease_holders(*leases);
+  std::map<std::string, std::uint64_t> held_by;
+  for (const auto& [id, holder] : holders) ++held_by[holder];
+
+  Object::Ptr out = new Object;
+  out->set("node", ctx.node);
+  out->set("store", ctx.config != nullptr ? ctx.config->text("store") : std::string());
+  const bool cluster = ctx.cluster != nullptr;
+  out->set("cluster", cluster);
+
+  Array::Ptr node_list = new Array;
+  bool self_listed = false;
+  for (const auto& n : *nodes) {
+    if (!cluster && n.name != ctx.node) continue;
+    Object::Ptr o = new Object;
+    o->set("name", n.name);
+    o->set("version", n.version);
+    o->set("started", n.started);
+    o->set("heartbeat_age_ms", n.age_ms);
+    o->set("alive", n.age_ms < alive_limit_ms(ctx));
+    o->set("leases", held_by[n.name]);
+    o->set("self", n.name == ctx.node);
+    self_listed = self_listed || n.name == ctx.node;
+    node_list->add(o);
+  }
+  if (!self_listed) {
+    // One node (SQLite) has no heartbeat: it is this one, alive as it answers.
+    Object::Ptr o = new Object;
+    o->set("name", ctx.node);
+    o->set("version", std::string(FLUSHGATE_VERSION));
+    o->set("started", ctx.started);
+    o->set("heartbeat_age_ms", 0);
+    o->set("alive", true);
+    o->set("leases", held_by[ctx.node]);
+    o->set("self", true);
+    node_list->add(o);
+  }
+  out->set("nodes", node_list);
+
+  Array::Ptr lease_list = new Array;
+  const std::int64_t now = now_ms();
+  for (const auto& l : *leases) {
+    if (l.holder.empty() || l.expires <= now) continue;
+    Object::Ptr o = new Object;
+    o->set("customer", name_of.count(l.customer_id) ? name_of[l.customer_id] : std::to_string(l.customer_id));
+    o->set("holder", l.holder);
+    o->set("fence", l.fence);
+    o->set("expires_in_ms", l.expires - now);
+    o->set("held_for_ms", now - l.taken);
+    lease_list->add(o);
+  }
+  out->set("leases", lease_list);
+
+  if (cluster) {
+    const auto st = ctx.cluster->current();
+    Object::Ptr bus = new Object;
+    bus->set("listening", st.bus.listening);
+    bus->set("sent", st.bus.sent);
+    bus->set("received", st.bus.received);
+    bus->set("dropped", st.bus.dropped);
+    bus->set("reconnects", st.bus.reconnects);
+    bus->set("applied", st.applied);
+    out->set("bus", bus);
+    Object::Ptr rec = new Object;
+    rec->set("count", st.reconciles);
+    rec->set("last", st.last_reconcile);
+    rec->set("last_seconds", st.last_reconcile_seconds);
+    rec->set("ok", st.last_reconcile_ok);
+    rec->set("interval_seconds", std::chrono::duration<double>(ctx.cluster->settings().interval).count());
+    out->set("reconcile", rec);
+  }
+  co_return command_result::success(out);
+}
 
 asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t now) {
   // Copied before the store is asked anything: the directory's entries may
@@ -97,6 +219,15 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
                                       command_status::unavailable);
   }
 
+  auto leases = co_await ctx.store.run([](queue::store& s) { return s.list_leases(); });
+  const auto holders = leases ? lease_holders(*leases) : std::map<std::int64_t, std::string>{};
+  const auto recent = co_await read_recent_events(ctx, 50);
+  Object::Ptr cluster;
+  if (ctx.cluster != nullptr) {
+    auto c = co_await collect_cluster_status(ctx);
+    if (c.ok) cluster = c.result.extract<Object::Ptr>();
+  }
+
   // From here on nothing waits: the directory, router and scheduler are read as they are now.
   std::map<std::int64_t, const queue::queue_stats*> stats_of;
   for (const auto& s : *summary) stats_of[s.customer_id] = &s;
@@ -106,6 +237,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   Object::Ptr out = new Object;
   out->set("generated", now);
   out->set("hostname", ctx.hostname);
+  out->set("node", ctx.node);
   out->set("version", std::string(FLUSHGATE_VERSION));
   out->set("uptime_seconds", ctx.started > 0 ? now - ctx.started : 0);
   out->set("refresh_seconds", 10);
@@ -163,6 +295,9 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
     }
     o->set("last_error", progress != nullptr && !progress->running ? progress->error : std::string());
     o->set("next_attempt_in", ctx.scheduler.next_attempt_in(c.id));
+    // The node that delivers it right now (its lease), "" when none does.
+    const auto holder = holders.find(c.id);
+    o->set("flushing_node", holder != holders.end() ? holder->second : std::string());
     customer_list->add(o);
   }
   out->set("customers", customer_list);
@@ -196,15 +331,17 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   out->set("age_histogram", bands);
 
   Array::Ptr events = new Array;
-  for (const auto& e : core::recent_events().latest(50)) {
+  for (const auto& e : recent) {
     Object::Ptr o = new Object;
     o->set("time", e.time);
     o->set("kind", e.kind);
     o->set("customer", e.customer);
     o->set("text", e.text);
+    o->set("node", e.node);
     events->add(o);
   }
   out->set("events", events);
+  if (cluster) out->set("cluster", cluster);
   co_return command_result::success(out);
 }
 
@@ -325,6 +462,24 @@ std::string render_metrics(const daemon_context& ctx, const Object::Ptr& status)
                                     "Intake transactions (group commits), each fsync'd.",
                                     core::metric_type::counter);
   out += core::render_sample("flushgate_store_commits_total", {}, static_cast<double>(ctx.store.commits()));
+  if (ctx.cluster != nullptr) {
+    const auto st = ctx.cluster->current();
+    add_counters(out, "flushgate_cluster_signals_total",
+                 "Signals between nodes (LISTEN/NOTIFY), by what became of them.", "outcome",
+                 {{"sent", st.bus.sent},
+                  {"received", st.bus.received},
+                  {"applied", st.applied},
+                  {"dropped", st.bus.dropped}});
+    add_gauge(out, "flushgate_cluster_listening", "1 while this node hears the other nodes' signals.",
+              st.bus.listening ? 1 : 0);
+    add_counters(out, "flushgate_cluster_reconciles_total",
+                 "Reconciles with the shared store (periodic and after a gap in listening).", "outcome",
+                 {{"done", st.reconciles}});
+    add_gauge(out, "flushgate_cluster_last_reconcile_seconds", "How long the last reconcile took.",
+              st.last_reconcile_seconds);
+    // Every series of a node carries its name, so that one Prometheus sees the nodes apart.
+    out = core::add_label_to_samples(out, "node", ctx.node);
+  }
   return out;
 }
 

@@ -14,14 +14,29 @@
 #pragma once
 
 #include "control/commands.hpp"
+#include "core/event_log.hpp"
 
 #include <Poco/JSON/Object.h>
 
 #include <boost/asio/awaitable.hpp>
 
 #include <string>
+#include <vector>
 
 namespace flushgate::control {
+
+// The recent events, newest first: in a cluster the store's list (every
+// node's, kept across restarts), else — one node, or the store cannot be
+// read — this process's own.
+boost::asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_context& ctx,
+                                                                           std::size_t limit);
+
+// The cluster at a glance (control command "cluster.status", `flushgate
+// cluster status`, GET /api/v1/cluster, the status page): this node, every
+// node that beat (version, start, heartbeat age, alive, leases held), the
+// delivery leases (who flushes which customer), and this node's bus and
+// reconcile counters. On SQLite: this one node and its leases.
+boost::asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx);
 
 // The snapshot; call on the io thread. `now` is unix seconds.
 boost::asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t now);

@@ -337,6 +337,13 @@ const std::vector<param>& parameter_table() {
        .doc = "How long a node's delivery lease on a customer lasts unless renewed (every third "
               "of it); after a node dies, another delivers its customers once this has passed.",
        .min = 3},
+      {.name = "cluster_sync_interval",
+       .kind = k::duration,
+       .default_value = "5s",
+       .doc = "How often a node of a cluster reconciles its view (customers, links, retry state, "
+              "queued mail) with the shared store and records its heartbeat; signals between "
+              "nodes make most changes arrive at once, this catches what a lost one missed.",
+       .min = 1},
       {.name = "queue_min_free",
        .kind = k::size,
        .default_value = "100M",

@@ -7,13 +7,23 @@ namespace flushgate::core {
 
 void event_log::record(std::string kind, std::string customer, std::string text) {
   record(recent_event{static_cast<std::int64_t>(std::time(nullptr)), std::move(kind),
-                      std::move(customer), std::move(text)});
+                      std::move(customer), std::move(text), {}});
 }
 
 void event_log::record(recent_event e) {
+  std::function<void(const recent_event&)> sink;
+  {
+    std::lock_guard lock(mutex_);
+    events_.push_back(e);
+    while (events_.size() > capacity_) events_.pop_front();
+    sink = sink_;
+  }
+  if (sink) sink(e);
+}
+
+void event_log::set_sink(std::function<void(const recent_event&)> sink) {
   std::lock_guard lock(mutex_);
-  events_.push_back(std::move(e));
-  while (events_.size() > capacity_) events_.pop_front();
+  sink_ = std::move(sink);
 }
 
 std::vector<recent_event> event_log::latest(std::size_t limit) const {

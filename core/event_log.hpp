@@ -3,7 +3,11 @@
 // Purpose: a bounded, in-memory list of recent events (a link came up, a
 // flush ended, a customer was changed, a DSN was queued) that the status
 // page and `GET /api/v1/events` show, newest first. The log file remains the
-// record; this is the "what just happened" view, lost on restart.
+// record; this is the "what just happened" view. In a cluster the daemon
+// also hands every event to a sink (set_sink) that keeps it in the shared
+// store, where it outlives a restart and the nodes see each other's
+// (queue::store::record_event); this list is the fallback when the store
+// cannot be read.
 // Security: texts may carry peer-supplied names (RADIUS user names); they
 // are stored as given and escaped by whoever renders them.
 // Errors: none; the oldest event is dropped when the list is full.
@@ -11,6 +15,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -22,6 +27,7 @@ struct recent_event {
   std::string kind;       // link_up, link_down, link_refused, flush_done, flush_failed, customer_changed, dsn_queued
   std::string customer;   // "" when none
   std::string text;       // one line, plain words
+  std::string node;       // the node it happened on ("" : this one)
 };
 
 class event_log {
@@ -33,8 +39,12 @@ class event_log {
   void record(recent_event e);
   // Up to `limit` events, newest first.
   std::vector<recent_event> latest(std::size_t limit) const;
+  // Called with every event recorded from now on, outside the list's lock,
+  // on the recording thread; nullptr: none.
+  void set_sink(std::function<void(const recent_event&)> sink);
 
  private:
+  std::function<void(const recent_event&)> sink_;  // guarded by mutex_ (copied out to call)
   std::size_t capacity_;
   mutable std::mutex mutex_;
   std::deque<recent_event> events_;

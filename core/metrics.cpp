@@ -143,4 +143,34 @@ std::string render_sample(std::string_view name, const metric_labels& labels, do
   return out;
 }
 
+std::string add_label_to_samples(std::string_view exposition, std::string_view key,
+                                 std::string_view value) {
+  // The label as render_sample writes it, without its braces.
+  std::string label = render_sample("x", {{std::string(key), std::string(value)}}, 0);
+  label = label.substr(2, label.rfind('}') - 2);
+  std::string out;
+  out.reserve(exposition.size() + exposition.size() / 4);
+  while (!exposition.empty()) {
+    const auto eol = exposition.find('\n');
+    std::string_view line = exposition.substr(0, eol);
+    exposition.remove_prefix(eol == std::string_view::npos ? exposition.size() : eol + 1);
+    if (line.empty() || line.front() == '#') {
+      out += line;
+    } else {
+      // The metric name ends at its first '{' or space.
+      const auto end = line.find_first_of("{ ");
+      out += line.substr(0, end);
+      if (end != std::string_view::npos && line[end] == '{') {
+        out += '{' + label + (line[end + 1] == '}' ? "" : ",");
+        out += line.substr(end + 1);
+      } else {
+        out += '{' + label + '}';
+        if (end != std::string_view::npos) out += line.substr(end);
+      }
+    }
+    if (eol != std::string_view::npos) out += '\n';
+  }
+  return out;
+}
+
 }  // namespace flushgate::core

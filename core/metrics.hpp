@@ -88,5 +88,9 @@ metrics_registry& metrics();
 std::string render_family_header(std::string_view name, std::string_view help, metric_type type);
 // One sample line: name{labels} value.
 std::string render_sample(std::string_view name, const metric_labels& labels, double value);
+// The exposition text with label key="value" added first to every sample
+// line (a cluster's node label); comment lines are kept as they are.
+std::string add_label_to_samples(std::string_view exposition, std::string_view key,
+                                 std::string_view value);
 
 }  // namespace flushgate::core

@@ -129,6 +129,10 @@ std::vector<const customer_entry*> customer_directory::all() const {
   return out;
 }
 
+void customer_directory::set_queued_bytes(std::int64_t customer_id, std::uint64_t bytes) {
+  if (auto it = by_id_.find(customer_id); it != by_id_.end()) it->second->queued_bytes = bytes;
+}
+
 void customer_directory::add_queued_bytes(std::int64_t customer_id, std::int64_t delta) {
   auto it = by_id_.find(customer_id);
   if (it == by_id_.end()) return;

@@ -64,6 +64,9 @@ class customer_directory {
 
   // Quota bookkeeping: bytes committed (+) or delivered/deleted (-).
   void add_queued_bytes(std::int64_t customer_id, std::int64_t delta);
+  // Cluster: the customer's queued bytes as the shared store counts them
+  // (mail taken in and delivered by other nodes included).
+  void set_queued_bytes(std::int64_t customer_id, std::uint64_t bytes);
   // True when `size` more bytes would exceed the customer's quota.
   bool would_exceed_quota(std::int64_t customer_id, std::uint64_t size) const;
 

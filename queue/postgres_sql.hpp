@@ -131,8 +131,32 @@ CREATE TABLE leases (
 );
 )sql";
 
+// Version 2 -> 3: what nodes share besides the queue (store.hpp): each
+// node's version, start and heartbeat (unix ms, the server's clock); the
+// customers' retry state; the recent-events list (at most
+// max_stored_events rows: each insert drops the oldest).
+inline constexpr const char* schema_v3 = R"sql(
+ALTER TABLE nodes ADD COLUMN version text NOT NULL DEFAULT '',
+                  ADD COLUMN started bigint NOT NULL DEFAULT 0,
+                  ADD COLUMN heartbeat bigint NOT NULL DEFAULT 0;
+CREATE TABLE retries (
+  customer_id  bigint  PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+  failures     integer NOT NULL,
+  next_try     bigint  NOT NULL,
+  node         text    NOT NULL
+);
+CREATE TABLE events (
+  id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at        bigint NOT NULL,
+  node      text   NOT NULL,
+  kind      text   NOT NULL,
+  customer  text   NOT NULL,
+  detail    text   NOT NULL
+);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-inline constexpr const char* migrations[] = {schema_v1, schema_v2};
+inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3};
 
 // Serialises migrations and node registration between nodes (any constant
 // that nothing else on the server uses; "flushgat" in ASCII).
@@ -341,6 +365,29 @@ inline constexpr const char* release_lease =
 inline constexpr const char* leases_all =
     "SELECT customer_id, holder, fence, expires, taken FROM leases WHERE holder <> '' "
     "ORDER BY customer_id";
+
+// Nodes, retry state and events (schema_v3).
+inline constexpr const char* node_heartbeat =
+    "UPDATE nodes SET version = $2, started = $3, "
+    "heartbeat = (extract(epoch FROM clock_timestamp()) * 1000)::bigint WHERE name = $1";
+inline constexpr const char* nodes_all =
+    "SELECT name, version, started, heartbeat, "
+    "(extract(epoch FROM clock_timestamp()) * 1000)::bigint - heartbeat "
+    "FROM nodes WHERE heartbeat > 0 ORDER BY name COLLATE \"C\"";
+inline constexpr const char* save_retry =
+    "INSERT INTO retries (customer_id, failures, next_try, node) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (customer_id) DO UPDATE SET failures = excluded.failures, "
+    "next_try = excluded.next_try, node = excluded.node";
+inline constexpr const char* clear_retry = "DELETE FROM retries WHERE customer_id = $1";
+inline constexpr const char* retries_all =
+    "SELECT customer_id, failures, next_try, node FROM retries ORDER BY customer_id";
+// One statement: the insert and the pruning of what falls beyond $6 rows.
+inline constexpr const char* record_event =
+    "WITH added AS (INSERT INTO events (at, node, kind, customer, detail) "
+    "VALUES ($1, $2, $3, $4, $5) RETURNING id) "
+    "DELETE FROM events WHERE id <= (SELECT id FROM added) - $6::bigint";
+inline constexpr const char* events_latest =
+    "SELECT id, at, node, kind, customer, detail FROM events ORDER BY id DESC LIMIT $1";
 
 inline constexpr const char* links_all =
     "SELECT user_name, customer_id, kind, session_id, address, nas, source, since FROM links "

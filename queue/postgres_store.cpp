@@ -1204,6 +1204,92 @@ boost::system::result<std::vector<delivery_lease>> postgres_store::list_leases()
   return out;
 }
 
+namespace {
+
+std::string column_text(pg_result* r, int i, int col) {
+  return std::string(PQgetvalue(r, i, col), static_cast<std::size_t>(PQgetlength(r, i, col)));
+}
+
+}  // namespace
+
+error_code postgres_store::heartbeat(const node_record& node) {
+  if (node.name.empty()) return errc::invalid_argument;
+  auto r = run(pg_sql::node_heartbeat, params{node.name, node.version, node.started},
+               "node heartbeat");
+  if (!r) return r.error();
+  return affected(r->get()) == 1 ? error_code{} : error_code{errc::not_found};
+}
+
+boost::system::result<std::vector<node_record>> postgres_store::list_nodes() {
+  auto r = run(pg_sql::nodes_all, params{}, "list nodes");
+  if (!r) return r.error();
+  std::vector<node_record> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    node_record n;
+    n.name = column_text(r->get(), i, 0);
+    n.version = column_text(r->get(), i, 1);
+    n.started = to_int64(PQgetvalue(r->get(), i, 2));
+    n.heartbeat = to_int64(PQgetvalue(r->get(), i, 3));
+    n.age_ms = to_int64(PQgetvalue(r->get(), i, 4));
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+error_code postgres_store::save_retry(const retry_record& rr) {
+  if (rr.failures < 0) return errc::invalid_argument;
+  if (rr.failures == 0) {
+    auto r = run(pg_sql::clear_retry, params{rr.customer_id}, "clear retry state");
+    return r ? error_code{} : r.error();
+  }
+  auto r = run(pg_sql::save_retry,
+               params{rr.customer_id, static_cast<std::int64_t>(rr.failures), rr.next_try, rr.node},
+               "save retry state", {.foreign_key = errc::not_found});
+  return r ? error_code{} : r.error();
+}
+
+boost::system::result<std::vector<retry_record>> postgres_store::list_retries() {
+  auto r = run(pg_sql::retries_all, params{}, "list retry state");
+  if (!r) return r.error();
+  std::vector<retry_record> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    retry_record rr;
+    rr.customer_id = to_int64(PQgetvalue(r->get(), i, 0));
+    rr.failures = static_cast<int>(to_int64(PQgetvalue(r->get(), i, 1)));
+    rr.next_try = to_int64(PQgetvalue(r->get(), i, 2));
+    rr.node = column_text(r->get(), i, 3);
+    out.push_back(std::move(rr));
+  }
+  return out;
+}
+
+error_code postgres_store::record_event(const event_record& e) {
+  auto r = run(pg_sql::record_event,
+               params{e.time, e.node, e.kind, e.customer, e.text,
+                      static_cast<std::int64_t>(max_stored_events)},
+               "record event");
+  return r ? error_code{} : r.error();
+}
+
+boost::system::result<std::vector<event_record>> postgres_store::list_events(std::size_t limit) {
+  params p;
+  p.add_limit(limit);
+  auto r = run(pg_sql::events_latest, p, "list events");
+  if (!r) return r.error();
+  std::vector<event_record> out;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    event_record e;
+    e.id = to_int64(PQgetvalue(r->get(), i, 0));
+    e.time = to_int64(PQgetvalue(r->get(), i, 1));
+    e.node = column_text(r->get(), i, 2);
+    e.kind = column_text(r->get(), i, 3);
+    e.customer = column_text(r->get(), i, 4);
+    e.text = column_text(r->get(), i, 5);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 // The database's files are on its server, and autovacuum gives room back.
 boost::system::result<space_info> postgres_store::space() { return space_info{}; }
 boost::system::result<std::uint64_t> postgres_store::release_space(std::uint64_t) {

@@ -97,7 +97,7 @@ struct postgres_violation {
 class postgres_store final : public store {
  public:
   // Schema version this build writes (table flushgate_schema).
-  static constexpr int schema_version = 2;
+  static constexpr int schema_version = 3;
 
   // Connects, migrates the schema and registers the node. Fails (io_error)
   // when the server cannot be reached: the daemon does not start without
@@ -164,6 +164,12 @@ class postgres_store final : public store {
   boost::system::error_code release_lease(std::int64_t customer_id, std::string_view node,
                                           std::int64_t fence) override;
   boost::system::result<std::vector<delivery_lease>> list_leases() override;
+  boost::system::error_code heartbeat(const node_record& node) override;
+  boost::system::result<std::vector<node_record>> list_nodes() override;
+  boost::system::error_code save_retry(const retry_record& r) override;
+  boost::system::result<std::vector<retry_record>> list_retries() override;
+  boost::system::error_code record_event(const event_record& e) override;
+  boost::system::result<std::vector<event_record>> list_events(std::size_t limit) override;
   boost::system::result<space_info> space() override;
   boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
 

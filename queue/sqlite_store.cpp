@@ -70,6 +70,16 @@
 //                       its row, so its fence only ever grows; goes with its
 //                       customer (ON DELETE CASCADE).
 //
+// Version 8 adds what a cluster's nodes share (the same interface on both
+// backends; the daemon on SQLite, one node, uses none of it yet)
+//
+//   nodes               name PRIMARY KEY -> version, started (unix s),
+//                       heartbeat (unix ms)
+//   retries             customer PRIMARY KEY -> failures, next_try (unix ms),
+//                       node; goes with its customer
+//   events              the recent-events list, id AUTOINCREMENT; each
+//                       insert drops what falls beyond max_stored_events
+//
 // list_due_notices needs no index of its own: it walks messages_by_customer
 // in arrival order up to the later of its two thresholds, so the young mail
 // of a large queue (the bulk of it) is never read.
@@ -245,9 +255,33 @@ CREATE TABLE leases (
 );
 )sql";
 
+// v7 -> v8: nodes, retry state and events (store.hpp).
+constexpr const char* schema_v8 = R"sql(
+CREATE TABLE nodes (
+  name       TEXT    PRIMARY KEY,
+  version    TEXT    NOT NULL,
+  started    INTEGER NOT NULL,
+  heartbeat  INTEGER NOT NULL
+);
+CREATE TABLE retries (
+  customer_id  INTEGER PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+  failures     INTEGER NOT NULL,
+  next_try     INTEGER NOT NULL,
+  node         TEXT    NOT NULL
+);
+CREATE TABLE events (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  at        INTEGER NOT NULL,
+  node      TEXT    NOT NULL,
+  kind      TEXT    NOT NULL,
+  customer  TEXT    NOT NULL,
+  detail    TEXT    NOT NULL
+);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
 constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                      schema_v6, schema_v7};
+                                      schema_v6, schema_v7, schema_v8};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -393,6 +427,26 @@ constexpr const char* sql_renew_lease =
 constexpr const char* sql_release_lease =
     "UPDATE leases SET holder = '', expires = 0 "
     "WHERE customer_id = ?1 AND holder = ?2 AND fence = ?3";
+// Nodes, retry state and events (schema_v8). ?4 of the heartbeat is now in unix ms.
+constexpr const char* sql_node_heartbeat =
+    "INSERT INTO nodes (name, version, started, heartbeat) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (name) DO UPDATE SET version = excluded.version, started = excluded.started, "
+    "heartbeat = excluded.heartbeat";
+constexpr const char* sql_nodes_all =
+    "SELECT name, version, started, heartbeat, ?1 - heartbeat FROM nodes ORDER BY name";
+constexpr const char* sql_save_retry =
+    "INSERT INTO retries (customer_id, failures, next_try, node) VALUES (?1, ?2, ?3, ?4) "
+    "ON CONFLICT (customer_id) DO UPDATE SET failures = excluded.failures, "
+    "next_try = excluded.next_try, node = excluded.node";
+constexpr const char* sql_clear_retry = "DELETE FROM retries WHERE customer_id = ?1";
+constexpr const char* sql_retries_all =
+    "SELECT customer_id, failures, next_try, node FROM retries ORDER BY customer_id";
+constexpr const char* sql_record_event =
+    "INSERT INTO events (at, node, kind, customer, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+constexpr const char* sql_prune_events = "DELETE FROM events WHERE id <= ?1";
+constexpr const char* sql_events_latest =
+    "SELECT id, at, node, kind, customer, detail FROM events ORDER BY id DESC LIMIT ?1";
+
 constexpr const char* sql_leases_all =
     "SELECT customer_id, holder, fence, expires, taken FROM leases WHERE holder <> '' "
     "ORDER BY customer_id";
@@ -1602,6 +1656,98 @@ boost::system::result<std::vector<delivery_lease>> sqlite_store::list_leases() {
   int rc = 0;
   while ((rc = s.step()) == SQLITE_ROW) out.push_back(lease_row(s.get()));
   if (rc != SQLITE_DONE) return fail(rc, "list leases");
+  return out;
+}
+
+error_code sqlite_store::heartbeat(const node_record& node) {
+  if (node.name.empty()) return errc::invalid_argument;
+  statement s{prepare(sql_node_heartbeat)};
+  if (!s) return fail(last_rc_, "prepare node heartbeat");
+  s.bind(1, node.name);
+  s.bind(2, node.version);
+  s.bind(3, node.started);
+  s.bind(4, lease_clock(0));
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "node heartbeat");
+  return {};
+}
+
+boost::system::result<std::vector<node_record>> sqlite_store::list_nodes() {
+  statement s{prepare(sql_nodes_all)};
+  if (!s) return fail(last_rc_, "prepare list nodes");
+  s.bind(1, lease_clock(0));
+  std::vector<node_record> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    out.push_back(node_record{.name = s.text(0), .version = s.text(1), .started = s.int64(2),
+                              .heartbeat = s.int64(3), .age_ms = s.int64(4)});
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "list nodes");
+  return out;
+}
+
+error_code sqlite_store::save_retry(const retry_record& r) {
+  if (r.failures < 0) return errc::invalid_argument;
+  statement s{prepare(r.failures == 0 ? sql_clear_retry : sql_save_retry)};
+  if (!s) return fail(last_rc_, "prepare save retry state");
+  s.bind(1, r.customer_id);
+  if (r.failures != 0) {
+    s.bind(2, static_cast<std::int64_t>(r.failures));
+    s.bind(3, r.next_try);
+    s.bind(4, r.node);
+  }
+  const int rc = s.step();
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return errc::not_found;
+  if (rc != SQLITE_DONE) return fail(rc, "save retry state");
+  return {};
+}
+
+boost::system::result<std::vector<retry_record>> sqlite_store::list_retries() {
+  statement s{prepare(sql_retries_all)};
+  if (!s) return fail(last_rc_, "prepare list retry state");
+  std::vector<retry_record> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    out.push_back(retry_record{.customer_id = s.int64(0), .failures = static_cast<int>(s.int64(1)),
+                               .next_try = s.int64(2), .node = s.text(3)});
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "list retry state");
+  return out;
+}
+
+// The insert and the pruning in one transaction.
+error_code sqlite_store::record_event(const event_record& e) {
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  {
+    statement s{prepare(sql_record_event)};
+    if (!s) return fail(last_rc_, "prepare record event");
+    s.bind(1, e.time);
+    s.bind(2, e.node);
+    s.bind(3, e.kind);
+    s.bind(4, e.customer);
+    s.bind(5, e.text);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "record event");
+  }
+  {
+    statement s{prepare(sql_prune_events)};
+    if (!s) return fail(last_rc_, "prepare prune events");
+    s.bind(1, sqlite3_last_insert_rowid(db_) - static_cast<std::int64_t>(max_stored_events));
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "prune events");
+  }
+  return tx.commit();
+}
+
+boost::system::result<std::vector<event_record>> sqlite_store::list_events(std::size_t limit) {
+  statement s{prepare(sql_events_latest)};
+  if (!s) return fail(last_rc_, "prepare list events");
+  s.bind(1, sql_limit(limit));
+  std::vector<event_record> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    out.push_back(event_record{.id = s.int64(0), .time = s.int64(1), .node = s.text(2),
+                               .kind = s.text(3), .customer = s.text(4), .text = s.text(5)});
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "list events");
   return out;
 }
 

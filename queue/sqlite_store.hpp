@@ -64,7 +64,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 7;
+  static constexpr int schema_version = 8;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
@@ -128,6 +128,12 @@ class sqlite_store final : public store {
   boost::system::result<std::vector<delivery_lease>> list_leases() override;
   boost::system::result<space_info> space() override;
   boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
+  boost::system::error_code heartbeat(const node_record& node) override;
+  boost::system::result<std::vector<node_record>> list_nodes() override;
+  boost::system::error_code save_retry(const retry_record& r) override;
+  boost::system::result<std::vector<retry_record>> list_retries() override;
+  boost::system::error_code record_event(const event_record& e) override;
+  boost::system::result<std::vector<event_record>> list_events(std::size_t limit) override;
 
   // A store from before incremental vacuum (auto_vacuum = none) up to this
   // size is rebuilt at open (one VACUUM, before the daemon serves); a larger

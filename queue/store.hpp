@@ -70,6 +70,7 @@ struct link_user {
   std::string user;
   link_kind kind = link_kind::dsl;
   std::string allowed_net;  // CIDR the framed IP must fall in; "" = any
+  bool operator==(const link_user&) const = default;
 };
 
 struct customer {
@@ -91,6 +92,7 @@ struct customer {
   std::string tls;                     // STARTTLS toward its server: none|may|encrypt|verify; "" = smtp_tls
   std::string credential;              // ETRN/ODMR login: "hmac-md5:..." (gateway/inbound/sasl.hpp), "" = none; never a password
   std::vector<std::string> etrn_networks;  // CIDRs from which ETRN is allowed without AUTH
+  bool operator==(const customer&) const = default;
 };
 
 // One RCPT of an incoming message, DSN parameters as received (RFC 3461).
@@ -165,6 +167,7 @@ struct link_record {
   std::string nas;           // NAS-IP-Address or NAS-Identifier, "" when unknown
   std::string source;        // "radius", "pcap" or "script"
   std::int64_t since = 0;    // unix seconds
+  bool operator==(const link_record&) const = default;
 };
 
 // The name of the system customer that owns DSNs and other notices the
@@ -206,6 +209,40 @@ struct delivery_lease {
   std::int64_t expires = 0;  // unix ms in the clock it was taken with
   std::int64_t taken = 0;    // unix ms when this holder took it (renewals keep it)
 };
+
+// One gateway node as the shared store knows it (cluster status). Written
+// by the node itself (store::heartbeat) every few seconds.
+struct node_record {
+  std::string name;             // node_name
+  std::string version;          // the flushgate version it runs
+  std::int64_t started = 0;     // unix seconds, when its daemon started
+  std::int64_t heartbeat = 0;   // unix ms of its last heartbeat, the store's clock
+  std::int64_t age_ms = 0;      // list_nodes: ms since that heartbeat, the store's clock
+};
+
+// A customer's retry state (scheduler.hpp) as the node that ran its last
+// flush left it, so that other nodes keep the same backoff instead of each
+// trying on its own schedule.
+struct retry_record {
+  std::int64_t customer_id = 0;
+  int failures = 0;             // consecutive runs that left mail behind
+  std::int64_t next_try = 0;    // unix ms (the writer's clock): not before then
+  std::string node;             // who wrote it
+};
+
+// One entry of the recent-events list (core/event_log.hpp), shared by the
+// nodes of a cluster and kept across restarts.
+struct event_record {
+  std::int64_t id = 0;          // assigned by record_event; grows with time
+  std::int64_t time = 0;        // unix seconds
+  std::string node;             // the node it happened on
+  std::string kind;
+  std::string customer;         // "" when none
+  std::string text;
+};
+
+// How many events record_event keeps (older ones are dropped).
+inline constexpr std::size_t max_stored_events = 1000;
 
 // The answer of store::take_lease.
 struct lease_take {
@@ -329,6 +366,26 @@ class store {
                                                   std::string_view node, std::int64_t fence) = 0;
   // The leases that have a holder (expired ones included), by customer id.
   virtual boost::system::result<std::vector<delivery_lease>> list_leases() = 0;
+
+  // Nodes: heartbeat() records (or refreshes) node.name with its version
+  // and start time, stamped with the store's clock; node.name is the
+  // store's own node (PostgreSQL registers it at open: another name is
+  // not_found). list_nodes() gives every node that ever beat, with the age
+  // of its last beat, by name.
+  virtual boost::system::error_code heartbeat(const node_record& node) = 0;
+  virtual boost::system::result<std::vector<node_record>> list_nodes() = 0;
+
+  // Retry state shared between nodes: save_retry replaces the customer's row
+  // (failures 0 removes it; an unknown customer is not_found); list_retries
+  // gives every row, by customer id.
+  virtual boost::system::error_code save_retry(const retry_record& r) = 0;
+  virtual boost::system::result<std::vector<retry_record>> list_retries() = 0;
+
+  // The recent-events list: record_event appends e (its id is assigned; the
+  // oldest beyond max_stored_events go); list_events gives at most limit,
+  // newest first.
+  virtual boost::system::error_code record_event(const event_record& e) = 0;
+  virtual boost::system::result<std::vector<event_record>> list_events(std::size_t limit) = 0;
 
   // Space (ARCHITECTURE.md invariant 8: room that mail leaving the queue
   // freed is usable again within seconds). space() is cheap (no scan of the

@@ -132,6 +132,7 @@ asio::awaitable<void> lease_keeper::release(const taken& t) {
   auto ec = co_await store_.run([&](queue::store& s) {
     return s.release_lease(t.customer_id, settings_.node, t.fence);
   });
+  if (!ec && on_released_) on_released_(t.customer_id);
   // lease_lost only says that another node has it by now.
   if (ec && ec != queue::errc::lease_lost) {
     core::log_warning("customer {}: delivery lease not released ({}): it expires by itself",

@@ -83,6 +83,9 @@ class lease_keeper {
   scheduler::run_function wrap(scheduler::run_function run);
 
   const lease_settings& settings() const noexcept { return settings_; }
+  // Called after this node gave a customer's lease back (a cluster tells
+  // the nodes waiting for it: control/cluster_sync.hpp).
+  void on_released(std::function<void(std::int64_t customer_id)> f) { on_released_ = std::move(f); }
 
  private:
   // Renews until cancelled; on a lost lease cancels control and waits to be cancelled.
@@ -90,6 +93,7 @@ class lease_keeper {
 
   queue::store_worker& store_;
   lease_settings settings_;
+  std::function<void(std::int64_t)> on_released_;
 };
 
 }  // namespace flushgate::gateway

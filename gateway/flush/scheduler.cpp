@@ -106,10 +106,11 @@ void scheduler::maybe_start(std::int64_t customer_id, customer_state& st,
     if (const auto* link = routes_.find_link(r.link_user)) st.progress.link_session = link->session_id;
   }
   ++running_;
-  asio::co_spawn(io_, run_one(customer_id, r, trigger), asio::detached);
+  asio::co_spawn(io_, run_one(customer_id, r, trigger, forced), asio::detached);
 }
 
-asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std::string trigger) {
+asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std::string trigger,
+                                         bool forced) {
   customer_state& st = states_[customer_id];  // std::map: the reference stays valid
   if (const customer_entry* c = customers_.find_by_id(customer_id)) {
     core::log_info("customer {}: flush started ({}) over {}", c->info.name, trigger, r.describe());
@@ -136,6 +137,8 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
   st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
   st.progress.error = out.error;
 
+  st.waiting_for_lease = out.held_elsewhere;
+  const int failures_before = st.failures;
   if (out.held_elsewhere) {
     // Another node delivers this customer now: no failure, no backoff step.
     st.pending = true;
@@ -144,6 +147,7 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
     core::log_info("customer {}: delivery held by node {}; looking again in {} ms",
                    c ? c->info.name : std::to_string(customer_id), out.holder,
                    out.retry_after.count());
+    if (on_held_) on_held_(customer_id, trigger, forced, out.holder);
   } else if (out.cancelled || control.cancelled) {
     st.pending = true;
     st.next_try = steady::now();
@@ -163,6 +167,9 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
     st.failures = 0;
     st.pending = false;
   }
+  // Only what this run learned about the customer's server is shared: a
+  // run that found the lease elsewhere or was stopped learned nothing.
+  if (st.failures != failures_before) retry_changed(customer_id, st);
   // A run that found the lease elsewhere did nothing: no flush-done hooks.
   if (on_done_ && !out.held_elsewhere) on_done_(customer_id, st.progress);
   if (st.rerun && !stopped_) {
@@ -204,7 +211,10 @@ void scheduler::route_changed(std::int64_t customer_id, const std::string& trigg
   if (c == nullptr) return;
   customer_state& st = states_[customer_id];
   route r = routes_.route_for(c->info);
-  st.failures = 0;
+  if (st.failures > 0) {
+    st.failures = 0;
+    retry_changed(customer_id, st);
+  }
   st.next_try = steady::now();
   if (st.running) {
     if (st.progress.route != r.describe() && st.control != nullptr) {
@@ -243,6 +253,67 @@ void scheduler::end_external(std::int64_t customer_id, bool delivered) {
   st.progress.running = false;
   st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
   if (on_done_ && delivered) on_done_(customer_id, st.progress);
+}
+
+void scheduler::retry_changed(std::int64_t customer_id, const customer_state& st) {
+  if (!on_retry_) return;
+  const auto next = std::chrono::system_clock::now() +
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                        std::max(st.next_try - steady::now(), steady::duration::zero()));
+  on_retry_(customer_id, st.failures, next);
+}
+
+void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows) {
+  const auto wall_now = std::chrono::system_clock::now();
+  const auto now = steady::now();
+  std::map<std::int64_t, const queue::retry_record*> by_customer;
+  for (const auto& r : rows) by_customer[r.customer_id] = &r;
+  for (auto& [id, st] : states_) {
+    if (st.running) continue;
+    auto it = by_customer.find(id);
+    if (it == by_customer.end()) {
+      // Another node delivered it (or a route change reset it) since.
+      if (st.failures > 0) {
+        st.failures = 0;
+        st.next_try = now;
+      }
+      continue;
+    }
+    const auto& r = *it->second;
+    const auto wait = std::chrono::milliseconds(r.next_try) -
+                      std::chrono::duration_cast<std::chrono::milliseconds>(wall_now.time_since_epoch());
+    const auto next = now + std::chrono::duration_cast<steady::duration>(wait);
+    if (r.failures > st.failures || next > st.next_try) {
+      st.failures = std::max(st.failures, r.failures);
+      st.next_try = std::max(st.next_try, next);
+      st.pending = true;
+    }
+  }
+  // Customers this node never looked at yet.
+  for (const auto& [id, r] : by_customer) {
+    if (states_.count(id) != 0) continue;
+    customer_state& st = states_[id];
+    st.failures = r->failures;
+    st.next_try = now + std::chrono::duration_cast<steady::duration>(
+                            std::chrono::milliseconds(r->next_try) -
+                            std::chrono::duration_cast<std::chrono::milliseconds>(wall_now.time_since_epoch()));
+    st.pending = true;
+  }
+}
+
+void scheduler::lease_released(std::int64_t customer_id) {
+  auto it = states_.find(customer_id);
+  if (it == states_.end()) return;
+  customer_state& st = it->second;
+  if (st.running || !st.waiting_for_lease) return;
+  st.waiting_for_lease = false;
+  st.next_try = steady::now();
+  maybe_start(customer_id, st, "lease free", false);
+}
+
+void scheduler::note_queued(std::int64_t customer_id) {
+  customer_state& st = states_[customer_id];
+  if (!st.running) st.pending = true;
 }
 
 const flush_progress* scheduler::progress(std::int64_t customer_id) const {

@@ -78,6 +78,16 @@ class scheduler {
       std::int64_t customer_id, route r, flush_progress& progress, run_control& control)>;
   using sweep_function = std::function<boost::asio::awaitable<void>()>;
   using done_function = std::function<void(std::int64_t customer_id, const flush_progress&)>;
+  // The customer's retry state changed here (a run left mail, a run went
+  // well, a route change reset it): failures 0 means none. For a cluster,
+  // which shares it (control/cluster_sync.hpp).
+  // A run found the customer's lease held by another node (`holder`):
+  // whatever asked for it (new mail, or a forced trigger: operator, ETRN)
+  // must reach that node. For a cluster (control/cluster_sync.hpp).
+  using held_function = std::function<void(std::int64_t customer_id, const std::string& trigger,
+                                           bool forced, const std::string& holder)>;
+  using retry_function = std::function<void(std::int64_t customer_id, int failures,
+                                            std::chrono::system_clock::time_point next_try)>;
 
   struct settings {
     std::vector<std::chrono::seconds> retry_schedule{std::chrono::minutes(5)};
@@ -93,6 +103,8 @@ class scheduler {
   void stop();
   // Called after the flush of a customer finished (hooks, logs).
   void on_done(done_function f) { on_done_ = std::move(f); }
+  void on_retry(retry_function f) { on_retry_ = std::move(f); }
+  void on_held_elsewhere(held_function f) { on_held_ = std::move(f); }
 
   // New mail was committed for the customer.
   void mail_queued(std::int64_t customer_id);
@@ -109,6 +121,18 @@ class scheduler {
   // held elsewhere), so the flush is not reported as done.
   void end_external(std::int64_t customer_id, bool delivered = true);
 
+  // Cluster: the retry state other nodes left (queue::store::list_retries,
+  // every row). A customer not running here takes a row's backoff when it
+  // is longer than its own; a customer with failures here but no row was
+  // delivered (or reset) by another node since, and loses its backoff.
+  void adopt_retries(const std::vector<queue::retry_record>& rows);
+  // Cluster: the node holding the customer's lease gave it back; a run that
+  // waits for it starts now.
+  void lease_released(std::int64_t customer_id);
+  // Cluster: the customer has queued mail (another node took it in); it is
+  // tried when its retry state allows, without a rerun of a running flush.
+  void note_queued(std::int64_t customer_id);
+
   const flush_progress* progress(std::int64_t customer_id) const;
   bool running(std::int64_t customer_id) const;
   // Seconds until the next automatic attempt, -1 when none is planned.
@@ -121,6 +145,7 @@ class scheduler {
     bool rerun = false;     // a trigger came while running
     std::string rerun_trigger;
     int failures = 0;       // consecutive runs that left mail behind
+    bool waiting_for_lease = false;  // the last run found the lease held by another node
     std::chrono::steady_clock::time_point next_try{};
     flush_progress progress;
     run_control* control = nullptr;
@@ -129,8 +154,10 @@ class scheduler {
   boost::asio::awaitable<void> tick_loop();
   void maybe_start(std::int64_t customer_id, customer_state& st, const std::string& trigger,
                    bool forced);
-  boost::asio::awaitable<void> run_one(std::int64_t customer_id, route r, std::string trigger);
+  boost::asio::awaitable<void> run_one(std::int64_t customer_id, route r, std::string trigger,
+                                       bool forced);
   bool auto_delivery(const customer_entry& c, const route& r) const;
+  void retry_changed(std::int64_t customer_id, const customer_state& st);
 
   boost::asio::io_context& io_;
   customer_directory& customers_;
@@ -139,6 +166,8 @@ class scheduler {
   run_function run_;
   sweep_function sweep_;
   done_function on_done_;
+  retry_function on_retry_;
+  held_function on_held_;
   std::map<std::int64_t, customer_state> states_;
   std::size_t running_ = 0;
   boost::asio::steady_timer timer_;

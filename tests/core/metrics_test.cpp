@@ -68,5 +68,19 @@ TEST(Metrics, CountingFromManyThreadsLosesNothing) {
   EXPECT_EQ(c.value(), 40000u) << "got " << c.value() << ", want 40000";
 }
 
+TEST(Metrics, NodeLabelGoesOnEverySampleAndNoComment) {
+  const std::string in =
+      "# HELP a_total A.\n# TYPE a_total counter\na_total 3\n"
+      "b{customer=\"acme\"} 1\nc{} 2\nd_bucket{le=\"+Inf\"} 4\n";
+  const std::string got = add_label_to_samples(in, "node", "gw-\"a\"");
+  const std::string want =
+      "# HELP a_total A.\n# TYPE a_total counter\na_total{node=\"gw-\\\"a\\\"\"} 3\n"
+      "b{node=\"gw-\\\"a\\\"\",customer=\"acme\"} 1\nc{node=\"gw-\\\"a\\\"\"} 2\n"
+      "d_bucket{node=\"gw-\\\"a\\\"\",le=\"+Inf\"} 4\n";
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(add_label_to_samples("", "node", "x"), "");
+  EXPECT_EQ(add_label_to_samples("m 1", "node", "x"), "m{node=\"x\"} 1") << "a last line without newline";
+}
+
 }  // namespace
 }  // namespace flushgate::core

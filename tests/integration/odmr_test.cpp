@@ -19,6 +19,7 @@
 #include "queue/sqlite_store.hpp"
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
+#include "tests/integration/fetchmail_peer.hpp"
 #include "tests/integration/smtp_helpers.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/postfix_instance.hpp"
@@ -99,13 +100,8 @@ std::string sha256_hex(std::string_view data) {
 
 // ------------------------------------------------------------ fetchmail
 
-struct fetchmail_result {
-  int exit_code = -1;
-  bool timed_out = false;
-  std::string output;  // the -v transcript
-};
-
-// What one ODMR poll of fetchmail is told (its rc file).
+// What one ODMR poll of fetchmail is told here (fetchmail_peer.hpp), with
+// this file's customer as the default.
 struct odmr_poll {
   std::uint16_t port = 0;
   std::string user = "acme";
@@ -117,62 +113,8 @@ struct odmr_poll {
 };
 
 std::string rc_text(const odmr_poll& p) {
-  std::string rc = "set no bouncemail\nset no syslog\n";
-  rc += "poll 127.0.0.1 protocol ODMR port " + std::to_string(p.port) + " timeout 30";
-  // esmtpname/esmtppassword are server options: they go before "user".
-  if (p.esmtp_auth) rc += " esmtpname \"" + p.user + "\" esmtppassword \"" + p.password + "\"";
-  rc += "\n    user \"" + p.user + "\" password \"" + p.password + "\"\n";
-  if (p.ssl) rc += "    ssl no sslcertck\n";
-  rc += "    fetchdomains " + p.domains + "\n";
-  rc += "    smtphost " + p.smtphost + "\n";
-  return rc;
-}
-
-// One fetchmail process with its own FETCHMAILHOME (its lock and rc file).
-class fetchmail_run {
- public:
-  fetchmail_run(const std::filesystem::path& home, const std::string& rc) : home_(home) {
-    std::filesystem::create_directories(home_);
-    const auto rc_path = home_ / "rc";
-    {
-      std::ofstream out(rc_path, std::ios::trunc);
-      out << rc;
-    }
-    // fetchmail refuses an rc file that others can read.
-    std::filesystem::permissions(
-        rc_path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
-    spawn_options options;
-    options.env = {"FETCHMAILHOME=" + home_.string()};
-    options.stdout_path = home_ / "transcript";
-    options.stderr_path = home_ / "transcript";
-    // As root fetchmail keeps its lock in /var/run whatever FETCHMAILHOME
-    // says; a pidfile of its own lets two of them run at once.
-    process_.emplace(std::vector<std::string>{"fetchmail", "-f", rc_path.string(), "--pidfile",
-                                              (home_ / "fetchmail.pid").string(), "--nodetach",
-                                              "--nosyslog", "-v"},
-                     options);
-  }
-
-  fetchmail_result wait(std::chrono::milliseconds timeout = fetchmail_deadline) {
-    fetchmail_result r;
-    if (auto status = process_->wait_for_exit(timeout)) {
-      r.exit_code = *status;
-    } else {
-      r.timed_out = true;
-      r.exit_code = process_->kill();
-    }
-    r.output = read_file(home_ / "transcript");
-    return r;
-  }
-
- private:
-  std::filesystem::path home_;
-  std::optional<process> process_;
-};
-
-std::string describe(const fetchmail_result& r) {
-  return "fetchmail exit " + std::to_string(r.exit_code) +
-         (r.timed_out ? " (killed at the deadline)" : "") + "; its transcript:\n" + r.output;
+  return fetchmail_rc_text({.port = p.port, .user = p.user, .password = p.password, .domains = p.domains,
+                            .smtphost = p.smtphost, .ssl = p.ssl, .esmtp_auth = p.esmtp_auth});
 }
 
 // ------------------------------------------------------------ a server that cuts the line
@@ -509,7 +451,7 @@ class Odmr : public ::testing::Test {
     if (poll.port == 0) poll.port = poll.ssl ? odmrs_port_ : odmr_port_;
     if (poll.smtphost.empty()) poll.smtphost = receiver_smtphost();
     fetchmail_run run(home(), rc_text(poll));
-    return run.wait();
+    return run.wait(fetchmail_deadline);
   }
   // A fresh FETCHMAILHOME.
   std::filesystem::path home() {
@@ -854,8 +796,8 @@ TEST_F(Odmr, TwoFetchmailsAtOnceNeverGetTheSameMessage) {
   b.smtphost = "127.0.0.1/" + std::to_string(second.port());
   fetchmail_run run_a(home(), rc_text(a));
   fetchmail_run run_b(home(), rc_text(b));
-  auto ra = run_a.wait();
-  auto rb = run_b.wait();
+  auto ra = run_a.wait(fetchmail_deadline);
+  auto rb = run_b.wait(fetchmail_deadline);
   RecordProperty("fetchmail_exits",
                  std::to_string(ra.exit_code) + "," + std::to_string(rb.exit_code));
 

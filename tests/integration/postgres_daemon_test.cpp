@@ -11,10 +11,12 @@
 // and the daemon keeps running, and once it is back mail is taken again
 // without a restart of flushgated; `flushgate store copy` moves a single
 // node's SQLite queue into PostgreSQL, and a second run copies nothing. Two
-// nodes on one database: while node gw-b holds a customer's delivery lease
-// (a row the test writes), node gw-a's flush of it answers that the
-// customer is held by gw-b and delivers nothing; once gw-b's lease is
-// released, gw-a delivers to Postfix.
+// nodes on one database: while a silent node gw-z holds a customer's
+// delivery lease (a row the test writes), node gw-a's flush of it answers
+// that the customer is held by gw-z and delivers nothing; once that lease
+// is released, gw-a delivers to Postfix; while the live node gw-b holds
+// it, a flush asked of gw-a is run by gw-b. (cluster_test.cpp has three
+// nodes, RADIUS, fetchmail and a kill -9.)
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"  // free_port_on
 #include "tests/support/postfix_instance.hpp"
@@ -228,7 +230,9 @@ TEST_F(PostgresDaemon, StoreCopyMovesASingleNodesQueueIntoPostgresql) {
   ASSERT_EQ(cluster_node.stop(), 0) << cluster_node.log_text();
 }
 
-TEST_F(PostgresDaemon, CustomerHeldByAnotherNodeIsLeftToItUntilItsLeaseIsReleased) {
+// A lease held by a silent node is left alone until it ends; a lease held
+// by a live node makes that node run the flush another node was asked for.
+TEST_F(PostgresDaemon, CustomerHeldByAnotherNodeIsLeftToItAndTheHolderRunsTheFlush) {
   auto postfix = customer_server("127.0.0.6");
 
   daemon_fixture node_a({{"store", "postgresql"},
@@ -246,26 +250,27 @@ TEST_F(PostgresDaemon, CustomerHeldByAnotherNodeIsLeftToItUntilItsLeaseIsRelease
   auto sent = send_with_swaks(node_a, "one node at a time");
   ASSERT_EQ(sent.exit_code, 0) << sent.stdout_text << node_a.log_text();
 
-  // gw-b holds acme's delivery lease for an hour (by the database's clock).
+  // gw-z, a node that stopped answering, holds acme's delivery lease for
+  // an hour (by the database's clock).
   ASSERT_TRUE(pg.exec(*db,
                       "INSERT INTO leases (customer_id, holder, fence, expires, taken) "
-                      "SELECT id, 'gw-b', 1, (extract(epoch FROM now()) * 1000)::bigint + 3600000, "
+                      "SELECT id, 'gw-z', 1, (extract(epoch FROM now()) * 1000)::bigint + 3600000, "
                       "(extract(epoch FROM now()) * 1000)::bigint FROM customers "
                       "WHERE name = 'acme'"));
   auto refused = node_a.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
-  EXPECT_EQ(refused.exit_code, 1) << "flush --wait while gw-b holds the lease: got exit "
+  EXPECT_EQ(refused.exit_code, 1) << "flush --wait while gw-z holds the lease: got exit "
                                   << refused.exit_code << ", want 1\n"
                                   << refused.out << refused.err;
-  EXPECT_NE(refused.err.find("held by node gw-b"), std::string::npos)
+  EXPECT_NE(refused.err.find("held by node gw-z"), std::string::npos)
       << "flush --wait: got\n"
-      << refused.out << refused.err << "want it to say the customer is held by node gw-b";
-  EXPECT_TRUE(postfix.message_files().empty()) << "gw-a delivered while gw-b held the lease";
+      << refused.out << refused.err << "want it to say the customer is held by node gw-z";
+  EXPECT_TRUE(postfix.message_files().empty()) << "a node delivered while gw-z held the lease";
   EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM messages"), std::optional<std::int64_t>(1));
-  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM leases WHERE holder = 'gw-b'"),
+  EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM leases WHERE holder = 'gw-z'"),
             std::optional<std::int64_t>(1))
-      << "gw-a touched gw-b's lease";
+      << "a node touched gw-z's lease";
 
-  // gw-b lets go: gw-a takes the lease (a higher fence) and delivers.
+  // gw-z lets go: gw-a takes the lease (a higher fence) and delivers.
   ASSERT_TRUE(pg.exec(*db, "UPDATE leases SET holder = '', expires = 0"));
   auto flushed = node_a.cli({"flush", "acme", "--wait", "--timeout", "30"}, 60s);
   EXPECT_EQ(flushed.exit_code, 0) << "flush --wait after the release: got exit "
@@ -274,15 +279,29 @@ TEST_F(PostgresDaemon, CustomerHeldByAnotherNodeIsLeftToItUntilItsLeaseIsRelease
   EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 1; }, 20s, 50ms))
       << "got " << postfix.message_files().size() << " messages at Postfix, want 1";
   EXPECT_EQ(pg.query_int(*db, "SELECT fence FROM leases"), std::optional<std::int64_t>(2))
-      << "gw-a's take after gw-b's release";
+      << "gw-a's take after gw-z's release";
   EXPECT_EQ(pg.query_int(*db, "SELECT count(*) FROM leases WHERE holder <> ''"),
             std::optional<std::int64_t>(0))
       << "gw-a's lease is released after its flush";
+
+  // An operator's flush on gw-a while gw-b (alive) holds the lease: gw-a
+  // tells gw-b, and gw-b runs the flush.
+  auto second = send_with_swaks(node_a, "flushed by the holder");
+  ASSERT_EQ(second.exit_code, 0) << second.stdout_text;
+  ASSERT_TRUE(pg.exec(*db, "UPDATE leases SET holder = 'gw-b', fence = fence + 1, "
+                           "expires = (extract(epoch FROM now()) * 1000)::bigint + 3600000"));
+  auto asked = node_a.cli({"flush", "acme"});
+  EXPECT_EQ(asked.exit_code, 0) << asked.out << asked.err;
+  EXPECT_TRUE(wait_until([&] { return postfix.message_files().size() == 2; }, 20s, 50ms))
+      << "got " << postfix.message_files().size() << " messages at Postfix, want 2\n"
+      << node_a.log_text() << node_b.log_text();
   ASSERT_EQ(node_a.stop(), 0) << node_a.log_text();
   ASSERT_EQ(node_b.stop(), 0) << node_b.log_text();
-  EXPECT_NE(node_a.log_text().find("delivery held by node gw-b"), std::string::npos)
+  EXPECT_NE(node_a.log_text().find("delivery held by node gw-z"), std::string::npos)
       << "got log without the held-elsewhere line:\n"
       << node_a.log_text();
+  EXPECT_NE(node_b.log_text().find("flush started (operator (node gw-a))"), std::string::npos)
+      << "gw-b did not run the flush gw-a was asked for:\n" << node_b.log_text();
 }
 
 }  // namespace

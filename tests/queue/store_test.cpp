@@ -1205,8 +1205,8 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
 
 TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
   // A spool as version 5 left it: mail queued, no queue_totals yet. Made by
-  // this build, then taken back to v5 the way v6 and v7 came: drop what
-  // they add.
+  // this build, then taken back to v5 the way v6, v7 and v8 came: drop what
+  // they and v8 add.
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   add("idle", {"idle.example"});
@@ -1219,7 +1219,8 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
     ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
     char* err = nullptr;
     const int rc = sqlite3_exec(db,
-                                "BEGIN; DROP TABLE leases; DROP TRIGGER queue_totals_insert; "
+                                "BEGIN; DROP TABLE nodes; DROP TABLE retries; DROP TABLE events; "
+                                "DROP TABLE leases; DROP TRIGGER queue_totals_insert; "
                                 "DROP TRIGGER queue_totals_delete; "
                                 "DROP TRIGGER queue_totals_update; DROP TABLE queue_totals; "
                                 "PRAGMA user_version = 5; COMMIT;",
@@ -2393,6 +2394,92 @@ TEST_F(SqliteStoreDiskFullTest, RecordAttemptOnFullDiskKeepsFailedRecipient) {
   EXPECT_TRUE(r->message_removed);
   EXPECT_EQ(r->notice_qids.size(), 1u);
   EXPECT_EQ(store_->customer_stats(daemon.id)->messages, 1u);
+}
+
+// ------------------------------------------------ nodes, retry state, events
+
+TEST_P(StoreTest, HeartbeatRecordsTheNodeAndItsAge) {
+  ASSERT_FALSE(store_->heartbeat({.name = "node-a", .version = "1.2.3", .started = 1700000000}));
+  auto nodes = store_->list_nodes();
+  ASSERT_TRUE(nodes) << "list_nodes: got " << nodes.error().message() << ", want success";
+  ASSERT_EQ(nodes->size(), 1u);
+  const auto& n = nodes->front();
+  EXPECT_EQ(n.name, "node-a");
+  EXPECT_EQ(n.version, "1.2.3");
+  EXPECT_EQ(n.started, 1700000000);
+  const auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+  // The store's clock and this host's are the same machine here.
+  EXPECT_LT(std::llabs(n.heartbeat - wall), 60000) << "heartbeat " << n.heartbeat << ", now " << wall;
+  EXPECT_GE(n.age_ms, 0);
+  EXPECT_LT(n.age_ms, 60000);
+
+  // A second beat replaces the first (version changes after an upgrade).
+  ASSERT_FALSE(store_->heartbeat({.name = "node-a", .version = "1.2.4", .started = 1700000100}));
+  nodes = store_->list_nodes();
+  ASSERT_TRUE(nodes);
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ(nodes->front().version, "1.2.4");
+  EXPECT_EQ(nodes->front().started, 1700000100);
+  EXPECT_GE(nodes->front().heartbeat, n.heartbeat);
+  EXPECT_EQ(store_->heartbeat({.name = ""}), make_error_code(errc::invalid_argument));
+}
+
+TEST_P(StoreTest, RetryStateIsReplacedClearedAndGoesWithItsCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  ASSERT_FALSE(store_->save_retry({.customer_id = acme, .failures = 2, .next_try = 5000, .node = "node-a"}));
+  ASSERT_FALSE(store_->save_retry({.customer_id = bravo, .failures = 1, .next_try = 7000, .node = "node-b"}));
+  ASSERT_FALSE(store_->save_retry({.customer_id = acme, .failures = 3, .next_try = 9000, .node = "node-c"}));
+  auto rows = store_->list_retries();
+  ASSERT_TRUE(rows) << "list_retries: got " << rows.error().message();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].customer_id, acme);
+  EXPECT_EQ((*rows)[0].failures, 3);
+  EXPECT_EQ((*rows)[0].next_try, 9000);
+  EXPECT_EQ((*rows)[0].node, "node-c");
+  EXPECT_EQ((*rows)[1].customer_id, bravo);
+
+  // failures 0: the customer's run went well, its row goes.
+  ASSERT_FALSE(store_->save_retry({.customer_id = bravo, .failures = 0}));
+  ASSERT_FALSE(store_->remove_customer("acme", false));
+  rows = store_->list_retries();
+  ASSERT_TRUE(rows);
+  EXPECT_TRUE(rows->empty()) << "got " << rows->size() << " rows, want none";
+
+  const auto unknown = store_->save_retry({.customer_id = bravo + 1000, .failures = 1, .next_try = 1, .node = "n"});
+  EXPECT_EQ(unknown, make_error_code(errc::not_found)) << "got " << unknown.message();
+  EXPECT_EQ(store_->save_retry({.customer_id = bravo, .failures = -1}),
+            make_error_code(errc::invalid_argument));
+}
+
+TEST_P(StoreTest, EventsComeBackNewestFirstAndOnlyTheNewestAreKept) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_FALSE(store_->record_event({.time = 1000 + i, .node = i % 2 ? "node-b" : "node-a",
+                                       .kind = "link_up", .customer = "acme",
+                                       .text = "event " + std::to_string(i)}));
+  }
+  auto latest = store_->list_events(3);
+  ASSERT_TRUE(latest) << "list_events: got " << latest.error().message();
+  ASSERT_EQ(latest->size(), 3u);
+  EXPECT_EQ((*latest)[0].text, "event 4");
+  EXPECT_EQ((*latest)[0].node, "node-a");
+  EXPECT_EQ((*latest)[0].time, 1004);
+  EXPECT_EQ((*latest)[0].kind, "link_up");
+  EXPECT_EQ((*latest)[0].customer, "acme");
+  EXPECT_EQ((*latest)[1].text, "event 3");
+  EXPECT_EQ((*latest)[1].node, "node-b");
+  EXPECT_GT((*latest)[0].id, (*latest)[1].id);
+
+  for (std::size_t i = 0; i < max_stored_events + 10; ++i) {
+    ASSERT_FALSE(store_->record_event({.time = 2000, .node = "node-a", .kind = "flush_done",
+                                       .text = "bulk " + std::to_string(i)}));
+  }
+  auto all = store_->list_events(0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), max_stored_events) << "got " << all->size() << " kept";
+  EXPECT_EQ(all->front().text, "bulk " + std::to_string(max_stored_events + 9));
 }
 
 }  // namespace
