@@ -291,20 +291,38 @@ inline constexpr const char* recipients_of =
     "SELECT message_id, id, address, orcpt, notify, attempts, next_attempt, last_reply, "
     "delay_notified FROM recipients WHERE message_id = ANY($1::bigint[]) "
     "ORDER BY message_id, id";
-// FOR UPDATE: two nodes recording attempts on one message take turns.
+// FOR UPDATE: two nodes recording attempts (or delay notices) on one
+// message take turns.
 inline constexpr const char* message_id_by_qid =
     "SELECT id FROM messages WHERE qid = $1 FOR UPDATE";
-inline constexpr const char* delete_recipient =
-    "DELETE FROM recipients WHERE id = $1 AND message_id = $2";
-inline constexpr const char* defer_recipient =
-    "UPDATE recipients SET attempts = attempts + 1, last_reply = $3, next_attempt = $4 "
-    "WHERE id = $1 AND message_id = $2";
 inline constexpr const char* mark_delay_notified =
     "UPDATE recipients SET delay_notified = true WHERE id = $1 AND message_id = $2";
-inline constexpr const char* delete_if_done =
-    "DELETE FROM messages WHERE id = $1 AND NOT EXISTS "
-    "(SELECT 1 FROM recipients WHERE message_id = $1)";
 inline constexpr const char* content_by_qid = "SELECT content FROM messages WHERE qid = $1";
+inline constexpr const char* contents_by_qids =
+    "SELECT qid, content FROM messages WHERE qid = ANY($1::text[])";
+// record_attempts sends a batch's statements in pipeline mode: each names
+// its message by qid, so none waits for another's answer. The first locks
+// the message (FOR UPDATE, as message_id_by_qid); the last removes it when
+// no recipient is left (it sees the deletes before it: same transaction).
+inline constexpr const char* delete_recipient_of_qid =
+    "DELETE FROM recipients WHERE id = $1 AND message_id = "
+    "(SELECT id FROM messages WHERE qid = $2)";
+inline constexpr const char* defer_recipient_of_qid =
+    "UPDATE recipients SET attempts = attempts + 1, last_reply = $3, next_attempt = $4 "
+    "WHERE id = $1 AND message_id = (SELECT id FROM messages WHERE qid = $2)";
+// The common case of a flush, for a whole batch in one statement: messages
+// ($1) whose every queued recipient is among those that left the queue
+// ($2) go, their recipients with them (ON DELETE CASCADE); each returns the
+// number of recipients it had, so the caller can tell that the attempt
+// named exactly those.
+inline constexpr const char* delete_done_messages =
+    "DELETE FROM messages m WHERE m.qid = ANY($1::text[]) AND NOT EXISTS "
+    "(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.id <> ALL($2::bigint[])) "
+    "RETURNING m.qid, (SELECT count(*) FROM recipients r WHERE r.message_id = m.id)";
+inline constexpr const char* message_exists = "SELECT 1 FROM messages WHERE qid = $1";
+inline constexpr const char* delete_qid_if_done =
+    "DELETE FROM messages m WHERE qid = $1 AND NOT EXISTS "
+    "(SELECT 1 FROM recipients r WHERE r.message_id = m.id)";
 inline constexpr const char* set_held = "UPDATE messages SET held = $2 WHERE qid = $1";
 inline constexpr const char* delete_message = "DELETE FROM messages WHERE qid = $1";
 inline constexpr const char* summary =

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <map>
 #include <unordered_map>
 #include <utility>
 
@@ -53,6 +54,9 @@ std::int64_t to_int64(const char* s) {
   return v;
 }
 
+// Rows a DELETE/UPDATE touched.
+std::int64_t affected(pg_result* r) { return to_int64(PQcmdTuples(r)); }
+
 // A text[] literal for an array parameter: every element quoted, with '\'
 // and '"' escaped (https://www.postgresql.org/docs/15/arrays.html#ARRAYS-IO).
 std::string text_array(const std::vector<std::string_view>& items) {
@@ -90,6 +94,14 @@ void postgres_store::result_deleter::operator()(pg_result* r) const noexcept { P
 class postgres_store::params {
  public:
   params() = default;
+  // Moved, never copied: values_ points into text_, whose strings keep
+  // their addresses when the deque moves, not when it is copied (and a
+  // std::vector of something copyable copies on growth unless its move is
+  // noexcept, which a deque's is not).
+  params(const params&) = delete;
+  params& operator=(const params&) = delete;
+  params(params&&) = default;
+  params& operator=(params&&) = default;
   template <typename... Ts>
   explicit params(const Ts&... vs) {
     (add(vs), ...);
@@ -670,6 +682,82 @@ void add_message_params(Params& p, const std::string& qid, const new_message& m)
 // COMMIT. After an error the server skips the rest up to the Sync (the
 // COMMIT included) and leaves the transaction aborted; it is rolled back
 // here, so nothing of the batch stays.
+// One statement of a pipelined batch (run_pipelined).
+struct postgres_store::pipelined {
+  const char* sql;
+  params p;
+  postgres_violation v;
+};
+
+// Results come back one per statement (each followed by a null); the first
+// failure decides the error, the rest are drained. Reading never waits for
+// more than `window` statements: with a large batch in blocking mode the
+// server would otherwise stall writing results we do not read while we
+// stall writing bodies it does not read (libpq-pipeline-mode, "Interleaving").
+boost::system::result<std::vector<std::int64_t>> postgres_store::run_pipelined(
+    std::vector<pipelined>& batch, std::string_view what) {
+  if (auto ec = ensure_connected()) return ec;
+  if (PQenterPipelineMode(conn_) != 1) return lose_connection(what, PQerrorMessage(conn_));
+  constexpr std::size_t window = 64;
+  std::vector<std::int64_t> rows(batch.size(), 0);
+  error_code first_error;
+  std::size_t sent = 0;
+  std::size_t read = 0;
+  auto read_results = [&]() -> bool {
+    for (; read < sent; ++read) {
+      result_ptr r(PQgetResult(conn_));
+      if (!r) {
+        if (!first_error) first_error = lose_connection(what, PQerrorMessage(conn_));
+        return false;
+      }
+      const auto status = PQresultStatus(r.get());
+      if (status == PGRES_FATAL_ERROR && !first_error) {
+        first_error = fail(r.get(), what, batch[read].v);
+        if (conn_ == nullptr) return false;
+      } else if (status == PGRES_TUPLES_OK) {
+        rows[read] = PQntuples(r.get());
+      } else if (status == PGRES_COMMAND_OK) {
+        const char* tag = PQcmdStatus(r.get());
+        rows[read] = std::strcmp(tag, "ROLLBACK") == 0 ? -1 : affected(r.get());
+      }
+      for (int k = 0; k < 8; ++k) {  // a null ends this statement's results
+        result_ptr extra(PQgetResult(conn_));
+        if (!extra) break;
+      }
+    }
+    return true;
+  };
+  bool ok = true;
+  for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+    const params& p = batch[i].p;
+    ok = PQsendQueryParams(conn_, batch[i].sql, p.size(), nullptr, p.values(), p.lengths(),
+                           p.formats(), 0) == 1;
+    ++sent;
+    if (ok && sent - read >= window) {
+      ok = PQsendFlushRequest(conn_) == 1 && PQflush(conn_) == 0;
+      if (ok && !read_results()) return first_error;
+    }
+  }
+  ok = ok && PQpipelineSync(conn_) == 1;
+  if (!ok) return lose_connection(what, PQerrorMessage(conn_));
+  if (!read_results()) return first_error;
+  if (conn_ != nullptr) {
+    // The sync (bounded: libpq yields it once, or a null on a broken connection).
+    for (int i = 0; i < 4; ++i) {
+      result_ptr r(PQgetResult(conn_));
+      if (!r || PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
+    }
+    if (PQexitPipelineMode(conn_) != 1 || PQstatus(conn_) != CONNECTION_OK) {
+      const auto ec = lose_connection(what, PQerrorMessage(conn_));
+      if (!first_error) first_error = ec;
+    }
+  }
+  if (first_error) return first_error;
+  return rows;
+}
+
+// BEGIN, one INSERT per message, COMMIT: one pipelined batch, one round
+// trip per 64 messages and one WAL flush.
 boost::system::result<std::vector<std::string>> postgres_store::commit_messages(
     std::span<const new_message> batch) {
   std::vector<std::string> qids;
@@ -679,72 +767,21 @@ boost::system::result<std::vector<std::string>> postgres_store::commit_messages(
   qids.reserve(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) qids.push_back(ids_->next());
 
-  if (PQenterPipelineMode(conn_) != 1) return lose_connection("commit", PQerrorMessage(conn_));
-  // Results come back one per query (each followed by a null); the first
-  // failure decides the error, the rest are drained. Reading never waits
-  // for more than `window` queries: with a large batch in blocking mode the
-  // server would otherwise stall writing results we do not read while we
-  // stall writing bodies it does not read (libpq-pipeline-mode, "Interleaving").
-  constexpr std::size_t window = 64;
-  error_code first_error;
-  bool committed = false;
-  const std::size_t queries = batch.size() + 2;  // BEGIN, the messages, COMMIT
-  std::size_t sent = 0;
-  std::size_t read = 0;
-  auto read_results = [&]() -> bool {
-    for (; read < sent; ++read) {
-      result_ptr r(PQgetResult(conn_));
-      if (!r) {
-        if (!first_error) first_error = lose_connection("commit", PQerrorMessage(conn_));
-        return false;
-      }
-      const auto status = PQresultStatus(r.get());
-      if (status == PGRES_FATAL_ERROR && !first_error) {
-        first_error = fail(r.get(), "commit messages", {.foreign_key = errc::not_found});
-        if (conn_ == nullptr) return false;
-      } else if (status == PGRES_COMMAND_OK && read == queries - 1) {
-        committed = std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
-      }
-      for (int k = 0; k < 8; ++k) {  // a null ends this query's results
-        result_ptr extra(PQgetResult(conn_));
-        if (!extra) break;
-      }
-    }
-    return true;
-  };
-  auto send = [&](const char* sql, const params& p) {
-    ++sent;
-    return PQsendQueryParams(conn_, sql, p.size(), nullptr, p.values(), p.lengths(), p.formats(),
-                             0) == 1;
-  };
-  bool ok = send(pg_sql::begin, params{});
-  for (std::size_t i = 0; ok && i < batch.size(); ++i) {
+  std::vector<pipelined> statements;
+  statements.reserve(batch.size() + 2);
+  statements.push_back({pg_sql::begin, params{}, {}});
+  for (std::size_t i = 0; i < batch.size(); ++i) {
     params p;
     add_message_params(p, qids[i], batch[i]);
-    ok = send(pg_sql::insert_message, p);
-    if (ok && sent - read >= window) {
-      ok = PQsendFlushRequest(conn_) == 1 && PQflush(conn_) == 0;
-      if (ok && !read_results()) return first_error;
-    }
+    statements.push_back({pg_sql::insert_message, std::move(p), {.foreign_key = errc::not_found}});
   }
-  ok = ok && send(pg_sql::commit, params{}) && PQpipelineSync(conn_) == 1;
-  if (!ok) return lose_connection("commit", PQerrorMessage(conn_));
-  if (!read_results()) return first_error;
-  if (conn_ != nullptr) {
-    // The sync (bounded: libpq yields it once, or a null on a broken connection).
-    for (int i = 0; i < 4; ++i) {
-      result_ptr r(PQgetResult(conn_));
-      if (!r || PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
-    }
-    if (PQexitPipelineMode(conn_) != 1 || PQstatus(conn_) != CONNECTION_OK) {
-      const auto ec = lose_connection("commit", PQerrorMessage(conn_));
-      if (!first_error) first_error = ec;
-    } else if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
-      PQclear(PQexec(conn_, pg_sql::rollback));
-    }
+  statements.push_back({pg_sql::commit, params{}, {}});
+  auto rows = run_pipelined(statements, "commit messages");
+  if (conn_ != nullptr && PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+    PQclear(PQexec(conn_, pg_sql::rollback));
   }
-  if (first_error) return first_error;
-  if (!committed) {
+  if (!rows) return rows.error();
+  if (rows->back() < 0) {
     core::log_warning("queue store: commit of {} messages was not confirmed", batch.size());
     return errc::io_error;
   }
@@ -835,6 +872,27 @@ boost::system::result<message_info> postgres_store::find_message(std::string_vie
   return std::move(found->front());
 }
 
+// One query for the lot (a flush reads a batch's bodies before sending it).
+boost::system::result<std::vector<std::string>> postgres_store::read_contents(
+    std::span<const std::string> qids) {
+  std::vector<std::string_view> wanted(qids.begin(), qids.end());
+  auto r = run(pg_sql::contents_by_qids, params{text_array(wanted)}, "read contents", {}, 1);
+  if (!r) return r.error();
+  std::map<std::string, std::string, std::less<>> found;
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    found.emplace(std::string(PQgetvalue(r->get(), i, 0), PQgetlength(r->get(), i, 0)),
+                  std::string(PQgetvalue(r->get(), i, 1), PQgetlength(r->get(), i, 1)));
+  }
+  std::vector<std::string> out;
+  out.reserve(qids.size());
+  for (const auto& qid : qids) {
+    auto it = found.find(qid);
+    if (it == found.end()) return errc::not_found;
+    out.push_back(it->second);  // a copy: the same qid may be asked twice
+  }
+  return out;
+}
+
 boost::system::result<std::string> postgres_store::read_content(std::string_view qid) {
   // Binary result: the body's bytes as they are, not hex text.
   auto r = run(pg_sql::content_by_qid, params{qid}, "read content", {}, 1);
@@ -842,13 +900,6 @@ boost::system::result<std::string> postgres_store::read_content(std::string_view
   if (PQntuples(r->get()) == 0) return errc::not_found;
   return std::string(PQgetvalue(r->get(), 0, 0), PQgetlength(r->get(), 0, 0));
 }
-
-namespace {
-
-// Rows a DELETE/UPDATE touched.
-std::int64_t affected(pg_result* r) { return to_int64(PQcmdTuples(r)); }
-
-}  // namespace
 
 error_code postgres_store::import_message(const message_info& m, std::string_view content) {
   if (m.recipients.empty() || m.qid.empty()) return errc::invalid_argument;
@@ -993,46 +1044,60 @@ boost::system::result<std::vector<message_info>> postgres_store::list_deliverabl
   return read_messages(pg_sql::deliverable, p, "list deliverable");
 }
 
-// Inside the caller's transaction, as sqlite_store: notices, fates, then the
-// message if no recipient is left.
-error_code postgres_store::apply_attempt(std::string_view qid,
-                                         std::span<const recipient_update> updates,
-                                         std::int64_t next_attempt,
-                                         std::span<const new_message> notices,
-                                         attempt_result& out) {
-  auto message_id = message_id_of(qid);
-  if (!message_id) return message_id.error();
-  if (auto ec = insert_messages(notices, errc::invalid_argument, out.notice_qids)) return ec;
-  for (const auto& u : updates) {
-    const bool stays = u.fate == recipient_fate::deferred;
-    params p{u.recipient_id, *message_id};
-    if (stays) p.add(u.reply).add(next_attempt);
-    auto r = run(stays ? pg_sql::defer_recipient : pg_sql::delete_recipient, p, "record attempt");
-    if (!r) return r.error();
-    if (affected(r->get()) != 1) {
-      core::log_warning("queue store: attempt on {}: recipient {} is not queued for it", qid,
-                        u.recipient_id);
-      return errc::invalid_argument;
-    }
-  }
-  auto r = run(pg_sql::delete_if_done, params{*message_id}, "remove delivered message");
-  if (!r) return r.error();
-  out.message_removed = affected(r->get()) == 1;
-  return {};
-}
-
 boost::system::result<store::attempt_result> postgres_store::record_attempt(
     std::string_view qid, std::span<const recipient_update> updates, std::int64_t next_attempt,
     std::span<const new_message> notices) {
-  if (!detail::valid_attempt(updates, notices)) return errc::invalid_argument;
-  attempt_result out;
-  transaction tx(*this);
-  if (auto ec = tx.begin()) return ec;
-  if (auto ec = apply_attempt(qid, updates, next_attempt, notices, out)) return ec;
-  if (auto ec = tx.commit()) return ec;
+  const attempt one{.qid = std::string(qid),
+                    .updates = {updates.begin(), updates.end()},
+                    .next_attempt = next_attempt,
+                    .notices = {notices.begin(), notices.end()}};
+  auto r = record_attempts(std::span<const attempt>(&one, 1));
+  if (!r) return r.error();
+  return std::move(r->front());
+}
+
+void postgres_store::add_attempt_statements(const attempt& a, std::vector<std::string>& notice_qids,
+                                            std::vector<pipelined>& batch) {
+  batch.push_back({pg_sql::message_id_by_qid, params{a.qid}, {}});
+  for (const auto& n : a.notices) {
+    params p;
+    notice_qids.push_back(ids_->next());
+    add_message_params(p, notice_qids.back(), n);
+    batch.push_back({pg_sql::insert_message, std::move(p), {.foreign_key = errc::invalid_argument}});
+  }
+  for (const auto& u : a.updates) {
+    const bool stays = u.fate == recipient_fate::deferred;
+    params p{u.recipient_id, a.qid};
+    if (stays) p.add(u.reply).add(a.next_attempt);
+    batch.push_back({stays ? pg_sql::defer_recipient_of_qid : pg_sql::delete_recipient_of_qid,
+                     std::move(p), {}});
+  }
+  batch.push_back({pg_sql::delete_qid_if_done, params{a.qid}, {}});
+}
+
+namespace {
+
+// An attempt that takes its message out of the queue whole (every update
+// delivered or failed, no notice to store, its qid alone in the batch):
+// record_attempts does all of those in one statement.
+std::vector<bool> whole_removals(std::span<const store::attempt> attempts) {
+  std::map<std::string_view, int> seen;
+  for (const auto& a : attempts) ++seen[a.qid];
+  std::vector<bool> out;
+  for (const auto& a : attempts) {
+    bool whole = !a.updates.empty() && a.notices.empty() && seen[a.qid] == 1;
+    for (const auto& u : a.updates) whole = whole && u.fate != recipient_fate::deferred;
+    out.push_back(whole);
+  }
   return out;
 }
 
+}  // namespace
+
+// One transaction: BEGIN; the attempts that remove their message whole in
+// one DELETE (the bulk of a flush), every statement of the others after it
+// in the same pipelined batch (a round trip per 64 statements, not one per
+// statement); then — when each did what it should — COMMIT, else ROLLBACK.
 boost::system::result<std::vector<store::attempt_result>> postgres_store::record_attempts(
     std::span<const attempt> attempts) {
   for (const auto& a : attempts) {
@@ -1040,11 +1105,71 @@ boost::system::result<std::vector<store::attempt_result>> postgres_store::record
   }
   std::vector<attempt_result> out(attempts.size());
   if (attempts.empty()) return out;
+  const auto whole = whole_removals(attempts);
+  std::vector<std::string_view> whole_qids;
+  std::vector<std::int64_t> whole_recipients;
+  std::vector<pipelined> batch;
+  std::vector<std::vector<std::string>> notice_qids(attempts.size());
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    if (!whole[i]) continue;
+    whole_qids.push_back(attempts[i].qid);
+    for (const auto& u : attempts[i].updates) whole_recipients.push_back(u.recipient_id);
+  }
+  if (!whole_qids.empty()) {
+    batch.push_back({pg_sql::delete_done_messages,
+                     params{text_array(whole_qids), int64_array(whole_recipients)}, {}});
+  }
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    if (!whole[i]) add_attempt_statements(attempts[i], notice_qids[i], batch);
+  }
   transaction tx(*this);
   if (auto ec = tx.begin()) return ec;
+  std::map<std::string, std::int64_t, std::less<>> removed;  // qid -> recipients it had
+  std::vector<std::int64_t> rows;
+  if (!whole_qids.empty()) {
+    // Its result rows are needed, so it goes first and alone.
+    auto r = run(batch.front().sql, batch.front().p, "record attempts");
+    if (!r) return r.error();
+    for (int i = 0; i < PQntuples(r->get()); ++i) {
+      removed.emplace(std::string(PQgetvalue(r->get(), i, 0), PQgetlength(r->get(), i, 0)),
+                      to_int64(PQgetvalue(r->get(), i, 1)));
+    }
+    batch.erase(batch.begin());
+  }
+  if (!batch.empty()) {
+    auto pipelined_rows = run_pipelined(batch, "record attempts");
+    if (!pipelined_rows) return pipelined_rows.error();
+    rows = std::move(*pipelined_rows);
+  }
+  std::size_t k = 0;
   for (std::size_t i = 0; i < attempts.size(); ++i) {
     const auto& a = attempts[i];
-    if (auto ec = apply_attempt(a.qid, a.updates, a.next_attempt, a.notices, out[i])) return ec;
+    if (whole[i]) {
+      auto it = removed.find(a.qid);
+      if (it != removed.end() && it->second == static_cast<std::int64_t>(a.updates.size())) {
+        out[i].message_removed = true;
+        continue;
+      }
+      // Not removed (or not with exactly these recipients): gone already, or
+      // an update names a recipient that is not queued for it.
+      auto exists = run(pg_sql::message_exists, params{a.qid}, "record attempts");
+      if (!exists) return exists.error();
+      if (PQntuples(exists->get()) == 0 && it == removed.end()) return errc::not_found;
+      core::log_warning("queue store: attempt on {}: its recipients are not the ones queued for it",
+                        a.qid);
+      return errc::invalid_argument;
+    }
+    if (rows[k++] != 1) return errc::not_found;  // the message is gone
+    k += a.notices.size();
+    for (const auto& u : a.updates) {
+      if (rows[k++] != 1) {
+        core::log_warning("queue store: attempt on {}: recipient {} is not queued for it", a.qid,
+                          u.recipient_id);
+        return errc::invalid_argument;
+      }
+    }
+    out[i].message_removed = rows[k++] == 1;
+    out[i].notice_qids = std::move(notice_qids[i]);
   }
   if (auto ec = tx.commit()) return ec;
   return out;

@@ -127,6 +127,8 @@ class postgres_store final : public store {
                                                                  std::size_t limit) override;
   boost::system::result<message_info> find_message(std::string_view qid) override;
   boost::system::result<std::string> read_content(std::string_view qid) override;
+  boost::system::result<std::vector<std::string>> read_contents(
+      std::span<const std::string> qids) override;
   boost::system::error_code set_held(std::string_view qid, bool held) override;
   boost::system::error_code delete_message(std::string_view qid) override;
   boost::system::result<std::vector<queue_stats>> queue_summary() override;
@@ -192,6 +194,12 @@ class postgres_store final : public store {
   boost::system::result<result_ptr> run(const char* sql, const params& p, std::string_view what,
                                         postgres_violation v = {}, int result_format = 0);
   boost::system::error_code run_void(const char* sql, std::string_view what);
+  // Sends every statement of `batch` at once (libpq pipeline mode) and reads
+  // all answers: per statement the rows it returned or touched (-1 for a
+  // COMMIT the server answered with ROLLBACK), or the first error.
+  struct pipelined;
+  boost::system::result<std::vector<std::int64_t>> run_pipelined(std::vector<pipelined>& batch,
+                                                                 std::string_view what);
   // Maps a failed result (or a null one) to errc and logs what failed.
   boost::system::error_code fail(const pg_result* r, std::string_view what, postgres_violation v);
   boost::system::error_code migrate_and_register(std::uint8_t& node);
@@ -203,11 +211,9 @@ class postgres_store final : public store {
   // Inserts batch inside the caller's transaction (one statement per message).
   boost::system::error_code insert_messages(std::span<const new_message> batch, errc missing,
                                             std::vector<std::string>& qids);
-  boost::system::error_code apply_attempt(std::string_view qid,
-                                          std::span<const recipient_update> updates,
-                                          std::int64_t next_attempt,
-                                          std::span<const new_message> notices,
-                                          attempt_result& out);
+  // Appends the statements of one attempt to a pipelined batch.
+  void add_attempt_statements(const attempt& a, std::vector<std::string>& notice_qids,
+                              std::vector<pipelined>& batch);
   boost::system::result<std::int64_t> message_id_of(std::string_view qid);
   boost::system::result<std::vector<message_info>> read_messages(const char* sql, const params& p,
                                                                  std::string_view what);

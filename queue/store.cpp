@@ -108,4 +108,16 @@ std::optional<link_kind> parse_link_kind(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+boost::system::result<std::vector<std::string>> store::read_contents(
+    std::span<const std::string> qids) {
+  std::vector<std::string> out;
+  out.reserve(qids.size());
+  for (const auto& qid : qids) {
+    auto c = read_content(qid);
+    if (!c) return c.error();
+    out.push_back(std::move(*c));
+  }
+  return out;
+}
+
 }  // namespace flushgate::queue

@@ -283,6 +283,11 @@ class store {
       std::int64_t customer_id, std::size_t limit) = 0;
   virtual boost::system::result<message_info> find_message(std::string_view qid) = 0;
   virtual boost::system::result<std::string> read_content(std::string_view qid) = 0;
+  // The contents of several messages, in the order of qids; not_found when
+  // one is gone. A backend may read them at once (PostgreSQL: one query);
+  // the default reads them one by one.
+  virtual boost::system::result<std::vector<std::string>> read_contents(
+      std::span<const std::string> qids);
   virtual boost::system::error_code set_held(std::string_view qid, bool held) = 0;
   virtual boost::system::error_code delete_message(std::string_view qid) = 0;
   virtual boost::system::result<std::vector<queue_stats>> queue_summary() = 0;

@@ -484,17 +484,18 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
     }
 
     // Contents of the messages that go out (ATRN may want only some domains),
-    // read once on the store thread.
+    // read at once on the store thread (PostgreSQL: one query for the batch).
     std::map<std::string, std::string> contents;
-    auto loaded = co_await store_.run([&](queue::store& s) {
-      for (const auto& [key, group] : groups) {
-        for (const auto& w : group.second) {
-          if (contents.contains(w.message->qid)) continue;
-          auto c = s.read_content(w.message->qid);
-          if (!c) return c.error();
-          contents[w.message->qid] = std::move(*c);
-        }
+    std::vector<std::string> wanted_qids;
+    for (const auto& [key, group] : groups) {
+      for (const auto& w : group.second) {
+        if (contents.try_emplace(w.message->qid).second) wanted_qids.push_back(w.message->qid);
       }
+    }
+    auto loaded = co_await store_.run([&](queue::store& s) {
+      auto read = s.read_contents(wanted_qids);
+      if (!read) return read.error();
+      for (std::size_t i = 0; i < wanted_qids.size(); ++i) contents[wanted_qids[i]] = std::move((*read)[i]);
       return boost::system::error_code{};
     });
     if (loaded) {
