@@ -533,13 +533,16 @@ int run_daemon(core::config& cfg) {
     cluster = std::make_unique<control::cluster_sync>(io, context, std::move(cs));
     context.cluster = cluster.get();
     context.announce = [c = cluster.get()](queue::cluster_signal s) { c->announce(std::move(s)); };
-    // What made a run here found the lease elsewhere: the holder hears it
-    // (new mail waits for the holder's retry state; a forced trigger flushes).
+    // What made a run here found the lease elsewhere: the holder — and only
+    // the holder — hears it (new mail waits for the holder's retry state; a
+    // forced trigger flushes). Sent to every node, it would bounce between
+    // the nodes that do not hold the lease for as long as the holder runs.
     sched.on_held_elsewhere([&context](std::int64_t id, const std::string& trigger, bool forced,
-                                       const std::string&) {
+                                       const std::string& holder) {
       context.announce({.what = forced ? queue::cluster_signal::kind::flush : queue::cluster_signal::kind::mail,
                         .customer_id = id,
-                        .text = trigger});
+                        .text = trigger,
+                        .to = holder});
     });
     leases.on_released([&context](std::int64_t id) {
       context.announce({.what = queue::cluster_signal::kind::lease_free, .customer_id = id});

@@ -66,36 +66,38 @@ const char* to_string(cluster_signal::kind k) noexcept {
 std::string encode_signal(const cluster_signal& s) {
   std::string text = s.text;
   std::replace(text.begin(), text.end(), '\t', ' ');
-  std::string out = s.node + '\t' + to_string(s.what) + '\t' + std::to_string(s.customer_id) + '\t';
+  std::string out = s.node + '\t' + s.to + '\t' + to_string(s.what) + '\t' +
+                    std::to_string(s.customer_id) + '\t';
   out += text.substr(0, max_payload > out.size() ? max_payload - out.size() : 0);
   return out;
 }
 
 std::optional<cluster_signal> decode_signal(std::string_view payload) {
   if (payload.size() > max_payload) return std::nullopt;
-  std::array<std::string_view, 4> fields;
-  for (std::size_t i = 0; i < 3; ++i) {
+  std::array<std::string_view, 5> fields;
+  for (std::size_t i = 0; i < 4; ++i) {
     const auto tab = payload.find('\t');
     if (tab == std::string_view::npos) return std::nullopt;
     fields[i] = payload.substr(0, tab);
     payload.remove_prefix(tab + 1);
   }
-  fields[3] = payload;
+  fields[4] = payload;
   cluster_signal s;
   s.node = std::string(fields[0]);
   if (s.node.empty()) return std::nullopt;
+  s.to = std::string(fields[1]);
   bool known = false;
   for (const auto& [kind, name] : kind_names) {
-    if (fields[1] == name) {
+    if (fields[2] == name) {
       s.what = kind;
       known = true;
     }
   }
   if (!known) return std::nullopt;
-  const auto* end = fields[2].data() + fields[2].size();
-  auto [p, ec] = std::from_chars(fields[2].data(), end, s.customer_id);
+  const auto* end = fields[3].data() + fields[3].size();
+  auto [p, ec] = std::from_chars(fields[3].data(), end, s.customer_id);
   if (ec != std::errc{} || p != end || s.customer_id <= 0) return std::nullopt;
-  s.text = std::string(fields[3]);
+  s.text = std::string(fields[4]);
   return s;
 }
 
@@ -209,6 +211,7 @@ void cluster_bus::thread_main() {
           continue;
         }
         if (s->node == options_.node_name) continue;
+        if (!s->to.empty() && s->to != options_.node_name) continue;
         ++counters_.received;
         if (on_signal_) boost::asio::post(ex_, [this, sig = std::move(*s)] { on_signal_(sig); });
       }

@@ -16,8 +16,10 @@
 // handler on the daemon's executor. PostgreSQL delivers a NOTIFY to every
 // listening session, the sender's own included: the receiver drops the
 // signals its own node sent (by node name).
-// Wire format: "node<TAB>kind<TAB>customer_id<TAB>text" (at most 1,000
-// bytes; the server allows 8,000). Unknown kinds and malformed payloads are
+// Wire format: "node<TAB>to<TAB>kind<TAB>customer_id<TAB>text" (at most
+// 1,000 bytes; the server allows 8,000). A signal with a `to` is for that
+// node alone (the lease holder: "run a flush"); the others drop it, so a
+// request never bounces between nodes that cannot serve it. Unknown kinds and malformed payloads are
 // dropped and counted: an old node hearing a newer one never misreads it.
 // Connection loss: the thread reconnects with backoff (min_retry doubling to
 // max_retry), logs the loss and the recovery once each, and after every
@@ -60,6 +62,7 @@ struct cluster_signal {
   std::int64_t customer_id = 0;
   std::string text;
   std::string node;  // who said it (set by publish)
+  std::string to;    // the one node it is for ("" : every other node)
 };
 
 const char* to_string(cluster_signal::kind k) noexcept;

@@ -296,7 +296,8 @@ inline constexpr const char* recipients_of =
 inline constexpr const char* message_id_by_qid =
     "SELECT id FROM messages WHERE qid = $1 FOR UPDATE";
 inline constexpr const char* mark_delay_notified =
-    "UPDATE recipients SET delay_notified = true WHERE id = $1 AND message_id = $2";
+    "UPDATE recipients SET delay_notified = true WHERE id = $1 AND message_id = $2 "
+    "AND NOT delay_notified";
 inline constexpr const char* content_by_qid = "SELECT content FROM messages WHERE qid = $1";
 inline constexpr const char* contents_by_qids =
     "SELECT qid, content FROM messages WHERE qid = ANY($1::text[])";

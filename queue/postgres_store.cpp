@@ -1192,8 +1192,9 @@ boost::system::result<std::vector<std::string>> postgres_store::record_delay_not
     auto r = run(pg_sql::mark_delay_notified, params{id, *message_id}, "mark delay notified");
     if (!r) return r.error();
     if (affected(r->get()) != 1) {
-      core::log_warning("queue store: delay notice on {}: recipient {} is not queued for it", qid,
-                        id);
+      core::log_info("queue store: delay notice on {}: recipient {} is not queued for it or was "
+                     "notified already (by another node)",
+                     qid, id);
       return errc::invalid_argument;
     }
   }

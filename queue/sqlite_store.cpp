@@ -395,7 +395,8 @@ constexpr const char* sql_defer_recipient =
     "UPDATE recipients SET attempts = attempts + 1, last_reply = ?3, next_attempt = ?4 "
     "WHERE id = ?1 AND message_id = ?2";
 constexpr const char* sql_mark_delay_notified =
-    "UPDATE recipients SET delay_notified = 1 WHERE id = ?1 AND message_id = ?2";
+    "UPDATE recipients SET delay_notified = 1 WHERE id = ?1 AND message_id = ?2 "
+    "AND delay_notified = 0";
 constexpr const char* sql_delete_if_done =
     "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS "
     "(SELECT 1 FROM recipients WHERE message_id = ?1)";
@@ -1476,8 +1477,9 @@ boost::system::result<std::vector<std::string>> sqlite_store::record_delay_notic
     s.bind(2, *message_id);
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "mark delay notified");
     if (sqlite3_changes(db_) != 1) {
-      core::log_warning("queue store {}: delay notice on {}: recipient {} is not queued for it",
-                        path_, qid, id);
+      core::log_info("queue store {}: delay notice on {}: recipient {} is not queued for it or "
+                     "was notified already",
+                     path_, qid, id);
       return errc::invalid_argument;
     }
   }

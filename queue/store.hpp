@@ -330,7 +330,10 @@ class store {
   };
   virtual boost::system::result<std::vector<attempt_result>> record_attempts(
       std::span<const attempt> attempts) = 0;
-  // Marks recipients as delay-notified and inserts the delay DSN, in one transaction.
+  // Marks recipients as delay-notified and inserts the delay DSN, in one
+  // transaction. A recipient that is not queued for qid, or was
+  // delay-notified already (by another node's sweep), refuses the whole
+  // call with invalid_argument: the notice is never sent twice.
   virtual boost::system::result<std::vector<std::string>> record_delay_notice(
       std::string_view qid, std::span<const std::int64_t> recipient_ids,
       std::span<const new_message> notices) = 0;

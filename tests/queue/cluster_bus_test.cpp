@@ -22,23 +22,24 @@ using kind = cluster_signal::kind;
 
 TEST(ClusterSignal, RoundTripsEveryKind) {
   for (auto k : {kind::mail, kind::link, kind::customer, kind::flush, kind::lease_free}) {
-    cluster_signal s{.what = k, .customer_id = 42, .text = "link up\tby radius", .node = "gw-a"};
+    cluster_signal s{.what = k, .customer_id = 42, .text = "link up\tby radius", .node = "gw-a", .to = "gw-c"};
     auto back = decode_signal(encode_signal(s));
     ASSERT_TRUE(back) << "kind " << to_string(k) << " did not come back";
     EXPECT_EQ(back->what, k);
     EXPECT_EQ(back->customer_id, 42);
     EXPECT_EQ(back->node, "gw-a");
+    EXPECT_EQ(back->to, "gw-c");
     EXPECT_EQ(back->text, "link up by radius") << "a tab in the text must not split a field";
   }
 }
 
 TEST(ClusterSignal, RefusesMalformedPayloads) {
-  for (const char* bad : {"", "gw-a", "gw-a\tmail", "gw-a\tmail\t7", "\tmail\t7\t",
-                          "gw-a\tmeteor\t7\t", "gw-a\tmail\t-1\t", "gw-a\tmail\t7x\t",
-                          "gw-a\tmail\t\t"}) {
+  for (const char* bad : {"", "gw-a", "gw-a\t\tmail", "gw-a\t\tmail\t7", "\t\tmail\t7\t",
+                          "gw-a\t\tmeteor\t7\t", "gw-a\t\tmail\t-1\t", "gw-a\t\tmail\t7x\t",
+                          "gw-a\t\tmail\t\t", "gw-a\tmail\t7\t"}) {
     EXPECT_FALSE(decode_signal(bad)) << "accepted \"" << bad << "\"";
   }
-  EXPECT_FALSE(decode_signal("gw-a\tmail\t7\t" + std::string(2000, 'x'))) << "accepted an oversized payload";
+  EXPECT_FALSE(decode_signal("gw-a\t\tmail\t7\t" + std::string(2000, 'x'))) << "accepted an oversized payload";
   const std::string long_text(5000, 'y');
   const auto encoded = encode_signal({.what = kind::flush, .customer_id = 7, .text = long_text, .node = "gw-a"});
   EXPECT_LE(encoded.size(), 1000u);
@@ -108,6 +109,15 @@ TEST_F(ClusterBus, OtherNodesHearASignalAndTheSenderDoesNot) {
   EXPECT_EQ(got_b.size(), 1u) << "b heard its own signal";
   EXPECT_EQ(a->stats().sent, 1u);
   EXPECT_EQ(a->stats().received, 1u);
+
+  // A signal for one node (the lease holder) reaches that node alone.
+  c->publish({.what = kind::flush, .customer_id = 5, .text = "etrn", .to = "gw-a"});
+  c->publish({.what = kind::mail, .customer_id = 6});  // to all: marks when c's signals have passed
+  ASSERT_TRUE(run_until([&] { return got_a.size() == 3 && got_b.size() == 2; }))
+      << "got a " << got_a.size() << ", b " << got_b.size();
+  EXPECT_EQ(got_a[1].what, kind::flush);
+  EXPECT_EQ(got_a[1].to, "gw-a");
+  EXPECT_EQ(got_b[1].what, kind::mail) << "b heard a signal meant for a";
 }
 
 TEST_F(ClusterBus, AfterTheServerDiesTheBusListensAgainAndAsksForAReconcile) {

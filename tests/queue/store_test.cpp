@@ -1616,6 +1616,13 @@ TEST_P(StoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
   EXPECT_EQ(store_->record_delay_notice(qid, carol, ghost).error(), errc::invalid_argument);
   EXPECT_FALSE(store_->find_message(qid)->recipients[1].delay_notified);
   EXPECT_EQ(store_->customer_stats(daemon)->messages, 1u);
+
+  // Two nodes' sweeps found the same recipient due: the second notice is
+  // refused, so the sender gets one.
+  const auto again = store_->record_delay_notice(qid, bob, dsn);
+  ASSERT_FALSE(again) << "a second delay notice for bob was stored";
+  EXPECT_EQ(again.error(), errc::invalid_argument);
+  EXPECT_EQ(store_->customer_stats(daemon)->messages, 1u) << "one delay notice, not two";
 }
 
 TEST_P(StoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
