@@ -373,7 +373,8 @@ inline constexpr const char* take_lease =
 // The row as it stands, and whether it is free at $2 (0: the server's clock).
 inline constexpr const char* lease_of =
     "SELECT customer_id, holder, fence, expires, taken, "
-    "holder = '' OR expires <= " FLUSHGATE_PG_LEASE_NOW("$2") " FROM leases WHERE customer_id = $1";
+    "holder = '' OR expires <= " FLUSHGATE_PG_LEASE_NOW("$2") ", " FLUSHGATE_PG_LEASE_NOW("$2") " "
+    "FROM leases WHERE customer_id = $1";
 inline constexpr const char* renew_lease =
     "UPDATE leases SET expires = " FLUSHGATE_PG_LEASE_NOW("$3") " + $4::bigint "
     "WHERE customer_id = $1 AND holder = $2 AND fence = $5 RETURNING expires";

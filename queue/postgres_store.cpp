@@ -1297,6 +1297,7 @@ boost::system::result<lease_take> postgres_store::take_lease(std::int64_t custom
     if (!held) return held.error();
     if (PQntuples(held->get()) != 1) continue;  // the customer went meanwhile: not_found next
     out.lease = lease_row(held->get(), 0);
+    out.now = to_int64(PQgetvalue(held->get(), 0, 6));
     if (PQgetvalue(held->get(), 0, 5)[0] != 't') return out;
   }
   return out;

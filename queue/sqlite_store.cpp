@@ -1617,6 +1617,7 @@ boost::system::result<lease_take> sqlite_store::take_lease(std::int64_t customer
     const int rc = s.step();
     if (rc != SQLITE_ROW) return fail(rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "read lease");
     out.lease = lease_row(s.get());
+    out.now = now;
   }
   if (auto ec = tx.commit()) return ec;
   return out;

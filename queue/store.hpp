@@ -248,6 +248,8 @@ inline constexpr std::size_t max_stored_events = 1000;
 struct lease_take {
   bool ours = false;     // true: this node holds the lease now (lease is ours)
   delivery_lease lease;  // ours: our lease; else the other holder's (holder, expires)
+  std::int64_t now = 0;  // not ours: the clock the answer was judged by (expires - now: how
+                         // long the holder keeps it unless it renews)
 };
 
 class store {

@@ -45,6 +45,8 @@ asio::awaitable<lease_keeper::taken> lease_keeper::take(std::int64_t customer_id
   if (!r->ours) {
     t.status = take_status::held_elsewhere;
     t.holder = r->lease.holder;
+    t.holder_left = std::chrono::milliseconds(
+        std::clamp<std::int64_t>(r->lease.expires - r->now, 0, settings_.lease_time.count()));
     co_return t;
   }
   t.status = take_status::ours;
@@ -149,7 +151,9 @@ scheduler::run_function lease_keeper::wrap(scheduler::run_function run) {
       case take_status::held_elsewhere:
         out.held_elsewhere = true;
         out.holder = t.holder;
-        out.retry_after = settings_.lease_time;
+        // Just after the holder's lease would end: renewed, it is looked at
+        // again then; not renewed (a dead node), it is taken over then.
+        out.retry_after = t.holder_left + std::chrono::milliseconds(50);
         out.error = "held by node " + t.holder;
         co_return out;
       case take_status::failed:

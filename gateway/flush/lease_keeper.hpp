@@ -11,7 +11,9 @@
 // already answered is recorded, the rest stays queued (at-least-once).
 // wrap() turns a scheduler run_function into one that does all of this and
 // ends at once, as held_elsewhere (not a failure: no backoff step), while
-// another node holds the lease. The ODMR session uses take()/hold() itself,
+// another node holds the lease; its retry_after is the time that lease has
+// left unless renewed, so that a dead holder is replaced within about the
+// lease time (the scheduler's tick adds up to a second). The ODMR session uses take()/hold() itself,
 // so that its 450 comes before it reverses the connection.
 // Clock: the store judges expiry by its own clock (now = 0: PostgreSQL's
 // server clock, so that nodes agree). Locally a lease counts as ours until
@@ -62,6 +64,7 @@ class lease_keeper {
     bool unfenced = false;                             // ours without a lease (not required)
     std::chrono::steady_clock::time_point valid_until;  // ours: local expiry
     std::string holder;                                // held_elsewhere: its node
+    std::chrono::milliseconds holder_left{0};          // held_elsewhere: until its lease ends unless renewed
     boost::system::error_code error;                   // failed
   };
 

@@ -188,6 +188,10 @@ void scheduler::mail_queued(std::int64_t customer_id) {
     return;
   }
   // During a backoff new mail waits with the rest: retry state is per customer.
+  // While another node holds the lease it waits too: that node's run takes
+  // it (it pages through the queue by arrival), and its release wakes this
+  // node (lease_released) — no lease request per message.
+  if (st.waiting_for_lease && st.next_try > steady::now()) return;
   if (st.failures == 0 || st.next_try <= steady::now()) maybe_start(customer_id, st, "new mail", false);
 }
 

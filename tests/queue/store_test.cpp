@@ -1702,6 +1702,7 @@ TEST_P(StoreTest, LeaseIsTakenWhenFreeAndRefusedToOthersWhileValid) {
   EXPECT_FALSE(b->ours) << "node-b took a lease node-a holds until 1500";
   EXPECT_EQ(b->lease.holder, "node-a");
   EXPECT_EQ(b->lease.expires, 1500);
+  EXPECT_EQ(b->now, 1200) << "the clock the refusal was judged by";
 
   // Taking it again while ours renews it: same fence, same taken.
   auto again = store_->take_lease(acme, "node-a", 1300, 500);

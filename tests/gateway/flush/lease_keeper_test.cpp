@@ -232,8 +232,27 @@ TEST_F(LeaseKeeperTest, LeaseHeldElsewhereEndsTheRunBeforeItStarts) {
   EXPECT_TRUE(out->held_elsewhere);
   EXPECT_FALSE(out->left_mail) << "held elsewhere is no failure";
   EXPECT_EQ(out->holder, "node-b");
-  EXPECT_EQ(out->retry_after, 600ms);
+  // node-b's lease has a minute left, but a holder renews every third of
+  // the lease time: looked at again one lease time (and a margin) later.
+  EXPECT_EQ(out->retry_after, 650ms);
   EXPECT_EQ(out->error, "held by node node-b");
+}
+
+// A lease about to end is looked at again just after its end, so that a
+// holder that died is replaced within about the lease time.
+TEST_F(LeaseKeeperTest, HeldElsewhereRetriesWhenTheHoldersLeaseWouldEnd) {
+  auto b = node_b_->take_lease(customer_, "node-b", 0, 300);
+  ASSERT_TRUE(b && b->ours);
+  lease_keeper keeper(*worker_, {.node = "node-a", .lease_time = 5000ms});
+  auto out = run_wrapped(keeper, [&](std::int64_t, route, flush_progress&,
+                                     run_control&) -> asio::awaitable<run_outcome> {
+    co_return run_outcome{};
+  });
+  ASSERT_TRUE(out);
+  ASSERT_TRUE(out->held_elsewhere);
+  EXPECT_GE(out->retry_after, 50ms);
+  EXPECT_LE(out->retry_after, 350ms) << "got " << out->retry_after.count()
+                                     << " ms, want the 300 ms left of node-b's lease and a margin";
 }
 
 }  // namespace

@@ -185,5 +185,64 @@ TEST_F(SchedulerTest, HoldCustomerWithALinkUpDeliversNewMail) {
   EXPECT_EQ(runs_[1], 2) << "new mail was not sent over the live link";
 }
 
+// Cluster: while another node holds the lease, new mail does not ask for
+// it message by message; the holder hears why this node wanted it, and its
+// release (lease_released) starts the waiting run at once.
+TEST_F(SchedulerTest, WhileTheLeaseIsHeldElsewhereNewMailWaitsForItsRelease) {
+  add_customer(1, queue::delivery_mode::relay, "127.0.0.1:2526");
+  held_elsewhere_runs_ = 1;
+  make_scheduler({3600s});
+  std::vector<std::string> told;
+  sched_->on_held_elsewhere([&told](std::int64_t, const std::string& trigger, bool forced,
+                                    const std::string& holder) {
+    told.push_back(holder + ":" + trigger + (forced ? ":forced" : ""));
+  });
+  sched_->mail_queued(1);
+  run_for(200ms);
+  ASSERT_EQ(runs_[1], 1);
+  EXPECT_EQ(told, std::vector<std::string>{"node-b:new mail"});
+  for (int i = 0; i < 5; ++i) sched_->mail_queued(1);
+  run_for(100ms);
+  EXPECT_EQ(runs_[1], 1) << "new mail asked for a lease another node holds";
+  sched_->lease_released(1);
+  run_for(200ms);
+  EXPECT_EQ(runs_[1], 2) << "the release did not start the waiting run";
+  sched_->lease_released(1);  // not waiting any more: nothing happens
+  run_for(200ms);
+  EXPECT_EQ(runs_[1], 2);
+}
+
+// Cluster: retry state left by other nodes is adopted when it is longer;
+// a customer with no row any more was delivered elsewhere.
+TEST_F(SchedulerTest, RetryStateOfOtherNodesIsAdoptedAndOwnChangesAreReported) {
+  add_customer(1, queue::delivery_mode::relay, "127.0.0.1:2526");
+  add_customer(2, queue::delivery_mode::relay, "127.0.0.1:2527");
+  leave_mail_ = true;
+  make_scheduler({3600s});
+  std::vector<std::pair<std::int64_t, int>> reported;
+  sched_->on_retry([&reported](std::int64_t id, int failures, std::chrono::system_clock::time_point) {
+    reported.emplace_back(id, failures);
+  });
+  sched_->mail_queued(2);
+  run_for(200ms);
+  ASSERT_EQ(reported.size(), 1u) << "a run that left mail was not reported";
+  EXPECT_EQ(reported[0], std::make_pair(std::int64_t{2}, 1));
+
+  // Another node failed customer 1 three times; its next try is in an hour.
+  const auto in_an_hour = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              (std::chrono::system_clock::now() + std::chrono::hours(1)).time_since_epoch())
+                              .count();
+  sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"},
+                         {.customer_id = 2, .failures = 1, .next_try = in_an_hour, .node = "node-a"}});
+  EXPECT_GT(sched_->next_attempt_in(1), 3500) << "customer 1 was not given node-b's backoff";
+  sched_->mail_queued(1);
+  run_for(200ms);
+  EXPECT_EQ(runs_[1], 0) << "customer 1 ran during the backoff another node set";
+
+  // Customer 2's row is gone (delivered by another node): its backoff ends.
+  sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"}});
+  EXPECT_EQ(sched_->next_attempt_in(2), 0) << "customer 2 kept a backoff no node has any more";
+}
+
 }  // namespace
 }  // namespace flushgate::gateway
