@@ -45,6 +45,7 @@ TEST(HttpApiRoute, MapsRequestsOntoCommands) {
       {"DELETE", "/api/v1/links/u?session=S1", "", "link.down", 0},
       {"GET", "/api/v1/config", "", "config.show", 0},
       {"GET", "/api/v1/events?limit=3", "", "events", 0},
+      {"GET", "/api/v1/cluster", "", "cluster.status", 0},
       {"GET", "/api/v1/status", "", "status", 0},
       {"GET", "/api/v1/doctor/acme.test", "", "doctor", 0},
       {"POST", "/api/v1/command", R"({"command":"queue.summary","args":{}})", "queue.summary", 0},

@@ -104,6 +104,27 @@ TEST(StatusPage, ShowsEverythingAFullSnapshotHas) {
   EXPECT_EQ(page.rfind("</html>\n"), page.size() - 8) << "got a page that does not end in </html>";
 }
 
+// A cluster's snapshot has a "cluster" object: the page shows every node,
+// a silent one marked, and who delivers which customer.
+TEST(StatusPage, ShowsTheClusterBoxOnlyForACluster) {
+  auto snapshot = parse(R"json({"generated": 1700000000, "hostname": "gw1",
+    "cluster": {"node": "gw-a", "nodes": [
+        {"name": "gw-a", "version": "0.1.0", "heartbeat_age_ms": 1200, "alive": true, "self": true, "leases": 1},
+        {"name": "gw-<b>", "version": "0.1.0", "heartbeat_age_ms": 60000, "alive": false, "self": false, "leases": 0}],
+      "leases": [{"customer": "acme", "holder": "gw-a", "fence": 3, "expires_in_ms": 9000, "held_for_ms": 100}]}})json");
+  const std::string page = render_status_page(snapshot);
+  EXPECT_NE(page.find("id=\"cluster\""), std::string::npos) << "no cluster box";
+  EXPECT_NE(page.find("2 nodes"), std::string::npos);
+  EXPECT_NE(page.find("this node"), std::string::npos);
+  EXPECT_NE(page.find("silent"), std::string::npos) << "the silent node is not marked";
+  EXPECT_NE(page.find("gw-&lt;b&gt;"), std::string::npos) << "a node name is not escaped";
+  EXPECT_EQ(page.find("gw-<b>"), std::string::npos);
+  EXPECT_NE(page.find("delivered by gw-a"), std::string::npos);
+  EXPECT_EQ(render_status_page(parse(R"json({"generated": 1700000000})json")).find("id=\"cluster\""),
+            std::string::npos)
+      << "a single node's page has a cluster box";
+}
+
 TEST(StatusPage, EscapesHostileTextEverywhere) {
   const std::string hostile = "<script>alert(\"x\")</script>";
   auto snapshot = parse(R"json({"hostname": "<b>host</b>",
