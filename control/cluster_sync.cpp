@@ -136,12 +136,22 @@ asio::awaitable<void> cluster_sync::apply(queue::cluster_signal s) {
       ctx_.scheduler.mail_queued(id);
       break;
     case kind::link: {
-      auto links = co_await ctx_.store.run([](queue::store& st) { return st.list_links(); });
-      if (!links) {
+      // The store's links replace this node's only if no local link event
+      // changed them while the store was read (else they would be lost
+      // until the next reconcile): read again, a few times at most.
+      bool applied = false;
+      for (int round = 0; round < 3 && !applied; ++round) {
+        const auto generation = ctx_.router.generation();
+        auto links = co_await ctx_.store.run([](queue::store& st) { return st.list_links(); });
+        if (!links) break;
+        if (ctx_.router.generation() != generation) continue;
+        ctx_.router.set_links(std::move(*links));
+        applied = true;
+      }
+      if (!applied) {
         reconcile_asked_ = true;
         break;
       }
-      ctx_.router.set_links(std::move(*links));
       co_await refresh_queued(id);
       ctx_.scheduler.route_changed(id, s.text + origin);
       break;
@@ -175,6 +185,10 @@ asio::awaitable<void> cluster_sync::apply(queue::cluster_signal s) {
 asio::awaitable<bool> cluster_sync::reconcile() {
   const queue::node_record self{.name = settings_.node, .version = FLUSHGATE_VERSION,
                                 .started = settings_.started};
+  // What this node changed itself while the store was read is newer than
+  // the snapshot: that part waits for the next reconcile.
+  const auto customers_generation = ctx_.customers.generation();
+  const auto links_generation = ctx_.router.generation();
   auto read = co_await ctx_.store.run([&self](queue::store& s) -> boost::system::result<snapshot> {
     if (auto ec = s.heartbeat(self)) return ec;
     snapshot out;
@@ -203,20 +217,22 @@ asio::awaitable<bool> cluster_sync::reconcile() {
 
   // Customers: added or changed elsewhere, and removed elsewhere.
   std::set<std::int64_t> changed;
-  std::set<std::int64_t> present;
-  for (const auto& c : snap.customers) {
-    present.insert(c.id);
-    const auto* e = ctx_.customers.find_by_id(c.id);
-    if (e == nullptr || !same_customer(e->info, c)) {
-      ctx_.customers.upsert(c);
-      changed.insert(c.id);
+  if (ctx_.customers.generation() == customers_generation) {
+    std::set<std::int64_t> present;
+    for (const auto& c : snap.customers) {
+      present.insert(c.id);
+      const auto* e = ctx_.customers.find_by_id(c.id);
+      if (e == nullptr || !same_customer(e->info, c)) {
+        ctx_.customers.upsert(c);
+        changed.insert(c.id);
+      }
     }
+    std::vector<std::int64_t> gone;
+    for (const auto* e : ctx_.customers.all()) {
+      if (present.count(e->info.id) == 0) gone.push_back(e->info.id);
+    }
+    for (auto id : gone) ctx_.customers.remove(id);
   }
-  std::vector<std::int64_t> gone;
-  for (const auto* e : ctx_.customers.all()) {
-    if (present.count(e->info.id) == 0) gone.push_back(e->info.id);
-  }
-  for (auto id : gone) ctx_.customers.remove(id);
 
   // Queue sizes as the store counts them (quota checks, "has mail").
   std::map<std::int64_t, std::uint64_t> bytes;
@@ -227,16 +243,18 @@ asio::awaitable<bool> cluster_sync::reconcile() {
   }
 
   // Links recorded (or ended) by other nodes.
-  const auto mine = links_by_customer(ctx_.router.links());
-  const auto theirs = links_by_customer(snap.links);
-  for (const auto& [id, list] : theirs) {
-    auto it = mine.find(id);
-    if (it == mine.end() || it->second != list) changed.insert(id);
+  if (ctx_.router.generation() == links_generation) {
+    const auto mine = links_by_customer(ctx_.router.links());
+    const auto theirs = links_by_customer(snap.links);
+    for (const auto& [id, list] : theirs) {
+      auto it = mine.find(id);
+      if (it == mine.end() || it->second != list) changed.insert(id);
+    }
+    for (const auto& [id, list] : mine) {
+      if (theirs.count(id) == 0) changed.insert(id);
+    }
+    if (mine != theirs) ctx_.router.set_links(std::move(snap.links));
   }
-  for (const auto& [id, list] : mine) {
-    if (theirs.count(id) == 0) changed.insert(id);
-  }
-  if (mine != theirs) ctx_.router.set_links(std::move(snap.links));
 
   for (auto id : changed) {
     if (ctx_.customers.find_by_id(id) == nullptr) continue;

@@ -17,7 +17,11 @@
 //     starts listening again: heartbeat; customers, queue sizes, links and
 //     retry state from the store; route changes for whatever differed; and
 //     every customer with queued mail marked for the scheduler. Whatever a
-//     lost signal missed is found here, at most one interval late.
+//     lost signal missed is found here, at most one interval late. What this
+//     node changed itself while the store was read (a customer, a link:
+//     customer_directory and router count their changes) is newer than the
+//     snapshot, so that part waits for the next reconcile instead of being
+//     overwritten by the older state.
 // What this node tells the others goes through announce() (daemon_context),
 // called where the change happens (commands, link events) and by the
 // scheduler and lease keeper hooks wired in flushgated.

@@ -17,6 +17,7 @@ std::string lower(std::string_view s) {
 
 void customer_directory::replace_all(const std::vector<queue::customer>& customers,
                                      const std::vector<queue::queue_stats>& stats) {
+  ++generation_;
   by_id_.clear();
   by_domain_.clear();
   by_name_.clear();
@@ -30,6 +31,7 @@ void customer_directory::replace_all(const std::vector<queue::customer>& custome
 }
 
 void customer_directory::upsert(const queue::customer& c) {
+  ++generation_;
   std::uint64_t queued = 0;
   if (auto it = by_id_.find(c.id); it != by_id_.end()) {
     queued = it->second->queued_bytes;
@@ -49,6 +51,7 @@ void customer_directory::upsert(const queue::customer& c) {
 void customer_directory::remove(std::int64_t customer_id) {
   auto it = by_id_.find(customer_id);
   if (it == by_id_.end()) return;
+  ++generation_;
   unindex(*it->second);
   by_id_.erase(it);
 }

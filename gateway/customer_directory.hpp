@@ -71,6 +71,9 @@ class customer_directory {
   bool would_exceed_quota(std::int64_t customer_id, std::uint64_t size) const;
 
   std::size_t size() const { return by_id_.size(); }
+  // Grows with every change of a customer (not of queued bytes): a reader
+  // that waited (on the store) can tell whether its view is still the latest.
+  std::uint64_t generation() const noexcept { return generation_; }
 
  private:
   void index(customer_entry& e);
@@ -80,6 +83,7 @@ class customer_directory {
   std::unordered_map<std::string, customer_entry*> by_domain_;
   std::unordered_map<std::string, customer_entry*> by_name_;
   std::unordered_map<std::string, customer_entry*> by_link_user_;
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace flushgate::gateway

@@ -162,7 +162,12 @@ void cluster_bus::thread_main() {
   bool lost_logged = false;
   bool ever_connected = false;
   while (!stopping_) {
-    PGconn* conn = PQconnectdb(options_.conninfo.c_str());
+    // A connect_timeout unless the conninfo names one (it comes later, so
+    // it wins): stop() waits for this thread, and an unreachable server
+    // must not hold a shutdown for the kernel's minutes of SYN retries.
+    const char* conn_keywords[] = {"connect_timeout", "dbname", nullptr};
+    const char* conn_values[] = {"10", options_.conninfo.c_str(), nullptr};
+    PGconn* conn = PQconnectdbParams(conn_keywords, conn_values, 1);
     bool up = conn != nullptr && PQstatus(conn) == CONNECTION_OK;
     if (up) {
       PQsetNoticeProcessor(conn, log_notice, nullptr);

@@ -97,11 +97,15 @@ link_refusal router::check_link(const customer_directory& customers, const std::
 }
 
 void router::set_links(std::vector<queue::link_record> links) {
+  ++generation_;
   links_.clear();
   for (auto& l : links) links_[l.user] = std::move(l);
 }
 
-void router::link_up(const queue::link_record& link) { links_[link.user] = link; }
+void router::link_up(const queue::link_record& link) {
+  ++generation_;
+  links_[link.user] = link;
+}
 
 std::optional<queue::link_record> router::link_down(const std::string& user,
                                                     const std::string& session_id) {
@@ -110,11 +114,13 @@ std::optional<queue::link_record> router::link_down(const std::string& user,
   if (!session_id.empty() && it->second.session_id != session_id) return std::nullopt;
   auto removed = std::move(it->second);
   links_.erase(it);
+  ++generation_;
   return removed;
 }
 
 std::vector<queue::link_record> router::links_down_for_nas(const std::string& nas) {
   std::vector<queue::link_record> removed;
+  ++generation_;
   for (auto it = links_.begin(); it != links_.end();) {
     if (!nas.empty() && it->second.nas == nas) {
       removed.push_back(std::move(it->second));

@@ -61,11 +61,15 @@ class router {
   std::vector<queue::link_record> links_down_for_nas(const std::string& nas);
 
   std::vector<queue::link_record> links() const;
+  // Grows with every change of the links: a reader that waited (on the
+  // store) can tell whether its view is still the latest.
+  std::uint64_t generation() const noexcept { return generation_; }
   std::vector<queue::link_record> links_of(std::int64_t customer_id) const;
   const queue::link_record* find_link(const std::string& user) const;
 
  private:
   std::map<std::string, queue::link_record> links_;  // by user
+  std::uint64_t generation_ = 0;
 };
 
 }  // namespace flushgate::gateway
