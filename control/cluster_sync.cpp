@@ -189,6 +189,7 @@ asio::awaitable<bool> cluster_sync::reconcile() {
   // the snapshot: that part waits for the next reconcile.
   const auto customers_generation = ctx_.customers.generation();
   const auto links_generation = ctx_.router.generation();
+  const auto retry_generation = ctx_.scheduler.retry_generation();
   auto read = co_await ctx_.store.run([&self](queue::store& s) -> boost::system::result<snapshot> {
     if (auto ec = s.heartbeat(self)) return ec;
     snapshot out;
@@ -262,7 +263,7 @@ asio::awaitable<bool> cluster_sync::reconcile() {
                    ctx_.customers.find_by_id(id)->info.name);
     ctx_.scheduler.route_changed(id, "cluster sync");
   }
-  ctx_.scheduler.adopt_retries(snap.retries);
+  ctx_.scheduler.adopt_retries(snap.retries, retry_generation);
   for (const auto& s : snap.stats) {
     if (s.messages > 0 && ctx_.customers.find_by_id(s.customer_id) != nullptr) {
       ctx_.scheduler.note_queued(s.customer_id);

@@ -259,7 +259,8 @@ void scheduler::end_external(std::int64_t customer_id, bool delivered) {
   if (on_done_ && delivered) on_done_(customer_id, st.progress);
 }
 
-void scheduler::retry_changed(std::int64_t customer_id, const customer_state& st) {
+void scheduler::retry_changed(std::int64_t customer_id, customer_state& st) {
+  st.retry_changed_at = ++retry_generation_;
   if (!on_retry_) return;
   const auto next = std::chrono::system_clock::now() +
                     std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -267,13 +268,13 @@ void scheduler::retry_changed(std::int64_t customer_id, const customer_state& st
   on_retry_(customer_id, st.failures, next);
 }
 
-void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows) {
+void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows, std::uint64_t since) {
   const auto wall_now = std::chrono::system_clock::now();
   const auto now = steady::now();
   std::map<std::int64_t, const queue::retry_record*> by_customer;
   for (const auto& r : rows) by_customer[r.customer_id] = &r;
   for (auto& [id, st] : states_) {
-    if (st.running) continue;
+    if (st.running || st.retry_changed_at > since) continue;
     auto it = by_customer.find(id);
     if (it == by_customer.end()) {
       // Another node delivered it (or a route change reset it) since.

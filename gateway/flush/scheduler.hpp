@@ -122,10 +122,14 @@ class scheduler {
   void end_external(std::int64_t customer_id, bool delivered = true);
 
   // Cluster: the retry state other nodes left (queue::store::list_retries,
-  // every row). A customer not running here takes a row's backoff when it
-  // is longer than its own; a customer with failures here but no row was
-  // delivered (or reset) by another node since, and loses its backoff.
-  void adopt_retries(const std::vector<queue::retry_record>& rows);
+  // every row), as read after retry_generation() was `since`. A customer
+  // not running here takes a row's backoff when it is longer than its own;
+  // a customer with failures here but no row was delivered (or reset) by
+  // another node since, and loses its backoff. A customer whose retry state
+  // changed here after `since` is left as it is: the rows may predate that.
+  void adopt_retries(const std::vector<queue::retry_record>& rows, std::uint64_t since);
+  // Grows with every change of a customer's retry state on this node.
+  std::uint64_t retry_generation() const noexcept { return retry_generation_; }
   // Cluster: the node holding the customer's lease gave it back; a run that
   // waits for it starts now.
   void lease_released(std::int64_t customer_id);
@@ -146,6 +150,7 @@ class scheduler {
     std::string rerun_trigger;
     int failures = 0;       // consecutive runs that left mail behind
     bool waiting_for_lease = false;  // the last run found the lease held by another node
+    std::uint64_t retry_changed_at = 0;  // retry_generation_ of its last local change
     std::chrono::steady_clock::time_point next_try{};
     flush_progress progress;
     run_control* control = nullptr;
@@ -157,7 +162,7 @@ class scheduler {
   boost::asio::awaitable<void> run_one(std::int64_t customer_id, route r, std::string trigger,
                                        bool forced);
   bool auto_delivery(const customer_entry& c, const route& r) const;
-  void retry_changed(std::int64_t customer_id, const customer_state& st);
+  void retry_changed(std::int64_t customer_id, customer_state& st);
 
   boost::asio::io_context& io_;
   customer_directory& customers_;
@@ -170,6 +175,7 @@ class scheduler {
   held_function on_held_;
   std::map<std::int64_t, customer_state> states_;
   std::size_t running_ = 0;
+  std::uint64_t retry_generation_ = 0;
   boost::asio::steady_timer timer_;
   bool stopped_ = false;
 };

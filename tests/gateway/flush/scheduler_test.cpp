@@ -232,15 +232,20 @@ TEST_F(SchedulerTest, RetryStateOfOtherNodesIsAdoptedAndOwnChangesAreReported) {
   const auto in_an_hour = std::chrono::duration_cast<std::chrono::milliseconds>(
                               (std::chrono::system_clock::now() + std::chrono::hours(1)).time_since_epoch())
                               .count();
+  // Rows read before customer 2's own change here: they say nothing new of it.
+  sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"}}, 0);
+  EXPECT_GT(sched_->next_attempt_in(2), 3000) << "an older snapshot wiped this node's own backoff";
+  const auto since = sched_->retry_generation();
   sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"},
-                         {.customer_id = 2, .failures = 1, .next_try = in_an_hour, .node = "node-a"}});
+                         {.customer_id = 2, .failures = 1, .next_try = in_an_hour, .node = "node-a"}},
+                        since);
   EXPECT_GT(sched_->next_attempt_in(1), 3500) << "customer 1 was not given node-b's backoff";
   sched_->mail_queued(1);
   run_for(200ms);
   EXPECT_EQ(runs_[1], 0) << "customer 1 ran during the backoff another node set";
 
   // Customer 2's row is gone (delivered by another node): its backoff ends.
-  sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"}});
+  sched_->adopt_retries({{.customer_id = 1, .failures = 3, .next_try = in_an_hour, .node = "node-b"}}, since);
   EXPECT_EQ(sched_->next_attempt_in(2), 0) << "customer 2 kept a backoff no node has any more";
 }
 
