@@ -783,18 +783,8 @@ asio::awaitable<command_result> events(daemon_context& ctx, const Object::Ptr& a
   std::int64_t limit = 50;
   std::string error;
   if (!read_number(args, "limit", limit, error)) co_return command_result::failure(error);
-  Array::Ptr out = new Array;
   const auto list = co_await read_recent_events(ctx, static_cast<std::size_t>(std::clamp<std::int64_t>(limit, 1, 1000)));
-  for (const auto& e : list) {
-    Object::Ptr o = new Object;
-    o->set("time", e.time);
-    o->set("kind", e.kind);
-    o->set("customer", e.customer);
-    o->set("text", e.text);
-    o->set("node", e.node);
-    out->add(o);
-  }
-  co_return command_result::success(out);
+  co_return command_result::success(events_json(list));
 }
 
 asio::awaitable<command_result> cluster_status(daemon_context& ctx, const Object::Ptr&) {

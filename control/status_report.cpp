@@ -115,17 +115,15 @@ asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_conte
   co_return out;
 }
 
-asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
-  auto leases = co_await ctx.store.run([](queue::store& s) { return s.list_leases(); });
-  auto nodes = co_await ctx.store.run([](queue::store& s) { return s.list_nodes(); });
-  if (!leases || !nodes) {
-    co_return command_result::failure(
-        "cluster status: " + (leases ? nodes.error() : leases.error()).message(),
-        command_status::unavailable);
-  }
+namespace {
+
+// The cluster object (collect_cluster_status, and inside the status
+// snapshot) from the leases and nodes the caller read.
+Object::Ptr cluster_json(const daemon_context& ctx, const std::vector<queue::delivery_lease>& leases,
+                         const std::vector<queue::node_record>& nodes) {
   std::map<std::int64_t, std::string> name_of;
   for (const auto* e : ctx.customers.all()) name_of[e->info.id] = e->info.name;
-  const auto holders = lease_holders(*leases);
+  const auto holders = lease_holders(leases);
   std::map<std::string, std::uint64_t> held_by;
   for (const auto& [id, holder] : holders) ++held_by[holder];
 
@@ -137,7 +135,7 @@ asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
 
   Array::Ptr node_list = new Array;
   bool self_listed = false;
-  for (const auto& n : *nodes) {
+  for (const auto& n : nodes) {
     if (!cluster && n.name != ctx.node) continue;
     Object::Ptr o = new Object;
     o->set("name", n.name);
@@ -166,7 +164,7 @@ asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
 
   Array::Ptr lease_list = new Array;
   const std::int64_t now = now_ms();
-  for (const auto& l : *leases) {
+  for (const auto& l : leases) {
     if (l.holder.empty() || l.expires <= now) continue;
     Object::Ptr o = new Object;
     o->set("customer", name_of.count(l.customer_id) ? name_of[l.customer_id] : std::to_string(l.customer_id));
@@ -196,7 +194,34 @@ asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
     rec->set("interval_seconds", std::chrono::duration<double>(ctx.cluster->settings().interval).count());
     out->set("reconcile", rec);
   }
-  co_return command_result::success(out);
+  return out;
+}
+
+}  // namespace
+
+Array::Ptr events_json(const std::vector<core::recent_event>& events) {
+  Array::Ptr out = new Array;
+  for (const auto& e : events) {
+    Object::Ptr o = new Object;
+    o->set("time", e.time);
+    o->set("kind", e.kind);
+    o->set("customer", e.customer);
+    o->set("text", e.text);
+    o->set("node", e.node);
+    out->add(o);
+  }
+  return out;
+}
+
+asio::awaitable<command_result> collect_cluster_status(daemon_context& ctx) {
+  auto leases = co_await ctx.store.run([](queue::store& s) { return s.list_leases(); });
+  auto nodes = co_await ctx.store.run([](queue::store& s) { return s.list_nodes(); });
+  if (!leases || !nodes) {
+    co_return command_result::failure(
+        "cluster status: " + (leases ? nodes.error() : leases.error()).message(),
+        command_status::unavailable);
+  }
+  co_return command_result::success(cluster_json(ctx, *leases, *nodes));
 }
 
 asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t now) {
@@ -223,9 +248,9 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   const auto holders = leases ? lease_holders(*leases) : std::map<std::int64_t, std::string>{};
   const auto recent = co_await read_recent_events(ctx, 50);
   Object::Ptr cluster;
-  if (ctx.cluster != nullptr) {
-    auto c = co_await collect_cluster_status(ctx);
-    if (c.ok) cluster = c.result.extract<Object::Ptr>();
+  if (ctx.cluster != nullptr && leases) {
+    auto nodes = co_await ctx.store.run([](queue::store& s) { return s.list_nodes(); });
+    if (nodes) cluster = cluster_json(ctx, *leases, *nodes);
   }
 
   // From here on nothing waits: the directory, router and scheduler are read as they are now.
@@ -330,17 +355,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   }
   out->set("age_histogram", bands);
 
-  Array::Ptr events = new Array;
-  for (const auto& e : recent) {
-    Object::Ptr o = new Object;
-    o->set("time", e.time);
-    o->set("kind", e.kind);
-    o->set("customer", e.customer);
-    o->set("text", e.text);
-    o->set("node", e.node);
-    events->add(o);
-  }
-  out->set("events", events);
+  out->set("events", events_json(recent));
   if (cluster) out->set("cluster", cluster);
   co_return command_result::success(out);
 }

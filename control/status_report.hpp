@@ -16,6 +16,7 @@
 #include "control/commands.hpp"
 #include "core/event_log.hpp"
 
+#include <Poco/JSON/Array.h>
 #include <Poco/JSON/Object.h>
 
 #include <boost/asio/awaitable.hpp>
@@ -30,6 +31,10 @@ namespace flushgate::control {
 // read — this process's own.
 boost::asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_context& ctx,
                                                                            std::size_t limit);
+
+// Events as the control channel and the snapshot show them (time, kind,
+// customer, text, node).
+Poco::JSON::Array::Ptr events_json(const std::vector<core::recent_event>& events);
 
 // The cluster at a glance (control command "cluster.status", `flushgate
 // cluster status`, GET /api/v1/cluster, the status page): this node, every

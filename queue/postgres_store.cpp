@@ -699,7 +699,9 @@ boost::system::result<std::vector<std::int64_t>> postgres_store::run_pipelined(
   if (auto ec = ensure_connected()) return ec;
   if (PQenterPipelineMode(conn_) != 1) return lose_connection(what, PQerrorMessage(conn_));
   constexpr std::size_t window = 64;
-  std::vector<std::int64_t> rows(batch.size(), 0);
+  // -1 until the server answered the statement (so a COMMIT with no or an
+  // odd answer never counts as confirmed).
+  std::vector<std::int64_t> rows(batch.size(), -1);
   error_code first_error;
   std::size_t sent = 0;
   std::size_t read = 0;
@@ -998,8 +1000,6 @@ boost::system::result<queue_stats> postgres_store::customer_stats(std::int64_t c
 boost::system::result<std::vector<age_bucket>> postgres_store::queue_age_histogram(
     std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) {
   if (!detail::valid_age_bounds(upper_bounds)) return errc::invalid_argument;
-  constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
-  constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
   transaction tx(*this, pg_sql::begin_snapshot);
   if (auto ec = tx.begin()) return ec;
   if (customer_id != 0) {
@@ -1009,22 +1009,15 @@ boost::system::result<std::vector<age_bucket>> postgres_store::queue_age_histogr
   }
   std::vector<age_bucket> out(upper_bounds.size() + 1);
   for (std::size_t i = 0; i < upper_bounds.size(); ++i) out[i].upper_seconds = upper_bounds[i];
-  std::int64_t newest = highest;
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const bool last = i == upper_bounds.size();
-    const std::int64_t oldest = last ? lowest : detail::oldest_arrival_within(now, upper_bounds[i]);
-    if (oldest <= newest) {
-      params p;
-      if (customer_id != 0) p.add(customer_id);
-      p.add(oldest).add(newest);
-      auto r = run(customer_id != 0 ? pg_sql::age_bucket_of_customer : pg_sql::age_bucket_all, p,
-                   "queue age histogram");
-      if (!r) return r.error();
-      out[i].messages = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 0)));
-      out[i].bytes = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 1)));
-    }
-    if (oldest == lowest) break;
-    newest = oldest - 1;
+  for (const auto& range : detail::age_bucket_ranges(now, upper_bounds)) {
+    params p;
+    if (customer_id != 0) p.add(customer_id);
+    p.add(range.oldest).add(range.newest);
+    auto r = run(customer_id != 0 ? pg_sql::age_bucket_of_customer : pg_sql::age_bucket_all, p,
+                 "queue age histogram");
+    if (!r) return r.error();
+    out[range.bucket].messages = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 0)));
+    out[range.bucket].bytes = static_cast<std::uint64_t>(to_int64(PQgetvalue(r->get(), 0, 1)));
   }
   if (auto ec = tx.commit()) return ec;
   return out;

@@ -197,8 +197,9 @@ class postgres_store final : public store {
                                         postgres_violation v = {}, int result_format = 0);
   boost::system::error_code run_void(const char* sql, std::string_view what);
   // Sends every statement of `batch` at once (libpq pipeline mode) and reads
-  // all answers: per statement the rows it returned or touched (-1 for a
-  // COMMIT the server answered with ROLLBACK), or the first error.
+  // all answers: per statement the rows it returned or touched (-1 for one
+  // without such an answer, e.g. a COMMIT the server answered with
+  // ROLLBACK), or the first error.
   struct pipelined;
   boost::system::result<std::vector<std::int64_t>> run_pipelined(std::vector<pipelined>& batch,
                                                                  std::string_view what);

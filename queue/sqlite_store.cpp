@@ -1320,8 +1320,6 @@ boost::system::result<queue_stats> sqlite_store::customer_stats(std::int64_t cus
 boost::system::result<std::vector<age_bucket>> sqlite_store::queue_age_histogram(
     std::int64_t customer_id, std::int64_t now, std::span<const std::int64_t> upper_bounds) {
   if (!detail::valid_age_bounds(upper_bounds)) return errc::invalid_argument;
-  constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
-  constexpr std::int64_t highest = std::numeric_limits<std::int64_t>::max();
   transaction tx(*this, transaction::reading);
   if (auto ec = tx.begin()) return ec;
   if (customer_id != 0) {
@@ -1334,23 +1332,16 @@ boost::system::result<std::vector<age_bucket>> sqlite_store::queue_age_histogram
   }
   std::vector<age_bucket> out(upper_bounds.size() + 1);
   for (std::size_t i = 0; i < upper_bounds.size(); ++i) out[i].upper_seconds = upper_bounds[i];
-  std::int64_t newest = highest;  // arrival bound of this bucket, inclusive
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    const bool last = i == upper_bounds.size();
-    const std::int64_t oldest = last ? lowest : detail::oldest_arrival_within(now, upper_bounds[i]);
-    if (oldest <= newest) {
-      statement s{prepare(customer_id != 0 ? sql_age_bucket_of_customer : sql_age_bucket_all)};
-      if (!s) return fail(last_rc_, "prepare queue age histogram");
-      if (customer_id != 0) s.bind(1, customer_id);
-      s.bind(2, oldest);
-      s.bind(3, newest);
-      const int rc = s.step();
-      if (rc != SQLITE_ROW) return fail(rc, "queue age histogram");
-      out[i].messages = static_cast<std::uint64_t>(s.int64(0));
-      out[i].bytes = static_cast<std::uint64_t>(s.int64(1));
-    }
-    if (oldest == lowest) break;  // the remaining buckets are empty
-    newest = oldest - 1;
+  for (const auto& range : detail::age_bucket_ranges(now, upper_bounds)) {
+    statement s{prepare(customer_id != 0 ? sql_age_bucket_of_customer : sql_age_bucket_all)};
+    if (!s) return fail(last_rc_, "prepare queue age histogram");
+    if (customer_id != 0) s.bind(1, customer_id);
+    s.bind(2, range.oldest);
+    s.bind(3, range.newest);
+    const int rc = s.step();
+    if (rc != SQLITE_ROW) return fail(rc, "queue age histogram");
+    out[range.bucket].messages = static_cast<std::uint64_t>(s.int64(0));
+    out[range.bucket].bytes = static_cast<std::uint64_t>(s.int64(1));
   }
   if (auto ec = tx.commit()) return ec;
   return out;

@@ -90,6 +90,21 @@ std::int64_t oldest_arrival_within(std::int64_t now, std::int64_t bound) {
   return __builtin_sub_overflow(now, bound, &t) ? std::numeric_limits<std::int64_t>::min() : t;
 }
 
+std::vector<arrival_range> age_bucket_ranges(std::int64_t now,
+                                             std::span<const std::int64_t> upper_bounds) {
+  constexpr std::int64_t lowest = std::numeric_limits<std::int64_t>::min();
+  std::vector<arrival_range> out;
+  std::int64_t newest = std::numeric_limits<std::int64_t>::max();  // inclusive
+  for (std::size_t i = 0; i <= upper_bounds.size(); ++i) {
+    const bool last = i == upper_bounds.size();
+    const std::int64_t oldest = last ? lowest : oldest_arrival_within(now, upper_bounds[i]);
+    if (oldest <= newest) out.push_back({i, oldest, newest});
+    if (oldest == lowest) break;  // the remaining buckets are empty
+    newest = oldest - 1;
+  }
+  return out;
+}
+
 std::string join_list(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& i : items) {

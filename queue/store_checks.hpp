@@ -45,6 +45,19 @@ bool valid_lease_request(std::string_view node, std::int64_t duration_ms);
 // now - bound, saturating at INT64_MIN: the oldest arrival a bucket holds.
 std::int64_t oldest_arrival_within(std::int64_t now, std::int64_t bound);
 
+// The arrival times queue_age_histogram counts for each of its buckets
+// (upper_bounds.size() + 1 of them, the last open-ended): bucket i holds
+// oldest <= arrival <= newest. The ranges do not overlap; a bucket no
+// arrival can fall in is left out (the histogram keeps it at zero), and
+// none follow the one that reaches INT64_MIN.
+struct arrival_range {
+  std::size_t bucket = 0;
+  std::int64_t oldest = 0;
+  std::int64_t newest = 0;
+};
+std::vector<arrival_range> age_bucket_ranges(std::int64_t now,
+                                             std::span<const std::int64_t> upper_bounds);
+
 // A short list kept in one column: comma-separated, no empty items.
 std::string join_list(const std::vector<std::string>& items);
 std::vector<std::string> split_list(std::string_view text);

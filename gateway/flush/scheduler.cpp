@@ -269,8 +269,14 @@ void scheduler::retry_changed(std::int64_t customer_id, customer_state& st) {
 }
 
 void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows, std::uint64_t since) {
-  const auto wall_now = std::chrono::system_clock::now();
   const auto now = steady::now();
+  const auto wall_now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch());
+  // A row's next try (unix ms) on this node's steady clock.
+  auto next_try_of = [&](const queue::retry_record& r) {
+    return now + std::chrono::duration_cast<steady::duration>(std::chrono::milliseconds(r.next_try) -
+                                                              wall_now_ms);
+  };
   std::map<std::int64_t, const queue::retry_record*> by_customer;
   for (const auto& r : rows) by_customer[r.customer_id] = &r;
   for (auto& [id, st] : states_) {
@@ -285,9 +291,7 @@ void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows, std:
       continue;
     }
     const auto& r = *it->second;
-    const auto wait = std::chrono::milliseconds(r.next_try) -
-                      std::chrono::duration_cast<std::chrono::milliseconds>(wall_now.time_since_epoch());
-    const auto next = now + std::chrono::duration_cast<steady::duration>(wait);
+    const auto next = next_try_of(r);
     if (r.failures > st.failures || next > st.next_try) {
       st.failures = std::max(st.failures, r.failures);
       st.next_try = std::max(st.next_try, next);
@@ -299,9 +303,7 @@ void scheduler::adopt_retries(const std::vector<queue::retry_record>& rows, std:
     if (states_.count(id) != 0) continue;
     customer_state& st = states_[id];
     st.failures = r->failures;
-    st.next_try = now + std::chrono::duration_cast<steady::duration>(
-                            std::chrono::milliseconds(r->next_try) -
-                            std::chrono::duration_cast<std::chrono::milliseconds>(wall_now.time_since_epoch()));
+    st.next_try = next_try_of(*r);
     st.pending = true;
   }
 }
