@@ -65,14 +65,21 @@ wait_pid_gone() {
   return 1
 }
 
-# free_port — print a TCP port on 127.0.0.1 that nothing listens on. A port
+# port_claimed PORT — true when a running test holds the port's claim
+# (tests/support/ports.cpp locks /tmp/flushgate-test-ports/PORT).
+port_claimed() {
+  [ -e "/tmp/flushgate-test-ports/$1" ] && ! flock -n "/tmp/flushgate-test-ports/$1" true 2>/dev/null
+}
+
+# free_port — print a TCP port on 127.0.0.1 that nothing listens on, from
+# 20000-32767 so that no outgoing connection (ephemeral ports) sits on it. A port
 # picked this way can still be taken by someone else before it is used; the
 # callers fail loudly (the daemon does not start) rather than misbehave.
 free_port() {
   local port tries=0
   while ((tries < 200)); do
-    port=$((20000 + RANDOM % 40000))
-    if [ -z "$(ss -Htan "sport = :$port" 2>/dev/null)" ]; then
+    port=$((20000 + RANDOM % 12768))  # below the ephemeral range (32768-)
+    if [ -z "$(ss -Htan "sport = :$port" 2>/dev/null)" ] && ! port_claimed "$port"; then
       echo "$port"
       return 0
     fi

@@ -1,12 +1,18 @@
 // ports.hpp — free loopback ports for servers a test starts.
 //
 // Purpose: each test picks its own ports so tests can run side by side.
-// Security: binds 127.0.0.1 only.
-// Errors: throw std::system_error when no socket can be bound (a start-up
-// failure of the test).
-// Limitations: the port is free when the function returns; another process
-// may take it before the test binds it. Servers that fail to bind fail their
-// test loudly, so the race shows up as a clear error, never as a wrong result.
+// The ports come from 20000–32767, below the kernel's ephemeral range
+// (32768–60999 on Debian), so an outgoing connection of any process — a
+// PostgreSQL client, a delivery — can never sit on a port a test is about to
+// listen on. Each port handed out is claimed with an flock on
+// /tmp/flushgate-test-ports/<port> held until the test process exits, so two
+// tests running at once never get the same port.
+// Security: binds 127.0.0.1 and ::1 only to check a port.
+// Errors: throw std::system_error when no port in the range is free (a
+// start-up failure of the test).
+// Limitations: a process that is not a flushgate test may still bind the port
+// between the check and the test's own bind; the server then fails to start
+// and its test fails loudly, never with a wrong result.
 // See also: wait.hpp (wait_for_tcp).
 #pragma once
 
@@ -14,9 +20,9 @@
 
 namespace flushgate::test {
 
-// A TCP port on 127.0.0.1 that nothing was bound to a moment ago.
+// A TCP port free on 127.0.0.1 and ::1, claimed for this process.
 std::uint16_t free_port();
-// A UDP port on 127.0.0.1 that nothing was bound to a moment ago.
+// A UDP port free on 127.0.0.1 and ::1, claimed for this process.
 std::uint16_t free_udp_port();
 
 }  // namespace flushgate::test

@@ -21,6 +21,8 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
+#include <string>
 #include <thread>
 
 namespace {
@@ -111,9 +113,29 @@ TEST(TempDir, CreatesPrivateDirectoryAndRemovesIt) {
 TEST(FreePort, ReturnsBindablePorts) {
   const auto tcp = free_port();
   const auto udp = free_udp_port();
-  EXPECT_NE(tcp, 0) << "got port 0, want an ephemeral port";
-  EXPECT_NE(udp, 0) << "got port 0, want an ephemeral port";
+  EXPECT_NE(tcp, 0) << "got port 0, want a port";
+  EXPECT_NE(udp, 0) << "got port 0, want a port";
   EXPECT_FALSE(wait_for_tcp("127.0.0.1", tcp, 0ms)) << "got a listener on the free port " << tcp;
+  EXPECT_GE(tcp, 20000) << "got " << tcp << ", want a port below the ephemeral range";
+  EXPECT_LE(tcp, 32767) << "got " << tcp << ", want a port below the ephemeral range";
+}
+
+TEST(FreePort, NeverHandsTheSamePortTwiceWhileClaimed) {
+  std::set<std::uint16_t> seen;
+  for (int i = 0; i < 50; ++i) {
+    const auto port = free_port();
+    EXPECT_TRUE(seen.insert(port).second) << "got port " << port << " twice";
+  }
+  // Another process sees every one of them as claimed.
+  std::string ports;
+  for (auto port : seen) {
+    ports += std::to_string(port) + " ";
+  }
+  const auto result = run_command(
+      {"sh", "-c",
+       "for p in " + ports + "; do flock -n /tmp/flushgate-test-ports/$p true && echo $p; done"},
+      10s);
+  EXPECT_EQ(result.stdout_text, "") << "got these ports claimable by another process";
 }
 
 TEST(RunCommand, ReturnsExitCodeAndOutput) {
