@@ -155,8 +155,19 @@ CREATE TABLE events (
 );
 )sql";
 
+// Version 3 -> 4: IPv6 lines, as SQLite's version 9: a link's IPv6 address
+// and prefix (an IPv6 address kept in address before moves), where a
+// customer's server sits on an IPv6 line and which family goes first.
+inline constexpr const char* schema_v4 = R"sql(
+ALTER TABLE links ADD COLUMN ipv6_address text NOT NULL DEFAULT '',
+                  ADD COLUMN ipv6_prefix text NOT NULL DEFAULT '';
+UPDATE links SET ipv6_address = address, address = '' WHERE address LIKE '%:%';
+ALTER TABLE customers ADD COLUMN ipv6_server text NOT NULL DEFAULT '',
+                      ADD COLUMN prefer_family text NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3};
+inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 
 // Serialises migrations and node registration between nodes (any constant
 // that nothing else on the server uses; "flushgat" in ASCII).
@@ -183,7 +194,7 @@ inline constexpr const char* show_encoding = "SHOW server_encoding";
 
 #define FLUSHGATE_PG_CUSTOMER_COLUMNS                                                          \
   "id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, quota, " \
-  "queue_lifetime, delay_warning, tls, credential, etrn_networks"
+  "queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, prefer_family"
 inline constexpr const char* customer_by_name =
     "SELECT " FLUSHGATE_PG_CUSTOMER_COLUMNS " FROM customers WHERE name = $1";
 inline constexpr const char* customers_all =
@@ -200,15 +211,17 @@ inline constexpr const char* domain_owner =
     "SELECT 1 FROM domains WHERE domain = $1 AND customer_id <> $2";
 inline constexpr const char* user_owner =
     "SELECT 1 FROM link_users WHERE user_name = $1 AND customer_id <> $2";
-// $1..$14 in the order of postgres_store's customer_params; the id is $15.
+// $1..$16 in the order of postgres_store's customer_params; the id is $17.
 inline constexpr const char* insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
-    "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id";
+    "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
+    "ipv6_server, prefer_family) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id";
 inline constexpr const char* update_customer =
     "UPDATE customers SET name = $1, subdomains = $2, state = $3, mode = $4, route = $5, "
     "link_port = $6, has_recipients = $7, max_size = $8, quota = $9, queue_lifetime = $10, "
-    "delay_warning = $11, tls = $12, credential = $13, etrn_networks = $14 WHERE id = $15";
+    "delay_warning = $11, tls = $12, credential = $13, etrn_networks = $14, ipv6_server = $15, "
+    "prefer_family = $16 WHERE id = $17";
 inline constexpr const char* clear_customer_lists =
     "WITH d AS (DELETE FROM domains WHERE customer_id = $1), "
     "u AS (DELETE FROM link_users WHERE customer_id = $1) "
@@ -341,11 +354,13 @@ inline constexpr const char* age_bucket_all =
     "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE arrival BETWEEN $1 AND $2";
 
 inline constexpr const char* save_link =
-    "INSERT INTO links (user_name, customer_id, kind, session_id, address, nas, source, since) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_name) DO UPDATE SET "
+    "INSERT INTO links (user_name, customer_id, kind, session_id, address, nas, source, since, "
+    "ipv6_address, ipv6_prefix) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (user_name) DO UPDATE SET "
     "customer_id = excluded.customer_id, kind = excluded.kind, session_id = excluded.session_id, "
     "address = excluded.address, nas = excluded.nas, source = excluded.source, "
-    "since = excluded.since";
+    "since = excluded.since, ipv6_address = excluded.ipv6_address, "
+    "ipv6_prefix = excluded.ipv6_prefix";
 inline constexpr const char* remove_link =
     "DELETE FROM links WHERE user_name = $1 AND ($2::text = '' OR session_id = $2::text)";
 // Delivery leases. $3 is the caller's now in unix ms, 0 for the server's
@@ -410,7 +425,7 @@ inline constexpr const char* events_latest =
     "SELECT id, at, node, kind, customer, detail FROM events ORDER BY id DESC LIMIT $1";
 
 inline constexpr const char* links_all =
-    "SELECT user_name, customer_id, kind, session_id, address, nas, source, since FROM links "
-    "ORDER BY user_name COLLATE \"C\"";
+    "SELECT user_name, customer_id, kind, session_id, address, nas, source, since, "
+    "ipv6_address, ipv6_prefix FROM links ORDER BY user_name COLLATE \"C\"";
 
 }  // namespace flushgate::queue::pg_sql

@@ -472,7 +472,7 @@ error_code postgres_store::write_customer_details(std::int64_t id, const custome
 
 namespace {
 
-// $1..$14 of insert_customer and update_customer (one list: they cannot drift).
+// $1..$16 of insert_customer and update_customer (one list: they cannot drift).
 void add_customer_columns(auto& p, const customer& c) {
   p.add(c.name)
       .add(c.subdomains)
@@ -487,7 +487,9 @@ void add_customer_columns(auto& p, const customer& c) {
       .add(c.delay_warning)
       .add(c.tls)
       .add(c.credential)
-      .add(detail::join_list(c.etrn_networks));
+      .add(detail::join_list(c.etrn_networks))
+      .add(c.ipv6_server)
+      .add(c.prefer_family);
 }
 
 }  // namespace
@@ -587,6 +589,8 @@ boost::system::result<std::vector<customer>> postgres_store::read_customers(cons
     c.tls = text(12);
     c.credential = text(13);
     c.etrn_networks = detail::split_list(text(14));
+    c.ipv6_server = text(15);
+    c.prefer_family = text(16);
     out.push_back(std::move(c));
   }
   if (out.empty()) return out;
@@ -1210,7 +1214,8 @@ error_code postgres_store::save_link(const link_record& link) {
   if (link.user.empty()) return errc::invalid_argument;
   params p{link.user,       link.customer_id, std::string_view(to_string(link.kind)),
            link.session_id, link.address,     link.nas,
-           link.source,     link.since};
+           link.source,     link.since,       link.ipv6_address,
+           link.ipv6_prefix};
   auto r = run(pg_sql::save_link, p, "save link", {.foreign_key = errc::not_found});
   return r ? error_code{} : r.error();
 }
@@ -1244,6 +1249,8 @@ boost::system::result<std::vector<link_record>> postgres_store::list_links() {
     l.nas = text(5);
     l.source = text(6);
     l.since = to_int64(PQgetvalue(res, i, 7));
+    l.ipv6_address = text(8);
+    l.ipv6_prefix = text(9);
     out.push_back(std::move(l));
   }
   return out;

@@ -1,7 +1,7 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 7 (PRAGMA user_version = 7): version 1 below, then the
-// migrations schema_v2 ... schema_v7. A released version is never edited: an
+// Schema, version 9 (PRAGMA user_version = 9): version 1 below, then the
+// migrations schema_v2 ... schema_v9. A released version is never edited: an
 // existing database only ever moves forward through migrations[].
 //
 // Version 1:
@@ -79,6 +79,10 @@
 //                       node; goes with its customer
 //   events              the recent-events list, id AUTOINCREMENT; each
 //                       insert drops what falls beyond max_stored_events
+//
+// Version 9 adds IPv6 lines: links.ipv6_address and links.ipv6_prefix
+// (an IPv6 address that an older version kept in links.address moves),
+// customers.ipv6_server and customers.prefer_family.
 //
 // list_due_notices needs no index of its own: it walks messages_by_customer
 // in arrival order up to the later of its two thresholds, so the young mail
@@ -279,9 +283,21 @@ CREATE TABLE events (
 );
 )sql";
 
+// v8 -> v9: IPv6 lines. A link keeps its IPv6 address and prefix beside
+// the IPv4 address (an IPv6 address given to `link up --ip` before went
+// into address: it moves); a customer says where its server sits on an
+// IPv6 line and which family goes first.
+constexpr const char* schema_v9 = R"sql(
+ALTER TABLE links ADD COLUMN ipv6_address TEXT NOT NULL DEFAULT '';
+ALTER TABLE links ADD COLUMN ipv6_prefix TEXT NOT NULL DEFAULT '';
+UPDATE links SET ipv6_address = address, address = '' WHERE address LIKE '%:%';
+ALTER TABLE customers ADD COLUMN ipv6_server TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN prefer_family TEXT NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
 constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                      schema_v6, schema_v7, schema_v8};
+                                      schema_v6, schema_v7, schema_v8, schema_v9};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -292,12 +308,12 @@ constexpr const char* sql_rollback = "ROLLBACK";
 
 constexpr const char* sql_customer_by_name =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks FROM customers "
-    "WHERE name = ?1";
+    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
+    "prefer_family FROM customers WHERE name = ?1";
 constexpr const char* sql_customers_all =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
-    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks FROM customers "
-    "ORDER BY name";
+    "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
+    "prefer_family FROM customers ORDER BY name";
 constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
 constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
 constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
@@ -305,16 +321,18 @@ constexpr const char* sql_domain_owner =
     "SELECT customer_id FROM domains WHERE domain = ?1 AND customer_id <> ?2";
 constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
-constexpr int customer_columns = 14;  // bound by bind_customer_columns
+constexpr int customer_columns = 16;  // bound by bind_customer_columns
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
-    "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-// The same ?1..?14 as sql_insert_customer (bind_customer_columns), the id last.
+    "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
+    "ipv6_server, prefer_family) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+// The same ?1..?16 as sql_insert_customer (bind_customer_columns), the id last.
 constexpr const char* sql_update_customer =
     "UPDATE customers SET name = ?1, subdomains = ?2, state = ?3, mode = ?4, route = ?5, "
     "link_port = ?6, has_recipients = ?7, max_size = ?8, quota = ?9, queue_lifetime = ?10, "
-    "delay_warning = ?11, tls = ?12, credential = ?13, etrn_networks = ?14 WHERE id = ?15";
+    "delay_warning = ?11, tls = ?12, credential = ?13, etrn_networks = ?14, ipv6_server = ?15, "
+    "prefer_family = ?16 WHERE id = ?17";
 constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
 constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
 constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
@@ -401,11 +419,13 @@ constexpr const char* sql_delete_if_done =
     "DELETE FROM messages WHERE id = ?1 AND NOT EXISTS "
     "(SELECT 1 FROM recipients WHERE message_id = ?1)";
 constexpr const char* sql_save_link =
-    "INSERT INTO links (user, customer_id, kind, session_id, address, nas, source, since) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (user) DO UPDATE SET "
+    "INSERT INTO links (user, customer_id, kind, session_id, address, nas, source, since, "
+    "ipv6_address, ipv6_prefix) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (user) DO UPDATE SET "
     "customer_id = excluded.customer_id, kind = excluded.kind, session_id = excluded.session_id, "
     "address = excluded.address, nas = excluded.nas, source = excluded.source, "
-    "since = excluded.since";
+    "since = excluded.since, ipv6_address = excluded.ipv6_address, "
+    "ipv6_prefix = excluded.ipv6_prefix";
 constexpr const char* sql_remove_link =
     "DELETE FROM links WHERE user = ?1 AND (?2 = '' OR session_id = ?2)";
 // Delivery leases. ?3 is now, ?4 the new expiry. The row is taken when it
@@ -453,8 +473,8 @@ constexpr const char* sql_leases_all =
     "ORDER BY customer_id";
 
 constexpr const char* sql_links_all =
-    "SELECT user, customer_id, kind, session_id, address, nas, source, since FROM links "
-    "ORDER BY user";
+    "SELECT user, customer_id, kind, session_id, address, nas, source, since, ipv6_address, "
+    "ipv6_prefix FROM links ORDER BY user";
 constexpr const char* sql_recipients_of =
     "SELECT id, address, orcpt, notify, attempts, next_attempt, last_reply, delay_notified "
     "FROM recipients WHERE message_id = ?1 ORDER BY id";
@@ -883,7 +903,7 @@ error_code sqlite_store::write_customer_details(std::int64_t id, const customer&
   return {};
 }
 
-// Binds the customer columns ?1..?14 of sql_insert_customer and
+// Binds the customer columns ?1..?16 of sql_insert_customer and
 // sql_update_customer (one list, so the two statements cannot drift apart).
 // `networks` is join_list(c.etrn_networks), kept alive by the caller.
 void sqlite_store::bind_customer_columns(statement& s, const customer& c,
@@ -902,6 +922,8 @@ void sqlite_store::bind_customer_columns(statement& s, const customer& c,
   s.bind(12, c.tls);
   s.bind(13, c.credential);
   s.bind(14, networks);
+  s.bind(15, c.ipv6_server);
+  s.bind(16, c.prefer_family);
 }
 
 error_code sqlite_store::add_customer(customer& c) {
@@ -1009,6 +1031,8 @@ boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite
     c.tls = s.text(12);
     c.credential = s.text(13);
     c.etrn_networks = split_list(s.text(14));
+    c.ipv6_server = s.text(15);
+    c.prefer_family = s.text(16);
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return fail(rc, "read customers");
@@ -1505,6 +1529,8 @@ error_code sqlite_store::save_link(const link_record& link) {
   s.bind(6, link.nas);
   s.bind(7, link.source);
   s.bind(8, link.since);
+  s.bind(9, link.ipv6_address);
+  s.bind(10, link.ipv6_prefix);
   const int rc = s.step();
   if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
     core::log_info("queue store {}: link {}: no such customer {}", path_, link.user,
@@ -1543,6 +1569,8 @@ boost::system::result<std::vector<link_record>> sqlite_store::list_links() {
     l.nas = s.text(5);
     l.source = s.text(6);
     l.since = s.int64(7);
+    l.ipv6_address = s.text(8);
+    l.ipv6_prefix = s.text(9);
     out.push_back(std::move(l));
   }
   if (rc != SQLITE_DONE) return fail(rc, "list links");

@@ -69,7 +69,10 @@ std::optional<link_kind> parse_link_kind(std::string_view s) noexcept;
 struct link_user {
   std::string user;
   link_kind kind = link_kind::dsl;
-  std::string allowed_net;  // CIDR the framed IP must fall in; "" = any
+  // CIDRs the line's addresses and prefix must fall in, comma-separated,
+  // IPv4 and IPv6 alike ("192.0.2.0/24,2001:db8::/32"); "" = any. A family
+  // without a range of its own is ignored on a pinned user's line.
+  std::string allowed_net;
   bool operator==(const link_user&) const = default;
 };
 
@@ -92,6 +95,11 @@ struct customer {
   std::string tls;                     // STARTTLS toward its server: none|may|encrypt|verify; "" = smtp_tls
   std::string credential;              // ETRN/ODMR login: "hmac-md5:..." (gateway/inbound/sasl.hpp), "" = none; never a password
   std::vector<std::string> etrn_networks;  // CIDRs from which ETRN is allowed without AUTH
+  // Where the server sits on an IPv6 line: "" or "framed" (the line's own
+  // IPv6 address), "none" (IPv4 only), or an offset inside the line's
+  // delegated prefix ("::25" on 2001:db8:0:5600::/56 is 2001:db8:0:5600::25).
+  std::string ipv6_server;
+  std::string prefer_family;  // which address of a dual-stack link first: "" = "ipv6", or "ipv4"
   bool operator==(const customer&) const = default;
 };
 
@@ -163,7 +171,9 @@ struct link_record {
   std::int64_t customer_id = 0;
   link_kind kind = link_kind::dsl;
   std::string session_id;    // Acct-Session-Id, "" when the source has none
-  std::string address;       // framed IP address
+  std::string address;       // framed IPv4 address, "" when none
+  std::string ipv6_address;  // the line's own IPv6 address, "" when none
+  std::string ipv6_prefix;   // the customer LAN's IPv6 prefix "ADDR/LEN", "" when none
   std::string nas;           // NAS-IP-Address or NAS-Identifier, "" when unknown
   std::string source;        // "radius", "pcap" or "script"
   std::int64_t since = 0;    // unix seconds

@@ -74,6 +74,7 @@ bool valid_customer(const customer& c) {
   for (const auto& n : c.etrn_networks) {
     if (n.empty() || n.find(',') != std::string::npos) return false;
   }
+  if (!c.prefer_family.empty() && c.prefer_family != "ipv4" && c.prefer_family != "ipv6") return false;
   return c.queue_lifetime >= 0 && c.delay_warning >= 0;
 }
 

@@ -332,6 +332,8 @@ TEST_P(StoreTest, CustomerRoundTripKeepsEveryField) {
   c.tls = "verify";
   c.credential = "hmac-md5:0123";
   c.etrn_networks = {"192.0.2.0/24", "2001:db8::/32"};
+  c.ipv6_server = "::25";
+  c.prefer_family = "ipv4";
   ASSERT_FALSE(store_->add_customer(c));
   EXPECT_GT(c.id, 0);
 
@@ -357,6 +359,8 @@ TEST_P(StoreTest, CustomerRoundTripKeepsEveryField) {
   EXPECT_EQ(found->quota, c.quota);
   EXPECT_EQ(found->queue_lifetime, 86400);
   EXPECT_EQ(found->delay_warning, 3600);
+  EXPECT_EQ(found->ipv6_server, "::25");
+  EXPECT_EQ(found->prefer_family, "ipv4");
   EXPECT_EQ(found->tls, "verify");
   EXPECT_EQ(found->credential, "hmac-md5:0123");
   EXPECT_EQ(found->etrn_networks, c.etrn_networks);
@@ -1203,10 +1207,47 @@ TEST_F(SqliteStoreTest, MigratesVersionOneDatabase) {
   EXPECT_EQ(links->size(), 1u);
 }
 
+TEST_F(SqliteStoreTest, MigratesVersionEightLinksMovingIpv6AddressesToTheirColumn) {
+  // Version 8 kept whatever `link up --ip` was given in links.address,
+  // IPv6 addresses included; version 9 moves those to ipv6_address.
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  link_record v4{.user = "acme-dsl", .customer_id = acme, .address = "192.0.2.7"};
+  link_record v6{.user = "bravo-dsl", .customer_id = bravo, .address = "2001:db8::25"};
+  ASSERT_FALSE(store_->save_link(v4));
+  ASSERT_FALSE(store_->save_link(v6));
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db,
+                                "BEGIN; ALTER TABLE links DROP COLUMN ipv6_address; "
+                                "ALTER TABLE links DROP COLUMN ipv6_prefix; "
+                                "ALTER TABLE customers DROP COLUMN ipv6_server; "
+                                "ALTER TABLE customers DROP COLUMN prefer_family; "
+                                "PRAGMA user_version = 8; COMMIT;",
+                                nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << "back to v8: " << (err != nullptr ? err : "");
+    sqlite3_free(err);
+    sqlite3_close_v2(db);
+    ASSERT_EQ(rc, SQLITE_OK);
+  }
+  open_store();
+  EXPECT_EQ(query_int("PRAGMA user_version"), sqlite_store::schema_version);
+  auto links = store_->list_links();
+  ASSERT_TRUE(links);
+  ASSERT_EQ(links->size(), 2u);
+  EXPECT_EQ((*links)[0].address, "192.0.2.7");
+  EXPECT_EQ((*links)[0].ipv6_address, "");
+  EXPECT_EQ((*links)[1].address, "") << "got the IPv6 address still in address";
+  EXPECT_EQ((*links)[1].ipv6_address, "2001:db8::25");
+}
+
 TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
   // A spool as version 5 left it: mail queued, no queue_totals yet. Made by
-  // this build, then taken back to v5 the way v6, v7 and v8 came: drop what
-  // they and v8 add.
+  // this build, then taken back to v5 the way v6 to v9 came: drop what they
+  // add.
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
   add("idle", {"idle.example"});
@@ -1223,6 +1264,10 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
                                 "DROP TABLE leases; DROP TRIGGER queue_totals_insert; "
                                 "DROP TRIGGER queue_totals_delete; "
                                 "DROP TRIGGER queue_totals_update; DROP TABLE queue_totals; "
+                                "ALTER TABLE links DROP COLUMN ipv6_address; "
+                                "ALTER TABLE links DROP COLUMN ipv6_prefix; "
+                                "ALTER TABLE customers DROP COLUMN ipv6_server; "
+                                "ALTER TABLE customers DROP COLUMN prefer_family; "
                                 "PRAGMA user_version = 5; COMMIT;",
                                 nullptr, nullptr, &err);
     EXPECT_EQ(rc, SQLITE_OK) << "back to v5: " << (err != nullptr ? err : "");
@@ -1639,6 +1684,8 @@ TEST_P(StoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
   link_record second = first;
   second.session_id = "s2";
   second.address = "198.51.100.8";
+  second.ipv6_address = "2001:db8:1::2";
+  second.ipv6_prefix = "2001:db8:0:5600::/56";
   second.since = 1700000500;
   ASSERT_FALSE(store_->save_link(second));
 
@@ -1650,6 +1697,8 @@ TEST_P(StoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
   EXPECT_EQ((*links)[0].kind, link_kind::dsl);
   EXPECT_EQ((*links)[0].session_id, "s2");
   EXPECT_EQ((*links)[0].address, "198.51.100.8");
+  EXPECT_EQ((*links)[0].ipv6_address, "2001:db8:1::2");
+  EXPECT_EQ((*links)[0].ipv6_prefix, "2001:db8:0:5600::/56");
   EXPECT_EQ((*links)[0].nas, "192.0.2.10");
   EXPECT_EQ((*links)[0].source, "radius");
   EXPECT_EQ((*links)[0].since, 1700000500);
