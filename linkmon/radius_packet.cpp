@@ -184,8 +184,9 @@ std::string prefix_text(const std::optional<std::string>& address, std::uint8_t 
 }
 
 // The line's own IPv6 address: Framed-IPv6-Address, else the first 64 bits of
-// Framed-IPv6-Prefix followed by Framed-Interface-Id (RFC 3162 §2.1: the
-// interface id completes a prefix of at most 64 bits), else "".
+// Framed-IPv6-Prefix followed by Framed-Interface-Id, else "". The interface id
+// is 8 octets (RFC 3162 §2.1), the low 64 bits of a unicast address (RFC 4291
+// §2.5.1), so it can complete only a prefix of at most 64 bits.
 std::string line_ipv6_address(const accounting_request& r) {
   if (r.framed_ipv6_address) return *r.framed_ipv6_address;
   if (!r.framed_ipv6_prefix_address || !r.framed_interface_id || r.framed_ipv6_prefix_length > 64) return {};

@@ -52,15 +52,16 @@
 // RFC 2866 §5.13) are ignored rather than refused; Vendor-Specific attributes
 // are skipped. Only Proxy-State is echoed into the response (RFC 2865 §5.33).
 // An address is derived from Framed-IPv6-Prefix + Framed-Interface-Id only
-// when the prefix is at most 64 bits long (RFC 3162 §2.1 pairs a 64-bit
-// interface id with the prefix); a longer prefix gives no line address. IPv6
+// when the prefix is at most 64 bits long (the 8-octet interface id is the
+// low 64 bits, RFC 3162 §2.1, RFC 4291 §2.5.1); a longer prefix gives no
+// line address. IPv6
 // addresses are not checked beyond :: and multicast (a link-local or
 // loopback Framed-IPv6-Address is passed on as sent), and the Reserved octet
 // of the IPv6 prefix attributes is not checked.
 //
 // See also: RFC 2866 §3, §4.1, §4.2, §5; RFC 2865 §5; RFC 2869 §5.3;
-// RFC 3162 §2.1, §2.3, §2.4; RFC 4818 §3; RFC 6911 §3.1; RFC 4291 §2.5.2,
-// §2.7; PROTOCOLS.md §10.
+// RFC 3162 §2.1, §2.3, §2.4; RFC 4818 §3; RFC 6911 §3.1; RFC 4291 §2.5.1,
+// §2.5.2, §2.7; PROTOCOLS.md §10.
 #pragma once
 
 #include "linkmon/link_event.hpp"
