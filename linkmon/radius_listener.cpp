@@ -5,6 +5,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -26,14 +27,21 @@ namespace {
 // up to 4096 is let through as padding past Length).
 constexpr std::size_t receive_buffer_size = 4097;
 
+// "192.0.2.1:1813" or "[2001:db8::1]:1813" for logs: an IPv6 address in
+// brackets, so that its port cannot be read as its last group.
+std::string endpoint_text(const udp::endpoint& peer) {
+  const auto address = peer.address().to_string();
+  const auto port = std::to_string(peer.port());
+  return peer.address().is_v6() ? "[" + address + "]:" + port : address + ":" + port;
+}
+
 // Counts a drop; logs it at warning level when the count is a power of two.
 void count_drop(std::atomic<std::uint64_t>& counter, const char* what, const udp::endpoint& peer) {
   const auto n = ++counter;
   if (std::has_single_bit(n)) {
-    core::log_warning("radius: dropped a packet from {}:{}: {} ({} so far)", peer.address().to_string(),
-                      peer.port(), what, n);
+    core::log_warning("radius: dropped a packet from {}: {} ({} so far)", endpoint_text(peer), what, n);
   } else {
-    core::log_debug("radius: dropped a packet from {}:{}: {}", peer.address().to_string(), peer.port(), what);
+    core::log_debug("radius: dropped a packet from {}: {}", endpoint_text(peer), what);
   }
 }
 
@@ -57,11 +65,11 @@ void radius_listener::open() {
     udp::socket s(ex_);
     boost::system::error_code ec;
     s.open(ep.protocol(), ec);
+    // IPv6 only: lets "[::]:1813" sit beside "0.0.0.0:1813" on the same port,
+    // and IPv4 NASes never arrive as IPv4-mapped sources (as smtpd_listen).
+    if (!ec && ep.address().is_v6()) s.set_option(asio::ip::v6_only(true), ec);
     if (!ec) s.bind(ep, ec);
-    if (ec) {
-      throw std::system_error(
-          ec, "radius: cannot listen on " + ep.address().to_string() + ":" + std::to_string(ep.port()));
-    }
+    if (ec) throw std::system_error(ec, "radius: cannot listen on " + endpoint_text(ep));
     sockets_.push_back(std::move(s));
   }
 }
@@ -157,8 +165,8 @@ void radius_listener::handle_datagram(std::size_t index, const udp::endpoint& pe
       count_drop(counters_.dropped_bad_authenticator, "bad Request Authenticator (wrong secret?)", peer);
     } else {
       ++counters_.dropped_malformed;
-      core::log_debug("radius: dropped a packet from NAS {} ({}:{}): {}", nas->name,
-                      peer.address().to_string(), peer.port(), parsed.error().message());
+      core::log_debug("radius: dropped a packet from NAS {} ({}): {}", nas->name, endpoint_text(peer),
+                      parsed.error().message());
     }
     return;
   }
@@ -191,8 +199,9 @@ void radius_listener::handle_datagram(std::size_t index, const udp::endpoint& pe
     count_drop(counters_.dropped_busy, "too many requests in flight", peer);
     return;
   }
-  core::log_debug("radius: {} from NAS {}: user={}, session={}, address={}", kind_name(event->k), nas->name,
-                  event->user, event->session_id, event->address);
+  core::log_debug("radius: {} from NAS {}: user={}, session={}, address={}, ipv6={}, prefix={}",
+                  kind_name(event->k), nas->name, event->user, event->session_id, event->address,
+                  event->ipv6_address, event->ipv6_prefix);
   cache_.emplace(key, cache_entry{request.authenticator, {}, clock::time_point::max()});
   std::string lane = event->k == link_event::kind::nas_reset ? "n:" + event->nas : "u:" + event->user;
   auto& queue = lanes_[lane];

@@ -2,16 +2,21 @@
 // when customers' sessions start, stop, or when the NAS itself restarts.
 //
 // Purpose: receives Accounting-Requests on the configured UDP addresses,
-// turns each into a link_event (Start/Interim-Update → up with the framed
-// address, Stop → down with the session id, Accounting-On/Off → nas_reset of
-// the NAS keyed by NAS-IP-Address, else NAS-Identifier, else the source
-// address), hands it to the event handler, and sends the signed
+// IPv4 or IPv6, turns each into a link_event (Start/Interim-Update → up with
+// the framed IPv4 address, the line's IPv6 address and the customer's IPv6
+// prefix, whichever the NAS sent; Stop → down with the session id;
+// Accounting-On/Off → nas_reset of the NAS keyed by NAS-IP-Address, else
+// NAS-IPv6-Address, else NAS-Identifier, else the source address), hands it
+// to the event handler, and sends the signed
 // Accounting-Response only after the handler returned true — i.e. after the
 // event was recorded durably (RFC 2866 §2, §4.1). When the handler returns
 // false (or throws) nothing is sent and the NAS retransmits. Requests with
 // other status types (tunnel, Failed, ...) and requests that carry no usable
-// event (Start without User-Name or Framed-IP-Address) are answered at once
-// without calling the handler.
+// event (Start without User-Name, or with no address of either family) are
+// answered at once without calling the handler. An IPv6 address is bound
+// IPv6-only (IPV6_V6ONLY), as smtpd_listen does, so "0.0.0.0:1813" and
+// "[::]:1813" can be configured side by side and every source is seen in its
+// own family; an IPv6 NAS is matched against IPv6 entries of the NAS table.
 //
 // Security: datagrams are read into a 4097-octet buffer; a datagram longer
 // than 4096 octets is cut by the kernel and dropped (RADIUS packets are at
@@ -71,7 +76,7 @@ namespace flushgate::linkmon {
 using link_event_handler = std::function<boost::asio::awaitable<bool>(const link_event&)>;
 
 struct radius_listener_options {
-  std::vector<boost::asio::ip::udp::endpoint> addresses;  // e.g. 0.0.0.0:1813
+  std::vector<boost::asio::ip::udp::endpoint> addresses;  // e.g. 0.0.0.0:1813, [::]:1813
   nas_table clients;                                      // who may send, with which secret
   std::size_t max_in_flight = 256;                        // requests queued for the handler
   std::chrono::milliseconds duplicate_window{30000};      // keep answers this long (5-30 s)

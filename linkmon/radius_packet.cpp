@@ -15,7 +15,8 @@ namespace flushgate::linkmon {
 
 namespace {
 
-// Attribute types used here (RFC 2865 §5, RFC 2866 §5, RFC 2869 §5.3, RFC 3162 §2.3).
+// Attribute types used here (RFC 2865 §5, RFC 2866 §5, RFC 2869 §5.3, RFC 3162 §2,
+// RFC 4818 §3, RFC 6911 §3.1).
 constexpr std::uint8_t attr_user_name = 1;
 constexpr std::uint8_t attr_nas_ip_address = 4;
 constexpr std::uint8_t attr_framed_ip_address = 8;
@@ -26,7 +27,11 @@ constexpr std::uint8_t attr_acct_delay_time = 41;
 constexpr std::uint8_t attr_acct_session_id = 44;
 constexpr std::uint8_t attr_acct_terminate_cause = 49;
 constexpr std::uint8_t attr_event_timestamp = 55;
+constexpr std::uint8_t attr_nas_ipv6_address = 95;
+constexpr std::uint8_t attr_framed_interface_id = 96;
 constexpr std::uint8_t attr_framed_ipv6_prefix = 97;
+constexpr std::uint8_t attr_delegated_ipv6_prefix = 123;
+constexpr std::uint8_t attr_framed_ipv6_address = 168;
 
 constexpr std::size_t max_text_length = 253;
 
@@ -48,8 +53,10 @@ class radius_category_impl final : public boost::system::error_category {
       case radius_errc::duplicate_attribute: return "single-valued RADIUS attribute appears twice";
       case radius_errc::missing_status_type: return "Accounting-Request without Acct-Status-Type";
       case radius_errc::missing_session_id: return "Accounting-Request without Acct-Session-Id";
-      case radius_errc::missing_nas: return "Accounting-Request without NAS-IP-Address or NAS-Identifier";
-      case radius_errc::bad_framed_address: return "Framed-IP-Address is not a usable address";
+      case radius_errc::missing_nas:
+        return "Accounting-Request without NAS-IP-Address, NAS-IPv6-Address or NAS-Identifier";
+      case radius_errc::bad_framed_address:
+        return "Framed-IP-Address or Framed-IPv6-Address is not a usable address";
       case radius_errc::bad_authenticator: return "RADIUS authenticator does not match the shared secret";
       case radius_errc::wrong_identifier: return "RADIUS response Identifier does not match the request";
     }
@@ -126,14 +133,35 @@ boost::system::error_code read_integer(std::span<const std::uint8_t> v, std::opt
   return {};
 }
 
-// Framed-IPv6-Prefix (RFC 3162 §2.3): Reserved, Prefix-Length (0..128), then up to 16
-// prefix octets; bits past Prefix-Length must be zero. The Reserved octet is not checked.
-boost::system::error_code read_ipv6_prefix(std::span<const std::uint8_t> v, accounting_request& r) {
+using ipv6_bytes = std::array<std::uint8_t, 16>;
+
+// RFC 5952 text of an IPv6 address (inet_ntop's compressed form).
+std::string ipv6_text(const ipv6_bytes& address) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (inet_ntop(AF_INET6, address.data(), text, sizeof text) == nullptr) {
+    throw std::logic_error("inet_ntop failed on 16 octets");  // cannot happen for AF_INET6
+  }
+  return text;
+}
+
+// An IPv6 address attribute (NAS-IPv6-Address, Framed-IPv6-Address): exactly 16
+// octets (RFC 3162 §2.4, RFC 6911 §3.1).
+boost::system::error_code read_ipv6_address(std::span<const std::uint8_t> v, ipv6_bytes& out) {
+  if (v.size() != out.size()) return radius_errc::bad_attribute_value;
+  std::copy(v.begin(), v.end(), out.begin());
+  return {};
+}
+
+// Framed-IPv6-Prefix (RFC 3162 §2.3) and Delegated-IPv6-Prefix (RFC 4818 §3, the
+// same encoding): Reserved, Prefix-Length (0..128), then up to 16 prefix octets;
+// bits past Prefix-Length must be zero. The Reserved octet is not checked.
+boost::system::error_code read_ipv6_prefix(std::span<const std::uint8_t> v,
+                                           std::optional<std::string>& address, std::uint8_t& length) {
   if (v.size() < 2 || v.size() > 18) return radius_errc::bad_attribute_value;
   const unsigned prefix_length = v[1];
   const auto prefix = v.subspan(2);
   if (prefix_length > 128 || prefix.size() * 8 < prefix_length) return radius_errc::bad_attribute_value;
-  std::array<std::uint8_t, 16> address{};
+  ipv6_bytes bytes{};
   for (std::size_t i = 0; i < prefix.size(); ++i) {
     const std::size_t bits_before = i * 8;
     std::uint8_t mask = 0xff;  // the bits of this octet inside the prefix
@@ -143,15 +171,29 @@ boost::system::error_code read_ipv6_prefix(std::span<const std::uint8_t> v, acco
       mask = static_cast<std::uint8_t>(0xff << (8 - (prefix_length - bits_before)));
     }
     if ((prefix[i] & ~mask) != 0) return radius_errc::bad_attribute_value;
-    address[i] = prefix[i];
+    bytes[i] = prefix[i];
   }
-  char text[INET6_ADDRSTRLEN] = {};
-  if (inet_ntop(AF_INET6, address.data(), text, sizeof text) == nullptr) {
-    return radius_errc::bad_attribute_value;
-  }
-  r.framed_ipv6_prefix_address = text;
-  r.framed_ipv6_prefix_length = static_cast<std::uint8_t>(prefix_length);
+  address = ipv6_text(bytes);
+  length = static_cast<std::uint8_t>(prefix_length);
   return {};
+}
+
+// "ADDR/LEN" of a prefix that was read, "" when there is none.
+std::string prefix_text(const std::optional<std::string>& address, std::uint8_t length) {
+  return address ? *address + "/" + std::to_string(length) : std::string();
+}
+
+// The line's own IPv6 address: Framed-IPv6-Address, else the first 64 bits of
+// Framed-IPv6-Prefix followed by Framed-Interface-Id, else "". The interface id
+// is 8 octets (RFC 3162 §2.1), the low 64 bits of a unicast address (RFC 4291
+// §2.5.1), so it can complete only a prefix of at most 64 bits.
+std::string line_ipv6_address(const accounting_request& r) {
+  if (r.framed_ipv6_address) return *r.framed_ipv6_address;
+  if (!r.framed_ipv6_prefix_address || !r.framed_interface_id || r.framed_ipv6_prefix_length > 64) return {};
+  ipv6_bytes bytes{};
+  if (inet_pton(AF_INET6, r.framed_ipv6_prefix_address->c_str(), bytes.data()) != 1) return {};
+  std::copy(r.framed_interface_id->begin(), r.framed_interface_id->end(), bytes.begin() + 8);
+  return ipv6_text(bytes);
 }
 
 }  // namespace
@@ -226,6 +268,10 @@ boost::system::result<accounting_request> decode_accounting_request(std::span<co
           case attr_acct_terminate_cause:
           case attr_event_timestamp:
           case attr_framed_ipv6_prefix:
+          case attr_nas_ipv6_address:
+          case attr_framed_interface_id:
+          case attr_delegated_ipv6_prefix:
+          case attr_framed_ipv6_address:
             // Exactly one Acct-Status-Type and Acct-Session-Id (RFC 2866 §4.1); the
             // others are 0-1 in the §5.13 table. A second value is refused so that two
             // copies cannot be interpreted differently along the way.
@@ -251,14 +297,42 @@ boost::system::result<accounting_request> decode_accounting_request(std::span<co
             if (a == 0 || a == 0xFFFFFFFFu || a == 0xFFFFFFFEu) return radius_errc::bad_framed_address;
             return {};
           }
-          case attr_framed_ipv6_prefix: return read_ipv6_prefix(v, r);
+          case attr_framed_ipv6_prefix:
+            return read_ipv6_prefix(v, r.framed_ipv6_prefix_address, r.framed_ipv6_prefix_length);
+          case attr_delegated_ipv6_prefix:
+            return read_ipv6_prefix(v, r.delegated_ipv6_prefix_address, r.delegated_ipv6_prefix_length);
+          case attr_framed_interface_id: {
+            // Exactly 8 octets (RFC 3162 §2.1).
+            if (v.size() != 8) return radius_errc::bad_attribute_value;
+            r.framed_interface_id.emplace();
+            std::copy(v.begin(), v.end(), r.framed_interface_id->begin());
+            return {};
+          }
+          case attr_nas_ipv6_address: {
+            ipv6_bytes a{};
+            if (auto e = read_ipv6_address(v, a)) return e;
+            r.nas_ipv6 = ipv6_text(a);
+            return {};
+          }
+          case attr_framed_ipv6_address: {
+            ipv6_bytes a{};
+            if (auto e = read_ipv6_address(v, a)) return e;
+            // As for Framed-IP-Address: the user's actual address (RFC 6911 §3.1).
+            // The unspecified address (RFC 4291 §2.5.2) is no address, and a
+            // multicast address (ff00::/8, §2.7) cannot be a host's.
+            if (a == ipv6_bytes{} || a[0] == 0xff) return radius_errc::bad_framed_address;
+            r.framed_ipv6_address = ipv6_text(a);
+            return {};
+          }
           default: return {};
         }
       });
   if (ec) return ec;
   if (!status) return radius_errc::missing_status_type;
   if (!have_session) return radius_errc::missing_session_id;
-  if (!r.nas_ip && r.nas_identifier.empty()) return radius_errc::missing_nas;
+  // At least one of NAS-IP-Address or NAS-Identifier (RFC 2866 §4.1), where
+  // NAS-IPv6-Address may stand in for NAS-IP-Address (RFC 3162 §2.4).
+  if (!r.nas_ip && r.nas_ipv6.empty() && r.nas_identifier.empty()) return radius_errc::missing_nas;
   r.status_type = *status;
   return r;
 }
@@ -323,6 +397,7 @@ std::string ipv4_text(std::uint32_t address) {
 
 std::string nas_key(const accounting_request& request, std::string_view source_address) {
   if (request.nas_ip) return ipv4_text(*request.nas_ip);
+  if (!request.nas_ipv6.empty()) return request.nas_ipv6;
   if (!request.nas_identifier.empty()) return request.nas_identifier;
   return std::string(source_address);
 }
@@ -335,17 +410,26 @@ std::optional<link_event> to_link_event(const accounting_request& request, std::
   e.nas = nas_key(request, source_address);
   e.source = std::string(source);
   if (request.framed_ip) e.address = ipv4_text(*request.framed_ip);
+  e.ipv6_address = line_ipv6_address(request);
+  // The customer's LAN: the delegated prefix (RFC 4818) when there is one, else
+  // the prefix of the link itself (RFC 3162 §2.3).
+  e.ipv6_prefix = prefix_text(request.delegated_ipv6_prefix_address, request.delegated_ipv6_prefix_length);
+  if (e.ipv6_prefix.empty()) {
+    e.ipv6_prefix = prefix_text(request.framed_ipv6_prefix_address, request.framed_ipv6_prefix_length);
+  }
   switch (to_acct_status(request.status_type)) {
     case acct_status::start:
     case acct_status::interim_update:
       // An Interim-Update with a new address is simply an up with that address:
-      // applying it rebinds the route.
-      if (e.user.empty() || e.address.empty()) return std::nullopt;
+      // applying it rebinds the route. IPv4, IPv6 or both: an IPv6-only
+      // session is a full up.
+      if (e.user.empty() || !e.has_address()) return std::nullopt;
       e.k = link_event::kind::up;
       return e;
     case acct_status::stop:
       if (e.user.empty()) return std::nullopt;
       e.k = link_event::kind::down;
+      e.ended = link_event::family::both;  // the session is over, whatever it carried
       return e;
     case acct_status::accounting_on:
     case acct_status::accounting_off:
@@ -355,6 +439,8 @@ std::optional<link_event> to_link_event(const accounting_request& request, std::
       e.user.clear();
       e.session_id.clear();
       e.address.clear();
+      e.ipv6_address.clear();
+      e.ipv6_prefix.clear();
       return e;
     case acct_status::other: return std::nullopt;
   }

@@ -17,6 +17,18 @@ std::string lookup(const nas_table& t, const std::string& address) {
   return c ? c->name + "/" + c->secret : "none";
 }
 
+struct lookup_case {
+  const char* address;
+  const char* want;  // "name/secret" or "none"
+};
+
+void expect_lookups(const nas_table& t, const std::vector<lookup_case>& cases) {
+  for (const auto& c : cases) {
+    EXPECT_EQ(lookup(t, c.address), c.want)
+        << c.address << ": got " << lookup(t, c.address) << ", want " << c.want;
+  }
+}
+
 TEST(NasTable, MostSpecificEntryWins) {
   nas_table t;
   ASSERT_FALSE(t.add("192.0.2.0/24", "s-net", "pool"));
@@ -24,19 +36,31 @@ TEST(NasTable, MostSpecificEntryWins) {
   ASSERT_FALSE(t.add("192.0.2.128/25", "s-half", "upper"));
   ASSERT_FALSE(t.add("2001:db8::/32", "s-v6", "v6"));
   ASSERT_FALSE(t.add("0.0.0.0/0", "s-any", "any"));
-  struct lookup_case {
-    const char* address;
-    const char* want;
-  };
   const std::vector<lookup_case> cases = {
       {"192.0.2.1", "bras-1/s-host"},        {"192.0.2.2", "pool/s-net"},  {"192.0.2.200", "upper/s-half"},
       {"198.51.100.1", "any/s-any"},         {"2001:db8:1::5", "v6/s-v6"}, {"2001:db9::1", "none"},
       {"::ffff:192.0.2.1", "bras-1/s-host"},  // from a dual-stack socket
   };
-  for (const auto& c : cases) {
-    EXPECT_EQ(lookup(t, c.address), c.want)
-        << c.address << ": got " << lookup(t, c.address) << ", want " << c.want;
-  }
+  expect_lookups(t, cases);
+}
+
+TEST(NasTable, Ipv6SourcesMatchIpv6EntriesOnly) {
+  nas_table t;
+  ASSERT_FALSE(t.add("::1", "s-lo6", "lo6"));
+  ASSERT_FALSE(t.add("2001:db8::/32", "s-doc", "doc"));
+  ASSERT_FALSE(t.add("fe80::/10", "s-ll", "link-local"));
+  ASSERT_FALSE(t.add("127.0.0.1", "s-lo4", "lo4"));
+  const std::vector<lookup_case> cases = {
+      {"::1", "lo6/s-lo6"},
+      {"127.0.0.1", "lo4/s-lo4"},
+      {"::ffff:127.0.0.1", "lo4/s-lo4"},
+      {"::2", "none"},
+      {"::", "none"},
+      {"2001:db8:ffff::1", "doc/s-doc"},
+      {"fe80::5%1", "link-local/s-ll"},  // a scoped source, as a socket reports it
+      {"fec0::1", "none"},
+  };
+  expect_lookups(t, cases);
 }
 
 TEST(NasTable, UnconfiguredSourcesFindNothing) {

@@ -45,6 +45,10 @@ std::string describe(const link_event& e) {
          " nas=" + e.nas + " source=" + e.source;
 }
 
+std::string describe_with_ipv6(const link_event& e) {
+  return describe(e) + " ipv6=" + e.ipv6_address + " prefix=" + e.ipv6_prefix;
+}
+
 std::string join(const std::vector<std::string>& lines) {
   std::string out;
   for (const auto& l : lines) out += l + "\n";
@@ -128,30 +132,65 @@ bytes sll2(const bytes& l3, std::uint16_t type = 0x0800) {
 
 // ---- RADIUS packets ---------------------------------------------------------
 
-bytes accounting_request(std::uint8_t id, std::uint32_t status, const std::string& user,
-                         const std::string& session, const std::string& framed,
-                         const std::string& key = secret) {
+struct attr {
+  std::uint8_t type;
+  bytes value;
+};
+
+// A signed Accounting-Request carrying `attrs` in order.
+bytes signed_request(std::uint8_t id, const std::vector<attr>& attrs, const std::string& key = secret) {
   bytes p(20);
   p[0] = 4;
   p[1] = id;
-  auto attr = [&p](std::uint8_t type, bytes v) {
-    p.push_back(type);
-    p.push_back(static_cast<std::uint8_t>(v.size() + 2));
-    p.insert(p.end(), v.begin(), v.end());
-  };
-  attr(40, {0, 0, 0, static_cast<std::uint8_t>(status)});
-  attr(44, bytes(session.begin(), session.end()));
-  if (!user.empty()) attr(1, bytes(user.begin(), user.end()));
-  if (!framed.empty()) {
-    auto a = make_address(framed).to_v4().to_bytes();
-    attr(8, bytes(a.begin(), a.end()));
+  for (const auto& a : attrs) {
+    p.push_back(a.type);
+    p.push_back(static_cast<std::uint8_t>(a.value.size() + 2));
+    p.insert(p.end(), a.value.begin(), a.value.end());
   }
-  attr(4, {192, 0, 2, 1});
   p[2] = static_cast<std::uint8_t>(p.size() >> 8);
   p[3] = static_cast<std::uint8_t>(p.size());
   sign_accounting_request(p, key);
   return p;
 }
+
+bytes accounting_request(std::uint8_t id, std::uint32_t status, const std::string& user,
+                         const std::string& session, const std::string& framed,
+                         const std::string& key = secret) {
+  std::vector<attr> attrs{{40, {0, 0, 0, static_cast<std::uint8_t>(status)}},
+                          {44, bytes(session.begin(), session.end())}};
+  if (!user.empty()) attrs.push_back({1, bytes(user.begin(), user.end())});
+  if (!framed.empty()) {
+    auto a = make_address(framed).to_v4().to_bytes();
+    attrs.push_back({8, bytes(a.begin(), a.end())});
+  }
+  attrs.push_back({4, {192, 0, 2, 1}});
+  return signed_request(id, attrs, key);
+}
+
+bytes ipv6_bytes(const std::string& address) {
+  auto a = make_address(address).to_v6().to_bytes();
+  return bytes(a.begin(), a.end());
+}
+
+// An IPv6-only line's Start (RFC 3162, 4818): NAS-IPv6-Address 2001:db8::1,
+// Framed-IPv6-Prefix 2001:db8:0:5600::/64 + Framed-Interface-Id, and
+// Delegated-IPv6-Prefix 2001:db8:ff00::/40; no IPv4 attribute at all.
+bytes ipv6_start(std::uint8_t id) {
+  bytes framed_prefix{0, 64};
+  const auto p = ipv6_bytes("2001:db8:0:5600::");
+  framed_prefix.insert(framed_prefix.end(), p.begin(), p.begin() + 8);
+  return signed_request(id, {{40, {0, 0, 0, 1}},
+                             {44, {'s', '6'}},
+                             {1, {'c', 'u', 's', 't', '6'}},
+                             {95, ipv6_bytes("2001:db8::1")},
+                             {97, framed_prefix},
+                             {96, {0x02, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55}},
+                             {123, {0, 40, 0x20, 0x01, 0x0d, 0xb8, 0xff}}});
+}
+
+constexpr const char* ipv6_start_event =
+    "up user=cust6 session=s6 address= nas=2001:db8::1 source=pcap "
+    "ipv6=2001:db8:0:5600:211:22ff:fe33:4455 prefix=2001:db8:ff00::/40";
 
 bytes response_to(const bytes& request, const std::string& key = secret) {
   auto r = decode_accounting_request(request);
@@ -185,6 +224,8 @@ TEST(PcapFrameDecoder, DecodesEveryLinkTypeAndRefusesBrokenFrames) {
   auto udp_too_long = v4;
   udp_too_long[20 + 5] += 1;  // UDP length one past the IP packet
   bytes double_tag = ethernet(v4, 0x8100, true);
+  auto ipv6_fragment = ipv6("::1", "::2", udp(1, 2, payload), true);
+  ipv6_fragment[6] = 44;  // a Fragment header in place of the options: not reassembled
 
   const std::vector<decode_case> cases = {
       {"ethernet", DLT_EN10MB, ethernet(v4), true, "127.0.0.1:40000>127.0.0.2:1813 38"},
@@ -202,6 +243,7 @@ TEST(PcapFrameDecoder, DecodesEveryLinkTypeAndRefusesBrokenFrames) {
       {"raw ipv6", DLT_RAW, v6, true, "::1:40000>2001:db8::2:1813 38"},
       {"ipv6 + destination options", DLT_IPV6, ipv6("::1", "::2", udp(1, 2, payload), true), true,
        "::1:1>::2:2 38"},
+      {"ipv6 fragment header", DLT_IPV6, ipv6_fragment, false, "none"},
       {"dlt ipv4", DLT_IPV4, v4, true, "127.0.0.1:40000>127.0.0.2:1813 38"},
       {"truncated capture", DLT_RAW, short_udp, false, "none"},
       {"udp length past packet", DLT_RAW, udp_too_long, false, "none"},
@@ -231,22 +273,25 @@ TEST(PcapFrameDecoder, EveryTruncationOfAGoodFrameIsRefusedNotMisread) {
 
 struct sniff_result {
   std::vector<std::string> events;
+  std::vector<link_event> raw_events;
   pcap_counters counters;
   int link_type = -1;
 };
 
 sniff_result sniff_file(const std::filesystem::path& file, bool require_response = true,
-                        std::string filter = "udp", std::size_t max_pending = 4096) {
+                        std::string filter = "udp", std::size_t max_pending = 4096,
+                        const std::string& nas_source = "127.0.0.1") {
   asio::io_context io;
   pcap_sniffer_options o;
   o.file = file.string();
   o.filter = std::move(filter);
   o.require_response = require_response;
   o.max_pending = max_pending;
-  EXPECT_FALSE(o.clients.add("127.0.0.1", secret, "radclient"));
+  EXPECT_FALSE(o.clients.add(nas_source, secret, "radclient"));
   sniff_result out;
   pcap_sniffer sniffer(io.get_executor(), std::move(o), [&out](const link_event& e) -> asio::awaitable<bool> {
     out.events.push_back(describe(e));
+    out.raw_events.push_back(e);
     co_return true;
   });
   sniffer.open();
@@ -456,20 +501,38 @@ TEST_F(WrittenCapture, VlanTaggedEthernetAndIpv6AreDecoded) {
     w.write(ethernet(ipv6("::1", "::9", udp(40000, 1813, req)), 0x86DD), 0);
     w.write(ethernet(ipv6("::9", "::1", udp(1813, 40000, response_to(req))), 0x86DD), 0);
   }
-  asio::io_context io;
-  pcap_sniffer_options o;
-  o.file = path().string();
-  ASSERT_FALSE(o.clients.add("::1", secret, "v6-nas"));
-  std::vector<std::string> events;
-  pcap_sniffer sniffer(io.get_executor(), std::move(o),
-                       [&events](const link_event& e) -> asio::awaitable<bool> {
-                         events.push_back(describe(e));
-                         co_return true;
-                       });
-  sniffer.open();
-  asio::co_spawn(io, sniffer.run(), asio::detached);
-  io.run_for(10s);
-  EXPECT_EQ(join(events), "up user=cust6 session=s6 address=192.0.2.60 nas=192.0.2.1 source=pcap\n");
+  auto v6 = sniff_file(path(), true, "udp", 4096, "::1");
+  EXPECT_EQ(join(v6.events), "up user=cust6 session=s6 address=192.0.2.60 nas=192.0.2.1 source=pcap\n");
+}
+
+TEST_F(WrittenCapture, Ipv6RequestWithIpv6AttributesGivesAnIpv6UpEvent) {
+  // NAS ::1 port 40000 → server ::1 port 1813, as captured on lo, in each
+  // link type that carries IPv6 (tcpdump -i any writes SLL2).
+  const auto req = ipv6_start(61);
+  struct framing {
+    const char* name;
+    int dlt;
+    bytes (*frame)(const bytes& l3);
+  };
+  const std::vector<framing> framings = {
+      {"ethernet", DLT_EN10MB, [](const bytes& l3) { return ethernet(l3, 0x86DD); }},
+      {"sll", DLT_LINUX_SLL, [](const bytes& l3) { return sll(l3, 0x86DD); }},
+      {"sll2", DLT_LINUX_SLL2, [](const bytes& l3) { return sll2(l3, 0x86DD); }},
+      {"raw", DLT_RAW, [](const bytes& l3) { return l3; }},
+  };
+  for (const auto& f : framings) {
+    std::filesystem::remove(path());
+    {
+      pcap_writer w(path(), f.dlt);
+      w.write(f.frame(ipv6("::1", "::1", udp(40000, 1813, req))), 0);
+      w.write(f.frame(ipv6("::1", "::1", udp(1813, 40000, response_to(req)))), 0);
+    }
+    auto r = sniff_file(path(), true, "udp port 1813", 4096, "::1");
+    ASSERT_EQ(r.raw_events.size(), 1u) << f.name << ": got " << r.raw_events.size() << " events, want 1";
+    const auto got = describe_with_ipv6(r.raw_events[0]);
+    EXPECT_EQ(got, ipv6_start_event) << f.name << ": got " << got << ", want " << ipv6_start_event;
+    EXPECT_EQ(r.counters.undecodable, 0u) << f.name << ": got undecodable " << r.counters.undecodable;
+  }
 }
 
 TEST_F(WrittenCapture, GarbageFramesAreCountedNotFatal) {
@@ -515,10 +578,11 @@ struct live_rig {
   std::thread thread;
   std::uint16_t port = 0;
 
-  void start_listener(std::uint16_t listen_port) {
+  // Listens on `address` (127.0.0.1 or ::1), accepting radclient from the same address.
+  void start_listener(std::uint16_t listen_port, const std::string& address = "127.0.0.1") {
     radius_listener_options o;
-    o.addresses.emplace_back(make_address("127.0.0.1"), listen_port);
-    if (o.clients.add("127.0.0.1", secret, "radclient")) throw std::runtime_error("nas_table");
+    o.addresses.emplace_back(make_address(address), listen_port);
+    if (o.clients.add(address, secret, "radclient")) throw std::runtime_error("nas_table");
     listener = std::make_unique<radius_listener>(io.get_executor(), std::move(o),
                                                  [this](const link_event& e) -> asio::awaitable<bool> {
                                                    std::lock_guard lock(mutex);
@@ -584,28 +648,37 @@ bool program_exists(const std::string& name) {
   return false;
 }
 
-TEST(PcapSnifferLive, SeesRadclientTalkingToTheListenerOnLoopback) {
-  if (!program_exists("radclient")) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
-  live_rig rig;
-  rig.failures_left = 1;
-  rig.start_listener(0);
+// Opens a live sniffer on lo for the rig's port, accepting NAS `nas_source`;
+// false when this process may not capture (the caller skips).
+bool start_live_sniffer(live_rig& rig, const std::string& nas_source, std::string& why,
+                        std::string (*show)(const link_event&) = describe) {
   pcap_sniffer_options o;
   o.interface = "lo";
   o.filter = "udp port " + std::to_string(rig.port);
-  ASSERT_FALSE(o.clients.add("127.0.0.1", secret, "radclient"));
+  if (o.clients.add(nas_source, secret, "radclient")) throw std::runtime_error("nas_table");
   rig.sniffer = std::make_unique<pcap_sniffer>(rig.io.get_executor(), std::move(o),
-                                               [&rig](const link_event& e) -> asio::awaitable<bool> {
+                                               [&rig, show](const link_event& e) -> asio::awaitable<bool> {
                                                  std::lock_guard lock(rig.mutex);
-                                                 rig.sniffer_events.push_back(describe(e));
+                                                 rig.sniffer_events.push_back(show(e));
                                                  co_return true;
                                                });
   try {
     rig.sniffer->open();  // capturing from here on
   } catch (const std::runtime_error& e) {
-    GTEST_SKIP() << "cannot capture on lo (needs root or CAP_NET_RAW): " << e.what();
+    why = std::string("cannot capture on lo (needs root or CAP_NET_RAW): ") + e.what();
+    return false;
   }
   asio::co_spawn(rig.io, rig.sniffer->run(), asio::detached);
   rig.run();
+  return true;
+}
+
+TEST(PcapSnifferLive, SeesRadclientTalkingToTheListenerOnLoopback) {
+  if (!program_exists("radclient")) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  live_rig rig;
+  rig.failures_left = 1;
+  rig.start_listener(0);
+  if (std::string why; !start_live_sniffer(rig, "127.0.0.1", why)) GTEST_SKIP() << why;
   send_capture_traffic(rig.port);
   auto want = capture_events;
   ASSERT_TRUE(test::wait_until([&] { return rig.sniffer->counters().events >= want.size(); }, 10s))
@@ -614,6 +687,28 @@ TEST(PcapSnifferLive, SeesRadclientTalkingToTheListenerOnLoopback) {
   EXPECT_EQ(join(rig.sniffer_events), join(want)) << "got\n"
                                                   << join(rig.sniffer_events) << "want\n"
                                                   << join(want);
+}
+
+TEST(PcapSnifferLive, SeesAnIpv6NasTalkingToTheListenerOverIpv6OnLoopback) {
+  if (!program_exists("radclient")) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  live_rig rig;
+  rig.start_listener(0, "::1");
+  if (std::string why; !start_live_sniffer(rig, "::1", why, describe_with_ipv6)) GTEST_SKIP() << why;
+  auto r = test::run_command({"radclient", "-6", "-r", "1", "-t", "1", "[::1]:" + std::to_string(rig.port),
+                              "acct", secret},
+                             20s,
+                             std::string("Acct-Status-Type = Start\nUser-Name = \"cust6\"\n"
+                                         "Acct-Session-Id = \"s6\"\nNAS-IPv6-Address = 2001:db8::1\n"
+                                         "Framed-IPv6-Prefix = 2001:db8:0:5600::/64\n"
+                                         "Framed-Interface-Id = 0211:22ff:fe33:4455\n"
+                                         "Delegated-IPv6-Prefix = 2001:db8:ff00::/40\n"));
+  EXPECT_EQ(r.exit_code, 0) << "radclient -6: got exit " << r.exit_code << ", want 0\n" << r.stderr_text;
+  ASSERT_TRUE(test::wait_until([&] { return rig.sniffer->counters().events >= 1; }, 10s))
+      << "got " << rig.sniffer->counters().events << " events, want 1";
+  std::lock_guard lock(rig.mutex);
+  const auto got = join(rig.sniffer_events);
+  const auto want = std::string(ipv6_start_event) + "\n";
+  EXPECT_EQ(got, want) << "got\n" << got << "want\n" << want;
 }
 
 // Regenerates tests/data/radius/radclient-{ethernet,sll,sll2}.pcap (README.md

@@ -1,9 +1,10 @@
 // radius_listener_test.cpp — linkmon/radius_listener against the real
-// radclient (freeradius-utils) and a raw UDP socket, all on 127.0.0.1.
+// radclient (freeradius-utils) and a raw UDP socket, on 127.0.0.1 and ::1.
 // radclient exits 0 only when it got an Accounting-Response whose Response
 // Authenticator is right, so every "exit 0" below also checks the signing.
 #include "linkmon/radius_listener.hpp"
 
+#include "tests/support/ports.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -100,6 +101,10 @@ std::string describe(const link_event& e) {
          " nas=" + e.nas + " source=" + e.source;
 }
 
+std::string describe_with_ipv6(const link_event& e) {
+  return describe(e) + " ipv6=" + e.ipv6_address + " prefix=" + e.ipv6_prefix;
+}
+
 class RadiusListenerTest : public ::testing::Test {
  protected:
   void TearDown() override {
@@ -112,14 +117,22 @@ class RadiusListenerTest : public ::testing::Test {
 
   // Starts a listener on 127.0.0.1:<kernel's choice> accepting `nas_source`.
   void start(const std::string& nas_source = "127.0.0.1", std::size_t max_in_flight = 256) {
+    start_on({udp::endpoint(asio::ip::make_address("127.0.0.1"), 0)}, {nas_source}, max_in_flight);
+  }
+
+  // Starts a listener on `addresses` accepting every one of `nas_sources`;
+  // radclient() talks to the first address.
+  void start_on(const std::vector<udp::endpoint>& addresses, const std::vector<std::string>& nas_sources,
+                std::size_t max_in_flight = 256) {
     radius_listener_options o;
-    o.addresses.emplace_back(asio::ip::make_address("127.0.0.1"), 0);
-    ASSERT_FALSE(o.clients.add(nas_source, secret, "nas-under-test"));
+    o.addresses = addresses;
+    for (const auto& source : nas_sources) ASSERT_FALSE(o.clients.add(source, secret, "nas-under-test"));
     o.max_in_flight = max_in_flight;
     listener_ = std::make_unique<radius_listener>(io_.get_executor(), std::move(o),
                                                   [this](const link_event& e) { return handle(e); });
     listener_->open();
     port_ = listener_->local_endpoints().at(0).port();
+    ipv6_ = addresses.at(0).address().is_v6();
     asio::co_spawn(io_, listener_->run(), asio::detached);
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -162,15 +175,29 @@ class RadiusListenerTest : public ::testing::Test {
   test::command_result radclient(const std::string& attributes, const std::string& key = secret,
                                  std::vector<std::string> extra = {}) {
     std::vector<std::string> argv{"radclient", "-r", "1", "-t", "1"};
+    if (ipv6_) argv.push_back("-6");
     argv.insert(argv.end(), extra.begin(), extra.end());
-    argv.insert(argv.end(), {"127.0.0.1:" + std::to_string(port_), "acct", key});
+    argv.insert(argv.end(), {(ipv6_ ? "[::1]:" : "127.0.0.1:") + std::to_string(port_), "acct", key});
     return test::run_command(argv, 20s, attributes);
+  }
+
+  // Sends `attributes` with radclient and expects an answer (exit 0); returns the
+  // one event the handler saw, shown by `show`, or how many there were instead.
+  std::string answered_event(const std::string& attributes,
+                             std::string (*show)(const link_event&) = describe) {
+    auto r = radclient(attributes);
+    EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n"
+                              << r.stdout_text << r.stderr_text;
+    auto ev = events();
+    if (ev.size() != 1) return "got " + std::to_string(ev.size()) + " events, want 1";
+    return show(ev[0]);
   }
 
   asio::io_context io_;
   std::unique_ptr<radius_listener> listener_;
   std::thread thread_;
   std::uint16_t port_ = 0;
+  bool ipv6_ = false;  // radclient sends to [::1] instead of 127.0.0.1
   std::mutex mutex_;
   std::vector<link_event> events_;
   std::vector<std::string> log_;
@@ -207,15 +234,10 @@ class udp_client {
 TEST_F(RadiusListenerTest, StartFromRadclientIsAppliedAndAnswered) {
   if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
   start();
-  auto r = radclient(
-      "Acct-Status-Type = Start\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
-      "Framed-IP-Address = 192.0.2.77\nNAS-IP-Address = 192.0.2.1\nAcct-Delay-Time = 0\n");
-  EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n"
-                            << r.stdout_text << r.stderr_text;
-  auto ev = events();
-  ASSERT_EQ(ev.size(), 1u) << "got " << ev.size() << " events, want 1";
-  EXPECT_EQ(describe(ev[0]),
-            "up user=acme-dial session=0000A1B2 address=192.0.2.77 nas=192.0.2.1 source=radius");
+  EXPECT_EQ(
+      answered_event("Acct-Status-Type = Start\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
+                     "Framed-IP-Address = 192.0.2.77\nNAS-IP-Address = 192.0.2.1\nAcct-Delay-Time = 0\n"),
+      "up user=acme-dial session=0000A1B2 address=192.0.2.77 nas=192.0.2.1 source=radius");
   auto c = listener_->counters();
   EXPECT_EQ(c.received, 1u) << "got received " << c.received << ", want 1";
   EXPECT_EQ(c.answered, 1u) << "got answered " << c.answered << ", want 1";
@@ -224,51 +246,40 @@ TEST_F(RadiusListenerTest, StartFromRadclientIsAppliedAndAnswered) {
 TEST_F(RadiusListenerTest, StopFromRadclientIsADownWithTheSessionId) {
   if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
   start();
-  auto r = radclient(
-      "Acct-Status-Type = Stop\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
-      "Framed-IP-Address = 192.0.2.77\nNAS-IP-Address = 192.0.2.1\nAcct-Terminate-Cause = Lost-Carrier\n");
-  EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n"
-                            << r.stdout_text << r.stderr_text;
-  auto ev = events();
-  ASSERT_EQ(ev.size(), 1u) << "got " << ev.size() << " events, want 1";
-  EXPECT_EQ(describe(ev[0]),
-            "down user=acme-dial session=0000A1B2 address=192.0.2.77 nas=192.0.2.1 source=radius");
+  EXPECT_EQ(
+      answered_event("Acct-Status-Type = Stop\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
+                     "Framed-IP-Address = 192.0.2.77\nNAS-IP-Address = 192.0.2.1\n"
+                     "Acct-Terminate-Cause = Lost-Carrier\n"),
+      "down user=acme-dial session=0000A1B2 address=192.0.2.77 nas=192.0.2.1 source=radius");
 }
 
 TEST_F(RadiusListenerTest, InterimUpdateWithANewAddressIsAnUpWithThatAddress) {
   if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
   start();
-  auto r = radclient(
-      "Acct-Status-Type = Interim-Update\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
-      "Framed-IP-Address = 192.0.2.78\nNAS-IP-Address = 192.0.2.1\n");
-  EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n" << r.stderr_text;
-  auto ev = events();
-  ASSERT_EQ(ev.size(), 1u) << "got " << ev.size() << " events, want 1";
-  EXPECT_EQ(describe(ev[0]),
-            "up user=acme-dial session=0000A1B2 address=192.0.2.78 nas=192.0.2.1 source=radius");
+  EXPECT_EQ(
+      answered_event(
+          "Acct-Status-Type = Interim-Update\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
+          "Framed-IP-Address = 192.0.2.78\nNAS-IP-Address = 192.0.2.1\n"),
+      "up user=acme-dial session=0000A1B2 address=192.0.2.78 nas=192.0.2.1 source=radius");
 }
 
 TEST_F(RadiusListenerTest, AccountingOnResetsTheNasNamedByNasIdentifier) {
   if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
   start();
-  auto r = radclient(
-      "Acct-Status-Type = Accounting-On\nAcct-Session-Id = \"00000000\"\nNAS-Identifier = \"bras-1\"\n");
-  EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n" << r.stderr_text;
-  auto ev = events();
-  ASSERT_EQ(ev.size(), 1u) << "got " << ev.size() << " events, want 1";
-  EXPECT_EQ(describe(ev[0]), "nas_reset user= session= address= nas=bras-1 source=radius");
+  EXPECT_EQ(
+      answered_event(
+          "Acct-Status-Type = Accounting-On\nAcct-Session-Id = \"00000000\"\nNAS-Identifier = \"bras-1\"\n"),
+      "nas_reset user= session= address= nas=bras-1 source=radius");
 }
 
 TEST_F(RadiusListenerTest, AccountingOffWithoutNasIpUsesNasIdentifierElseNasIp) {
   if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
   start();
-  auto r = radclient(
-      "Acct-Status-Type = Accounting-Off\nAcct-Session-Id = \"00000000\"\nNAS-IP-Address = 192.0.2.9\n"
-      "NAS-Identifier = \"bras-9\"\n");
-  EXPECT_EQ(r.exit_code, 0) << "radclient: got exit " << r.exit_code << ", want 0\n" << r.stderr_text;
-  auto ev = events();
-  ASSERT_EQ(ev.size(), 1u) << "got " << ev.size() << " events, want 1";
-  EXPECT_EQ(describe(ev[0]), "nas_reset user= session= address= nas=192.0.2.9 source=radius");
+  EXPECT_EQ(
+      answered_event(
+          "Acct-Status-Type = Accounting-Off\nAcct-Session-Id = \"00000000\"\nNAS-IP-Address = 192.0.2.9\n"
+          "NAS-Identifier = \"bras-9\"\n"),
+      "nas_reset user= session= address= nas=192.0.2.9 source=radius");
 }
 
 TEST_F(RadiusListenerTest, OtherStatusTypesAreAnsweredButNotApplied) {
@@ -327,6 +338,64 @@ TEST_F(RadiusListenerTest, HandlerFailureMeansNoAnswer) {
       << "got handler_failures " << listener_->counters().handler_failures << ", want >= 1";
   auto c = listener_->counters();
   EXPECT_EQ(c.answered, 0u) << "got answered " << c.answered << ", want 0";
+}
+
+// ---- IPv6 NASes ---------------------------------------------------------------
+
+const char* ipv6_start =
+    "Acct-Status-Type = Start\nUser-Name = \"acme-v6\"\nAcct-Session-Id = \"0000B6B6\"\n"
+    "NAS-IPv6-Address = 2001:db8::1\nFramed-IPv6-Prefix = 2001:db8:0:5600::/64\n"
+    "Framed-Interface-Id = 0211:22ff:fe33:4455\nDelegated-IPv6-Prefix = 2001:db8:ff00::/40\n";
+
+TEST_F(RadiusListenerTest, Ipv6OnlyStartFromRadclientOverIpv6IsAnUp) {
+  if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  start_on({udp::endpoint(asio::ip::make_address("::1"), 0)}, {"::1"});
+  EXPECT_EQ(answered_event(ipv6_start, describe_with_ipv6),
+            "up user=acme-v6 session=0000B6B6 address= nas=2001:db8::1 source=radius "
+            "ipv6=2001:db8:0:5600:211:22ff:fe33:4455 prefix=2001:db8:ff00::/40");
+  auto c = listener_->counters();
+  EXPECT_EQ(c.answered, 1u) << "got answered " << c.answered << ", want 1";
+}
+
+TEST_F(RadiusListenerTest, Ipv6AccountingOnIsKeyedByNasIpv6AddressAndCidrEntriesMatch) {
+  if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  // ::1 is inside ::/120: an IPv6 prefix entry, not only an exact address.
+  start_on({udp::endpoint(asio::ip::make_address("::1"), 0)}, {"::/120", "2001:db8::/32"});
+  EXPECT_EQ(answered_event("Acct-Status-Type = Accounting-On\nAcct-Session-Id = \"00000000\"\n"
+                           "NAS-IPv6-Address = 2001:db8::1\nNAS-Identifier = \"bras-6\"\n"),
+            "nas_reset user= session= address= nas=2001:db8::1 source=radius");
+}
+
+TEST_F(RadiusListenerTest, Ipv6SourceOutsideEveryEntryIsDropped) {
+  if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  start_on({udp::endpoint(asio::ip::make_address("::1"), 0)}, {"2001:db8::/32", "127.0.0.1"});
+  auto r = radclient(ipv6_start);
+  EXPECT_NE(r.exit_code, 0) << "radclient -6: got exit 0, want a failure (no answer)";
+  EXPECT_TRUE(events().empty()) << "got " << events().size() << " events, want 0";
+  EXPECT_TRUE(test::wait_until([&] { return listener_->counters().dropped_unknown_source >= 1; }, 5s))
+      << "got dropped_unknown_source " << listener_->counters().dropped_unknown_source << ", want >= 1";
+}
+
+TEST_F(RadiusListenerTest, Ipv4AndIpv6WildcardsShareOnePort) {
+  if (!radclient_available()) GTEST_SKIP() << "radclient (freeradius-utils) is not installed";
+  // "0.0.0.0:1813, [::]:1813": the IPv6 socket is IPv6-only, or the second bind fails.
+  const auto port = test::free_udp_port();
+  start_on({udp::endpoint(asio::ip::make_address("::"), port),
+            udp::endpoint(asio::ip::make_address("0.0.0.0"), port)},
+           {"::1", "127.0.0.1"});
+  ASSERT_EQ(listener_->local_endpoints().size(), 2u);
+  auto r6 = radclient(ipv6_start);
+  EXPECT_EQ(r6.exit_code, 0) << "radclient -6: got exit " << r6.exit_code << ", want 0\n" << r6.stderr_text;
+  ipv6_ = false;
+  auto r4 = radclient(
+      "Acct-Status-Type = Start\nUser-Name = \"acme-dial\"\nAcct-Session-Id = \"0000A1B2\"\n"
+      "Framed-IP-Address = 192.0.2.77\nNAS-IP-Address = 192.0.2.1\n");
+  EXPECT_EQ(r4.exit_code, 0) << "radclient: got exit " << r4.exit_code << ", want 0\n" << r4.stderr_text;
+  auto ev = events();
+  ASSERT_EQ(ev.size(), 2u) << "got " << ev.size() << " events, want 2";
+  EXPECT_EQ(ev[0].user + " " + ev[1].user, "acme-v6 acme-dial");
+  auto c = listener_->counters();
+  EXPECT_EQ(c.answered, 2u) << "got answered " << c.answered << ", want 2";
 }
 
 TEST_F(RadiusListenerTest, RetransmissionIsAnsweredTwiceAppliedOnce) {

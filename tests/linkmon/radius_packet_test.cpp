@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -430,6 +432,207 @@ TEST(RadiusPacket, RequestsBecomeLinkEvents) {
   };
   for (const auto& c : cases) {
     EXPECT_EQ(describe(to_link_event(c.request, "203.0.113.5", "radius")), c.want) << c.name;
+  }
+}
+
+// ---- IPv6: RFC 3162, RFC 4818, RFC 6911 ------------------------------------------
+
+// An IPv6 address attribute (16 octets) from its text.
+attr ipv6_address(std::uint8_t type, const std::string& address) {
+  bytes v(16);
+  EXPECT_EQ(inet_pton(AF_INET6, address.c_str(), v.data()), 1) << "test bug: " << address;
+  return {type, v};
+}
+
+// A prefix attribute (Framed-IPv6-Prefix 97, Delegated-IPv6-Prefix 123): Reserved,
+// Prefix-Length, then the octets the length needs (RFC 3162 §2.3).
+attr ipv6_prefix(std::uint8_t type, const std::string& address, std::uint8_t length) {
+  bytes a(16);
+  EXPECT_EQ(inet_pton(AF_INET6, address.c_str(), a.data()), 1) << "test bug: " << address;
+  bytes v{0, length};
+  v.insert(v.end(), a.begin(), a.begin() + (length + 7) / 8);
+  return {type, v};
+}
+
+const attr nas_ipv6 = ipv6_address(95, "2001:db8::1");
+const attr interface_id = {96, {0x02, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55}};
+const attr framed_prefix = ipv6_prefix(97, "2001:db8:0:5600::", 64);
+const attr delegated_prefix = ipv6_prefix(123, "2001:db8:ff00::", 40);
+const attr framed_ipv6 = ipv6_address(168, "2001:db8:0:5600::77");
+
+std::string ipv6_fields(const accounting_request& r) {
+  std::string s = "framed6=" + r.framed_ipv6_address.value_or("-");
+  s += " ifid=";
+  if (r.framed_interface_id) {
+    s += to_hex(*r.framed_interface_id);
+  } else {
+    s += "-";
+  }
+  s += " prefix=" + r.framed_ipv6_prefix_address.value_or("-");
+  if (r.framed_ipv6_prefix_address) s += "/" + std::to_string(r.framed_ipv6_prefix_length);
+  s += " delegated=" + r.delegated_ipv6_prefix_address.value_or("-");
+  if (r.delegated_ipv6_prefix_address) s += "/" + std::to_string(r.delegated_ipv6_prefix_length);
+  s += " nas6=" + (r.nas_ipv6.empty() ? std::string("-") : r.nas_ipv6);
+  return s;
+}
+
+TEST(RadiusPacket, ParsesEachIpv6Attribute) {
+  struct ipv6_case {
+    const char* name;
+    std::vector<attr> attrs;
+    std::string want;
+  };
+  const std::vector<ipv6_case> cases = {
+      {"none", base(), "framed6=- ifid=- prefix=- delegated=- nas6=-"},
+      {"NAS-IPv6-Address", with(base(), nas_ipv6), "framed6=- ifid=- prefix=- delegated=- nas6=2001:db8::1"},
+      {"Framed-Interface-Id", with(base(), interface_id),
+       "framed6=- ifid=021122fffe334455 prefix=- delegated=- nas6=-"},
+      {"Framed-IPv6-Prefix", with(base(), framed_prefix),
+       "framed6=- ifid=- prefix=2001:db8:0:5600::/64 delegated=- nas6=-"},
+      {"Delegated-IPv6-Prefix", with(base(), delegated_prefix),
+       "framed6=- ifid=- prefix=- delegated=2001:db8:ff00::/40 nas6=-"},
+      {"Delegated-IPv6-Prefix /128 in 16 octets", with(base(), ipv6_prefix(123, "2001:db8::9", 128)),
+       "framed6=- ifid=- prefix=- delegated=2001:db8::9/128 nas6=-"},
+      {"Framed-IPv6-Address", with(base(), framed_ipv6),
+       "framed6=2001:db8:0:5600::77 ifid=- prefix=- delegated=- nas6=-"},
+      {"all of them",
+       with(with(with(with(with(base(), nas_ipv6), interface_id), framed_prefix), delegated_prefix),
+            framed_ipv6),
+       "framed6=2001:db8:0:5600::77 ifid=021122fffe334455 prefix=2001:db8:0:5600::/64 "
+       "delegated=2001:db8:ff00::/40 nas6=2001:db8::1"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_accounting_request(packet(c.attrs), secret);
+    ASSERT_TRUE(r) << c.name << ": got " << error_name(r) << ", want ok";
+    EXPECT_EQ(ipv6_fields(*r), c.want) << c.name << ": got " << ipv6_fields(*r) << ", want " << c.want;
+  }
+}
+
+TEST(RadiusPacket, Ipv6AttributesOfTheWrongSizeTwiceOrUnusableAreRefused) {
+  auto v6only_nas = without(4);
+  v6only_nas.push_back(nas_ipv6);
+  const std::vector<malformed_case> cases = {
+      {"15-octet NAS-IPv6-Address", packet(with(base(), {95, bytes(15, 1)})),
+       radius_errc::bad_attribute_value},
+      {"17-octet NAS-IPv6-Address", packet(with(base(), {95, bytes(17, 1)})),
+       radius_errc::bad_attribute_value},
+      {"7-octet Framed-Interface-Id", packet(with(base(), {96, bytes(7, 1)})),
+       radius_errc::bad_attribute_value},
+      {"9-octet Framed-Interface-Id", packet(with(base(), {96, bytes(9, 1)})),
+       radius_errc::bad_attribute_value},
+      {"empty Framed-Interface-Id", packet(with(base(), {96, {}})), radius_errc::bad_attribute_value},
+      {"15-octet Framed-IPv6-Address", packet(with(base(), {168, bytes(15, 0x20)})),
+       radius_errc::bad_attribute_value},
+      {"17-octet Framed-IPv6-Address", packet(with(base(), {168, bytes(17, 0x20)})),
+       radius_errc::bad_attribute_value},
+      {"Delegated-IPv6-Prefix length 129", packet(with(base(), {123, {0, 129, 0x20, 0x01}})),
+       radius_errc::bad_attribute_value},
+      {"Delegated-IPv6-Prefix too short for its length", packet(with(base(), {123, {0, 56, 0x20, 0x01}})),
+       radius_errc::bad_attribute_value},
+      {"Delegated-IPv6-Prefix with bits past its length", packet(with(base(), {123, {0, 12, 0x20, 0x01}})),
+       radius_errc::bad_attribute_value},
+      {"Delegated-IPv6-Prefix of 17 octets", packet(with(base(), {123, bytes(19, 0)})),
+       radius_errc::bad_attribute_value},
+      {"Delegated-IPv6-Prefix of 1 octet", packet(with(base(), {123, {0}})),
+       radius_errc::bad_attribute_value},
+      {"Framed-IPv6-Address ::", packet(with(base(), ipv6_address(168, "::"))),
+       radius_errc::bad_framed_address},
+      {"Framed-IPv6-Address ff02::1", packet(with(base(), ipv6_address(168, "ff02::1"))),
+       radius_errc::bad_framed_address},
+      {"Framed-IPv6-Address ff0e::101", packet(with(base(), ipv6_address(168, "ff0e::101"))),
+       radius_errc::bad_framed_address},
+      {"two NAS-IPv6-Addresses", packet(with(with(base(), nas_ipv6), ipv6_address(95, "2001:db8::2"))),
+       radius_errc::duplicate_attribute},
+      {"two Framed-Interface-Ids", packet(with(with(base(), interface_id), {96, bytes(8, 1)})),
+       radius_errc::duplicate_attribute},
+      {"two Framed-IPv6-Prefixes",
+       packet(with(with(base(), framed_prefix), ipv6_prefix(97, "2001:db8::", 64))),
+       radius_errc::duplicate_attribute},
+      {"two Delegated-IPv6-Prefixes",
+       packet(with(with(base(), delegated_prefix), ipv6_prefix(123, "2001:db8:1::", 48))),
+       radius_errc::duplicate_attribute},
+      {"two Framed-IPv6-Addresses",
+       packet(with(with(base(), framed_ipv6), ipv6_address(168, "2001:db8:0:5600::78"))),
+       radius_errc::duplicate_attribute},
+      {"NAS-IPv6-Address stands in for NAS-IP-Address", packet(v6only_nas), radius_errc::ok},
+      {"no NAS attribute of any kind", packet(without(4)), radius_errc::missing_nas},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_accounting_request(c.datagram, secret);
+    const auto want = c.want == radius_errc::ok ? std::string("ok") : error_name(c.want);
+    EXPECT_EQ(error_name(r), want) << c.name << ": got " << error_name(r) << ", want " << want;
+  }
+}
+
+std::string describe_with_ipv6(const std::optional<link_event>& e) {
+  if (!e) return "none";
+  std::string s = describe(e) + " ipv6=" + e->ipv6_address + " prefix=" + e->ipv6_prefix;
+  if (e->k == link_event::kind::down) {
+    s += e->ended == link_event::family::both   ? " ended=both"
+         : e->ended == link_event::family::ipv4 ? " ended=ipv4"
+                                                : " ended=ipv6";
+  }
+  return s;
+}
+
+TEST(RadiusPacket, Ipv6RequestsBecomeLinkEvents) {
+  const attr start = integer(40, 1), interim = integer(40, 3), stop = integer(40, 2),
+             acct_on = integer(40, 7);
+  // A session with no IPv4 at all, the NAS known by its IPv6 address only.
+  auto v6 = [&](const attr& status, std::vector<attr> extra) {
+    std::vector<attr> a{status, session, user, nas_ipv6};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  struct event_case {
+    const char* name;
+    std::vector<attr> attrs;
+    std::string want;
+  };
+  const std::vector<event_case> cases = {
+      {"IPv6-only Start is a full up", v6(start, {framed_ipv6, delegated_prefix}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6=2001:db8:0:5600::77 "
+       "prefix=2001:db8:ff00::/40"},
+      {"prefix /64 + interface id make the address", v6(start, {framed_prefix, interface_id}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius "
+       "ipv6=2001:db8:0:5600:211:22ff:fe33:4455 "
+       "prefix=2001:db8:0:5600::/64"},
+      {"prefix /56 + interface id make the address",
+       v6(start, {ipv6_prefix(97, "2001:db8:0:5600::", 56), interface_id}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius "
+       "ipv6=2001:db8:0:5600:211:22ff:fe33:4455 "
+       "prefix=2001:db8:0:5600::/56"},
+      {"prefix /80 + interface id: no address",
+       v6(start, {ipv6_prefix(97, "2001:db8:0:5600:1::", 80), interface_id}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6= prefix=2001:db8:0:5600:1::/80"},
+      {"Framed-IPv6-Address wins over prefix + interface id",
+       v6(start, {framed_prefix, interface_id, framed_ipv6}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6=2001:db8:0:5600::77 "
+       "prefix=2001:db8:0:5600::/64"},
+      {"Delegated preferred over Framed prefix", v6(start, {framed_prefix, delegated_prefix}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6= prefix=2001:db8:ff00::/40"},
+      {"Framed prefix alone is the prefix", v6(interim, {framed_prefix}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6= prefix=2001:db8:0:5600::/64"},
+      {"interface id alone is nothing", v6(start, {interface_id}), "none"},
+      {"dual stack", with(with(base(), framed_ipv6), delegated_prefix),
+       "up user=cust1 session=s1 address=192.0.2.10 nas=192.0.2.1 source=radius ipv6=2001:db8:0:5600::77 "
+       "prefix=2001:db8:ff00::/40"},
+      {"NAS-IP-Address wins over NAS-IPv6-Address", with(base(), nas_ipv6),
+       "up user=cust1 session=s1 address=192.0.2.10 nas=192.0.2.1 source=radius ipv6= prefix="},
+      {"NAS-IPv6-Address wins over NAS-Identifier", v6(start, {framed_ipv6, text(32, "bras-6")}),
+       "up user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6=2001:db8:0:5600::77 prefix="},
+      {"Stop ends both families", v6(stop, {framed_ipv6, delegated_prefix}),
+       "down user=cust1 session=s1 address= nas=2001:db8::1 source=radius ipv6=2001:db8:0:5600::77 "
+       "prefix=2001:db8:ff00::/40 ended=both"},
+      {"Accounting-On from an IPv6 NAS",
+       {acct_on, text(44, "0"), nas_ipv6, framed_ipv6},
+       "nas_reset user= session= address= nas=2001:db8::1 source=radius ipv6= prefix="},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_accounting_request(packet(c.attrs), secret);
+    ASSERT_TRUE(r) << c.name << ": got " << error_name(r) << ", want ok";
+    const auto got = describe_with_ipv6(to_link_event(*r, "2001:db8::99", "radius"));
+    EXPECT_EQ(got, c.want) << c.name << ": got " << got << ", want " << c.want;
   }
 }
 
