@@ -9,7 +9,7 @@ namespace flushgate::test {
 
 std::string fetchmail_rc_text(const fetchmail_odmr_poll& p) {
   std::string rc = "set no bouncemail\nset no syslog\n";
-  rc += "poll 127.0.0.1 protocol ODMR port " + std::to_string(p.port) + " timeout 30";
+  rc += "poll " + p.host + " protocol ODMR port " + std::to_string(p.port) + " timeout 30";
   // esmtpname/esmtppassword are server options: they go before "user".
   if (p.esmtp_auth) rc += " esmtpname \"" + p.user + "\" esmtppassword \"" + p.password + "\"";
   rc += "\n    user \"" + p.user + "\" password \"" + p.password + "\"\n";
