@@ -32,7 +32,7 @@ struct fetchmail_odmr_poll {
   std::string user;
   std::string password;
   std::string domains;     // fetchdomains, comma-separated
-  std::string smtphost;    // "127.0.0.1/PORT": the customer's server
+  std::string smtphost;    // "127.0.0.1/PORT" or "::1/PORT": the customer's server
   bool ssl = false;        // TLS from the first byte, certificate not checked
   bool esmtp_auth = false; // esmtpname/esmtppassword too: fetchmail logs in twice
   std::string host = "127.0.0.1";  // the poll name: the gateway's address ("::1" for IPv6)

@@ -196,7 +196,7 @@ TEST_F(Ipv6, EtrnFromAnIpv6EtrnNetFlushesAndIpv4IsRefused) {
 
   // fetchmail in ETRN mode from ::1: 253 and the mail goes to [::1].
   const fs::path home = daemon_->dir() / "fetchmail-etrn";
-  fetchmail_run run(home, "set no bouncemail\nset no syslog\npoll ::1 protocol ETRN port " +
+  fetchmail_run run(home, "set no bouncemail\nset no syslog\npoll \"::1\" protocol ETRN port " +
                               std::to_string(daemon_->port()) +
                               " timeout 30\n    fetchdomains v6.test\n");
   auto r = run.wait(60s);
@@ -214,8 +214,8 @@ TEST_F(Ipv6, EtrnFromAnIpv6EtrnNetFlushesAndIpv4IsRefused) {
       << daemon_->log_text() << "\npostfix:\n"
       << server.log_text();
   EXPECT_TRUE(delivered(server, "etrn-over-ipv6"));
-  EXPECT_NE(postfix_trace(server).find("[::1]"), std::string::npos)
-      << "got Postfix's trace without [::1], want the gateway over IPv6:\n"
+  EXPECT_NE(postfix_trace(server).find("[IPv6:::1]"), std::string::npos)
+      << "got Postfix's trace without [IPv6:::1], want the gateway over IPv6:\n"
       << postfix_trace(server);
   EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s));
 }
@@ -274,11 +274,13 @@ class Ipv6Radius : public Ipv6 {
     }
   }
 
-  // A daemon whose RADIUS listener is on [::1] and trusts ::1 as NAS "nas6".
+  // A daemon whose RADIUS listener is on [::1] and trusts ::1 as NAS "nas6"
+  // (log_level debug: a dropped packet is logged with its reason only there).
   void start_radius_daemon() {
     radius_port_ = free_udp_port();
     write_private_file(work_.path() / "clients", "::1/128 testing123 nas6\n");
-    start_daemon({{"radius_listen", v6(radius_port_)},
+    start_daemon({{"log_level", "debug"},
+                  {"radius_listen", v6(radius_port_)},
                   {"radius_clients_file", (work_.path() / "clients").string()}});
   }
 
@@ -329,7 +331,7 @@ class Ipv6Radius : public Ipv6 {
                                  << ", want 0 (a valid Accounting-Response)\n"
                                  << sent.stdout_text << sent.stderr_text << "\nlog:\n"
                                  << daemon_->log_text();
-    EXPECT_TRUE(wait_until([&] { return link_address("acme-dial") == "127.0.0.1"; }, 10s, 50ms))
+    ASSERT_TRUE(wait_until([&] { return link_address("acme-dial") == "127.0.0.1"; }, 10s, 50ms))
         << "got link address \"" << link_address("acme-dial")
         << "\" for acme-dial, want 127.0.0.1; log:\n"
         << daemon_->log_text();
@@ -364,7 +366,8 @@ TEST_F(Ipv6, MxHostWithOnlyAnAaaaRecordGetsTheMailOverIpv6) {
   NEEDS_POSTFIX();
   // The MX route always uses port 25.
   if (!tcp_port_free("::1", 25)) GTEST_SKIP() << "port 25 is taken on ::1";
-  nsd_server nsd({{"mx6.test",
+  nsd_server nsd(std::vector<nsd_zone>{
+      {"mx6.test",
                    "$ORIGIN mx6.test.\n"
                    "$TTL 300\n"
                    "@     IN SOA  ns.mx6.test. hostmaster.mx6.test. 1 3600 900 604800 300\n"
@@ -388,8 +391,8 @@ TEST_F(Ipv6, MxHostWithOnlyAnAaaaRecordGetsTheMailOverIpv6) {
   EXPECT_FALSE(log_lines(*daemon_, {qid, "relay=mx6.mx6.test", "status=sent"}).empty())
       << "got no delivery logged via mx6.mx6.test, want one; log:\n"
       << daemon_->log_text();
-  EXPECT_NE(postfix_trace(server).find("[::1]"), std::string::npos)
-      << "got Postfix's trace without [::1], want the gateway over IPv6:\n"
+  EXPECT_NE(postfix_trace(server).find("[IPv6:::1]"), std::string::npos)
+      << "got Postfix's trace without [IPv6:::1], want the gateway over IPv6:\n"
       << postfix_trace(server);
 }
 
