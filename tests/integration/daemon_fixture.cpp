@@ -81,6 +81,7 @@ void daemon_fixture::write_config() const {
   settings all = base_settings(dir());
   for (const auto& [key, value] : overrides_) all[key] = value;
   all["smtpd_listen"] = "127.0.0.1:" + std::to_string(port_);
+  if (listen_ipv6_) all["smtpd_listen"] += ",[::1]:" + std::to_string(port_);
   std::ofstream out(config_path(), std::ios::trunc);
   out << "# written by daemon_fixture\n";
   for (const auto& [key, value] : all) out << key << " = " << value << "\n";
@@ -180,12 +181,20 @@ bool daemon_fixture::wait_ready(std::chrono::milliseconds deadline) {
   return ready && !exited;
 }
 
-// A LISTEN socket on 127.0.0.1:port in /proc/net/tcp: the port is bound and
-// listening without us opening an SMTP session.
+// A LISTEN socket on 127.0.0.1:port in /proc/net/tcp (and on [::1]:port in
+// /proc/net/tcp6 when asked): the port is bound and listening without us
+// opening an SMTP session.
 bool daemon_fixture::smtp_listening() const {
-  std::ifstream table("/proc/net/tcp");
-  char wanted[32];
-  std::snprintf(wanted, sizeof wanted, "0100007F:%04X", static_cast<unsigned>(port_));
+  if (listen_ipv6_ && !listening_in("/proc/net/tcp6", "00000000000000000000000001000000")) {
+    return false;
+  }
+  return listening_in("/proc/net/tcp", "0100007F");
+}
+
+bool daemon_fixture::listening_in(const char* table_path, const char* hex_address) const {
+  std::ifstream table(table_path);
+  char wanted[64];
+  std::snprintf(wanted, sizeof wanted, "%s:%04X", hex_address, static_cast<unsigned>(port_));
   std::string line;
   std::getline(table, line);  // header
   while (std::getline(table, line)) {

@@ -6,7 +6,8 @@
 // drive it with the real CLI (`flushgate --config FILE ...`), kill and
 // restart it on the same data_dir, and read the queue back through
 // queue::sqlite_store after it has stopped.
-// Security: test-only. The daemon listens on 127.0.0.1 only; its data dir,
+// Security: test-only. The daemon listens on 127.0.0.1 (and ::1 when a test
+// asks with listen_ipv6()) only; its data dir,
 // control socket and log live in the fixture's temp dir unless the test
 // overrides data_dir (e.g. onto a small tmpfs). The daemon is stopped by PID:
 // SIGTERM, then SIGKILL to its process group after a deadline.
@@ -76,6 +77,9 @@ class daemon_fixture {
   // Replaces or adds a config key for the next start()/restart() (e.g. a
   // CA file that was missing); the config is rewritten when the daemon starts.
   void set_setting(const std::string& key, const std::string& value) { overrides_[key] = value; }
+  // Before start(): the SMTP server listens on [::1] at port() as well
+  // (smtpd_listen = 127.0.0.1:PORT,[::1]:PORT); readiness waits for both.
+  void listen_ipv6() { listen_ipv6_ = true; }
   // Adds "NAME=value" to the daemon's environment for the next start (e.g. NOTIFY_SOCKET).
   void add_env(const std::string& name_value) { env_.push_back(name_value); }
   // SIGTERM, waits up to `deadline`, then SIGKILL; the exit status (-1: never started).
@@ -124,12 +128,15 @@ class daemon_fixture {
   // Polls until ready (true), the process exits (false) or the deadline passes (false).
   bool wait_ready(std::chrono::milliseconds deadline);
   bool smtp_listening() const;
+  // A LISTEN row for hex_address:port_ in a /proc/net/tcp* table.
+  bool listening_in(const char* table_path, const char* hex_address) const;
   bool control_answers() const;
 
   temp_dir dir_;
   settings overrides_;
   std::uint16_t port_ = 0;
   bool port_fixed_ = false;  // after the first successful start, restarts keep the port
+  bool listen_ipv6_ = false;
   std::optional<process> daemon_;
   std::vector<std::string> env_;
 };

@@ -27,25 +27,37 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Binds a TCP socket to host:port (0: the kernel picks); the port bound, or
-// 0 when the bind failed. SO_REUSEADDR, as servers use it: connections in
-// TIME_WAIT do not make a port look taken, a bound socket does.
+// Binds a TCP socket to host:port (0: the kernel picks; host a numeric IPv4
+// or IPv6 address); the port bound, or 0 when the bind failed. SO_REUSEADDR,
+// as servers use it: connections in TIME_WAIT do not make a port look taken,
+// a bound socket does.
 std::uint16_t try_bind(const std::string& host, std::uint16_t port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  if (::inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
-    throw std::invalid_argument("not an IPv4 address: " + host);
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  int family = AF_INET;
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+      ::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    length = sizeof *v4;
+  } else if (auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+             ::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    length = sizeof *v6;
+    family = AF_INET6;
+  } else {
+    throw std::invalid_argument("not an IP address: " + host);
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
   const int on = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  socklen_t length = sizeof address;
   std::uint16_t bound = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0 &&
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    bound = ntohs(address.sin_port);
+    bound = family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&address)->sin_port)
+                              : ntohs(reinterpret_cast<sockaddr_in6*>(&address)->sin6_port);
   }
   ::close(fd);
   return bound;

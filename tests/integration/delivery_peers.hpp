@@ -36,7 +36,7 @@
 
 namespace flushgate::test {
 
-// A TCP port nothing was bound to on `host` (a 127.x.y.z address) a moment ago.
+// A TCP port nothing was bound to on `host` (a 127.x.y.z address or ::1) a moment ago.
 std::uint16_t free_port_on(const std::string& host);
 // True when a TCP socket can bind host:port right now (nothing listens there).
 bool tcp_port_free(const std::string& host, std::uint16_t port);

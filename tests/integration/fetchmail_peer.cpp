@@ -9,13 +9,14 @@ namespace flushgate::test {
 
 std::string fetchmail_rc_text(const fetchmail_odmr_poll& p) {
   std::string rc = "set no bouncemail\nset no syslog\n";
-  rc += "poll 127.0.0.1 protocol ODMR port " + std::to_string(p.port) + " timeout 30";
+  // Quoted: fetchmail's rc grammar takes "::1" only as a string.
+  rc += "poll \"" + p.host + "\" protocol ODMR port " + std::to_string(p.port) + " timeout 30";
   // esmtpname/esmtppassword are server options: they go before "user".
   if (p.esmtp_auth) rc += " esmtpname \"" + p.user + "\" esmtppassword \"" + p.password + "\"";
   rc += "\n    user \"" + p.user + "\" password \"" + p.password + "\"\n";
   if (p.ssl) rc += "    ssl no sslcertck\n";
   rc += "    fetchdomains " + p.domains + "\n";
-  rc += "    smtphost " + p.smtphost + "\n";
+  rc += "    smtphost \"" + p.smtphost + "\"\n";
   return rc;
 }
 

@@ -5,7 +5,7 @@
 // (shared/FETCHMAIL.md) with an rc file of their own: `protocol ODMR`,
 // fetchdomains, and an smtphost that is the customer's server (a private
 // Postfix or a test server).
-// Security: test-only; fetchmail talks to 127.0.0.1 only.
+// Security: test-only; fetchmail talks to 127.0.0.1 or ::1 only.
 // Errors: a fetchmail that outlives its deadline is killed (timed_out).
 // See also: shared/FETCHMAIL.md, tests/support/process.hpp.
 #pragma once
@@ -32,9 +32,10 @@ struct fetchmail_odmr_poll {
   std::string user;
   std::string password;
   std::string domains;     // fetchdomains, comma-separated
-  std::string smtphost;    // "127.0.0.1/PORT": the customer's server
+  std::string smtphost;    // "127.0.0.1/PORT" or "::1/PORT": the customer's server
   bool ssl = false;        // TLS from the first byte, certificate not checked
   bool esmtp_auth = false; // esmtpname/esmtppassword too: fetchmail logs in twice
+  std::string host = "127.0.0.1";  // the poll name: the gateway's address ("::1" for IPv6)
 };
 
 std::string fetchmail_rc_text(const fetchmail_odmr_poll& p);

@@ -59,11 +59,18 @@ postfix_instance::postfix_instance(std::string role, std::vector<std::string> do
       domains_(std::move(domains)),
       next_hop_(std::move(next_hop)) {
   const auto colon = listen.rfind(':');
-  if (colon == std::string::npos || !listen.starts_with("127.")) {
-    throw std::invalid_argument("postfix_instance: listen must be 127.x.y.z:PORT, got " + listen);
+  const bool ipv6 = listen.starts_with("[::1]:");
+  if (colon == std::string::npos || !(listen.starts_with("127.") || ipv6)) {
+    throw std::invalid_argument("postfix_instance: listen must be 127.x.y.z:PORT or [::1]:PORT, got " +
+                                listen);
   }
-  host_ = listen.substr(0, colon);
+  host_ = ipv6 ? "::1" : listen.substr(0, colon);
   port_ = static_cast<std::uint16_t>(std::stoi(listen.substr(colon + 1)));
+}
+
+std::string postfix_instance::address() const {
+  const bool ipv6 = host_.find(':') != std::string::npos;
+  return (ipv6 ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_);
 }
 
 postfix_instance::~postfix_instance() {
@@ -96,7 +103,7 @@ void postfix_instance::add_main_cf(const std::string& key, const std::string& va
 
 void postfix_instance::start() {
   std::vector<std::string> argv = {FLUSHGATE_TESTBED_SCRIPT, dir().string(), role_, "--listen",
-                                   host_ + ":" + std::to_string(port_)};
+                                   address()};
   for (const auto& domain : domains_) {
     argv.insert(argv.end(), {"--domain", domain});
   }

@@ -12,8 +12,9 @@
 // maillog). scripts/testbed/postfix-instance writes the configuration and
 // starts/stops it, so tests, benchmarks and people at a shell all use the
 // same one (see that script and shared/TESTBED.md for the settings).
-// Security: listens on 127.0.0.0/8 only; no DNS, default/relay/local
-// transports are error:, mynetworks = 127.0.0.0/8. Needs root (a Postfix
+// Security: listens on 127.0.0.0/8 or ::1 only; no DNS, default/relay/local
+// transports are error:, mynetworks = 127.0.0.0/8 (and [::1]/128 when it
+// listens on ::1, with inet_protocols = all). Needs root (a Postfix
 // master runs as root); tests GTEST_SKIP when available() is false.
 // Errors: start() throws std::runtime_error with the script's output and the
 // maillog tail (a start-up failure). stop() is idempotent; the destructor
@@ -36,9 +37,10 @@ namespace flushgate::test {
 
 class postfix_instance {
  public:
-  // A customer mail server for `domains`, listening on "127.0.0.x:PORT".
+  // A customer mail server for `domains`, listening on "127.0.0.x:PORT" or "[::1]:PORT".
   static postfix_instance final_destination(std::vector<std::string> domains, std::string listen);
-  // A relay holding `domains` for "HOST:PORT" next_hop, listening on "127.0.0.x:PORT".
+  // A relay holding `domains` for "HOST:PORT" next_hop, listening on "127.0.0.x:PORT" or
+  // "[::1]:PORT".
   static postfix_instance holding_relay(std::vector<std::string> domains, std::string listen,
                                         std::string next_hop);
   // True when this machine can run one: postfix installed and we are root.
@@ -60,7 +62,10 @@ class postfix_instance {
   // Stops Postfix and waits for its master to exit; true when nothing runs.
   bool stop();
 
+  // The listen address without brackets ("127.0.0.3", "::1").
   const std::string& host() const noexcept { return host_; }
+  // "127.0.0.3:PORT" or "[::1]:PORT": the form --listen and --route take.
+  std::string address() const;
   std::uint16_t port() const noexcept { return port_; }
   const std::filesystem::path& dir() const noexcept { return dir_.path(); }
   std::filesystem::path config_dir() const { return dir() / "etc"; }
