@@ -13,6 +13,7 @@
 #include "gateway/inbound/address.hpp"
 #include "gateway/dns/dns_doctor.hpp"
 #include "gateway/inbound/sasl.hpp"
+#include "queue/store_checks.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <Poco/JSON/Stringifier.h>
@@ -165,6 +166,24 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
     }
     *field = d->count();
   }
+  if (args->has("ipv6_server")) {
+    std::string server = args->getValue<std::string>("ipv6_server");
+    if (server == "framed") server.clear();  // the default, kept as ""
+    if (!gateway::valid_ipv6_server(server)) {
+      error = "ipv6_server: framed, none, or an offset inside the line's prefix like ::25";
+      return false;
+    }
+    c.ipv6_server = server;
+  }
+  if (args->has("prefer_family")) {
+    std::string family = args->getValue<std::string>("prefer_family");
+    if (family == "ipv6") family.clear();  // the default, kept as ""
+    if (!family.empty() && family != "ipv4") {
+      error = "prefer_family: ipv6 or ipv4";
+      return false;
+    }
+    c.prefer_family = family;
+  }
   if (!read_number(args, "max_size", c.max_size, error)) return false;
   if (!read_number(args, "quota", c.quota, error)) return false;
   if (args->has("links")) {
@@ -185,10 +204,16 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
         return false;
       }
       u.kind = *kind;
-      if (!u.allowed_net.empty() && !valid_cidr(u.allowed_net)) {
-        error = "link net \"" + u.allowed_net + "\": not an address range like 192.0.2.0/24";
-        return false;
+      // One range or several, comma-separated: IPv4 and IPv6 alike.
+      std::string nets;
+      for (const auto& net : queue::detail::split_list(u.allowed_net)) {
+        if (!valid_cidr(net)) {
+          error = "link net \"" + net + "\": not an address range like 192.0.2.0/24 or 2001:db8::/32";
+          return false;
+        }
+        nets += (nets.empty() ? "" : ",") + core::parse_ip_network(net)->to_string();
       }
+      u.allowed_net = nets;
       c.link_users.push_back(u);
     }
   }
@@ -250,6 +275,8 @@ Object::Ptr to_json(const queue::customer& c, const queue::queue_stats* stats) {
   o->set("mode", std::string(queue::to_string(c.mode)));
   o->set("route", c.route);
   o->set("link_port", static_cast<int>(c.link_port));
+  o->set("ipv6_server", c.ipv6_server.empty() ? std::string("framed") : c.ipv6_server);
+  o->set("prefer_family", c.prefer_family.empty() ? std::string("ipv6") : c.prefer_family);
   Array::Ptr links = new Array;
   for (const auto& u : c.link_users) {
     Object::Ptr l = new Object;
@@ -665,6 +692,9 @@ Object::Ptr to_json(const queue::link_record& l, const gateway::customer_directo
   o->set("user", l.user);
   o->set("kind", std::string(queue::to_string(l.kind)));
   o->set("address", l.address);
+  o->set("ipv6_address", l.ipv6_address);
+  o->set("ipv6_prefix", l.ipv6_prefix);
+  if (owner) o->set("ipv6_server", gateway::ipv6_server_address(owner->info, l));
   o->set("session", l.session_id);
   o->set("nas", l.nas);
   o->set("source", l.source);
@@ -677,13 +707,41 @@ asio::awaitable<command_result> link_change(daemon_context& ctx, const Object::P
   linkmon::link_event e;
   e.k = kind;
   e.user = args->optValue<std::string>("user", "");
-  e.address = args->optValue<std::string>("address", "");
   e.session_id = args->optValue<std::string>("session", "");
   e.nas = args->optValue<std::string>("nas", "");
   e.source = args->optValue<std::string>("source", "script");
   if (e.user.empty()) co_return command_result::failure("a link user is needed");
-  if (kind == linkmon::link_event::kind::up && e.address.empty()) {
-    co_return command_result::failure("link up needs --ip ADDRESS");
+  // Addresses: "address" (one) or "addresses" (at most one per family), sorted by family.
+  std::vector<std::string> addresses;
+  if (args->has("address")) addresses.push_back(args->getValue<std::string>("address"));
+  if (auto list = args->getArray("addresses")) {
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      addresses.push_back(list->getElement<std::string>(static_cast<unsigned>(i)));
+    }
+  }
+  for (const auto& a : addresses) {
+    boost::system::error_code ec;
+    const auto ip = asio::ip::make_address(a, ec);
+    if (ec) co_return command_result::failure("\"" + a + "\" is not an IP address");
+    std::string& slot = ip.is_v4() ? e.address : e.ipv6_address;
+    if (!slot.empty()) co_return command_result::failure("one address per family: " + slot + " and " + a);
+    slot = ip.to_string();
+  }
+  e.ipv6_prefix = args->optValue<std::string>("prefix", "");
+  if (!e.ipv6_prefix.empty()) {
+    const auto net = core::parse_ip_network(e.ipv6_prefix);
+    if (!net || !net->address.is_v6() || e.ipv6_prefix.find('/') == std::string::npos) {
+      co_return command_result::failure("--prefix \"" + e.ipv6_prefix +
+                                        "\": not an IPv6 prefix like 2001:db8:0:5600::/56");
+    }
+    e.ipv6_prefix = net->to_string();
+  }
+  const std::string family = args->optValue<std::string>("family", "");
+  if (family == "ipv4") e.ended = linkmon::link_event::family::ipv4;
+  else if (family == "ipv6") e.ended = linkmon::link_event::family::ipv6;
+  else if (!family.empty()) co_return command_result::failure("--family: ipv4 or ipv6");
+  if (kind == linkmon::link_event::kind::up && !e.has_address()) {
+    co_return command_result::failure("link up needs --ip ADDRESS or --prefix PREFIX");
   }
   auto r = co_await apply_link_event(ctx, e);
   if (!r.ok) {

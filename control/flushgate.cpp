@@ -52,16 +52,19 @@ Customers:
                [--max-size BYTES] [--quota BYTES] [--tls none|may|encrypt|verify]
                [--queue-lifetime DURATION] [--delay-warning DURATION]
                [--dsl-user USER ...] [--dialup-user USER ...]
-               [--dsl-net CIDR] [--dialup-net CIDR] [--etrn-net CIDR ...]
+               [--dsl-net CIDR ...] [--dialup-net CIDR ...] [--etrn-net CIDR ...]
+               [--ipv6-server framed|none|::OFFSET] [--prefer-family ipv6|ipv4]
   customer set NAME [the options of add; --no-recipients drops the list]
   customer enable|disable|suspend NAME
   customer passwd NAME          (reads the ETRN/ODMR password from stdin)
   customer show NAME
   customer list
   customer remove NAME [--force]
-Links (what pppd ip-up/ip-down scripts call):
-  link up USER --ip ADDRESS [--session ID] [--nas NAS]
-  link down USER [--session ID]
+Links (what pppd ip-up/ip-down/ipv6-up/ipv6-down scripts call):
+  link up USER [--ip ADDRESS]... [--prefix PREFIX] [--session ID] [--nas NAS]
+                                --ip: an IPv4 and/or an IPv6 address; --prefix: the line's
+                                delegated IPv6 prefix; the same session keeps what is not given
+  link down USER [--session ID] [--family ipv4|ipv6]
   link list
 Delivery:
   flush NAME [--wait] [--timeout SECONDS]
@@ -192,8 +195,12 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
     } else if (a == "--no-recipients") o->set("recipients", Poco::Dynamic::Var());
     else if (a == "--dsl-user") { users.emplace_back(value(), "dsl"); links_given = true; }
     else if (a == "--dialup-user") { users.emplace_back(value(), "dialup"); links_given = true; }
-    else if (a == "--dsl-net") { dsl_net = value(); links_given = true; }
-    else if (a == "--dialup-net") { dialup_net = value(); links_given = true; }
+    else if (a == "--dsl-net") { dsl_net += (dsl_net.empty() ? "" : ",") + value(); links_given = true; }
+    else if (a == "--dialup-net") {
+      dialup_net += (dialup_net.empty() ? "" : ",") + value();
+      links_given = true;
+    } else if (a == "--ipv6-server") o->set("ipv6_server", value());
+    else if (a == "--prefer-family") o->set("prefer_family", value());
     else if (a == "--etrn-net") {
       if (!etrn_nets) etrn_nets = new Array;
       etrn_nets->add(value());
@@ -228,6 +235,8 @@ void print_customer(const Object::Ptr& c) {
       {"route:", c->getValue<std::string>("route").empty() ? "(none: hold until a link comes up)"
                                                            : c->getValue<std::string>("route")},
       {"link port:", c->get("link_port").convert<std::string>()},
+      {"IPv6 server:", c->optValue<std::string>("ipv6_server", "framed") +
+                           " (first: " + c->optValue<std::string>("prefer_family", "ipv6") + ")"},
   };
   if (c->has("current_route")) rows.push_back({"current route:", c->getValue<std::string>("current_route")});
   std::string links;
@@ -338,15 +347,22 @@ void print_result(const std::string& command, const Poco::Dynamic::Var& result) 
     print_table(rows);
   } else if (command == "link.list") {
     std::vector<std::vector<std::string>> rows = {
-        {"USER", "CUSTOMER", "KIND", "ADDRESS", "NAS", "SINCE", "SOURCE"}};
+        {"USER", "CUSTOMER", "KIND", "IPV4", "IPV6", "PREFIX", "NAS", "SINCE", "SOURCE"}};
     auto list = result.extract<Array::Ptr>();
+    auto or_dash = [](const std::string& v) { return v.empty() ? std::string("-") : v; };
     for (std::size_t i = 0; i < list->size(); ++i) {
       auto l = list->getObject(static_cast<unsigned>(i));
-      std::string nas = l->getValue<std::string>("nas");
+      // The IPv6 column shows the customer server's address on the line (after
+      // --ipv6-server), and the line's own address when they differ.
+      std::string v6 = l->optValue<std::string>("ipv6_server", "");
+      const std::string line_v6 = l->optValue<std::string>("ipv6_address", "");
+      if (v6.empty()) v6 = line_v6;
+      else if (!line_v6.empty() && line_v6 != v6) v6 += " (line " + line_v6 + ")";
       rows.push_back({l->getValue<std::string>("user"), l->getValue<std::string>("customer"),
-                      l->getValue<std::string>("kind"), l->getValue<std::string>("address"),
-                      nas.empty() ? "-" : nas, age(l->getValue<std::int64_t>("since")) + " ago",
-                      l->getValue<std::string>("source")});
+                      l->getValue<std::string>("kind"), or_dash(l->getValue<std::string>("address")),
+                      or_dash(v6), or_dash(l->optValue<std::string>("ipv6_prefix", "")),
+                      or_dash(l->getValue<std::string>("nas")),
+                      age(l->getValue<std::int64_t>("since")) + " ago", l->getValue<std::string>("source")});
     }
     print_table(rows);
   } else if (command == "link.up" || command == "link.down") {
@@ -701,14 +717,19 @@ int run(std::vector<std::string> args) {
     }
   } else if (group == "link") {
     if (verb == "up" || verb == "down") {
-      need(3, "link up USER --ip ADDRESS [--session ID] [--nas NAS] | link down USER [--session ID]");
+      need(3, "link up USER [--ip ADDRESS]... [--prefix PREFIX] [--session ID] [--nas NAS] | "
+              "link down USER [--session ID] [--family ipv4|ipv6]");
       a->set("user", words[2]);
       for (std::size_t i = 3; i < words.size(); ++i) {
         auto value = [&]() -> std::string {
           if (i + 1 >= words.size()) fail(words[i] + " needs a value");
           return words[++i];
         };
-        if (words[i] == "--ip") a->set("address", value());
+        if (words[i] == "--ip") {
+          if (!a->has("addresses")) a->set("addresses", Array::Ptr(new Array));
+          a->getArray("addresses")->add(value());
+        } else if (words[i] == "--prefix") a->set("prefix", value());
+        else if (words[i] == "--family" && verb == "down") a->set("family", value());
         else if (words[i] == "--session") a->set("session", value());
         else if (words[i] == "--nas") a->set("nas", value());
         else fail("unknown option " + words[i]);

@@ -61,6 +61,15 @@ void count_delivery(std::string_view outcome, std::uint64_t recipients) {
       .add(recipients);
 }
 
+void count_link_connection(std::string_view family, std::string_view which) {
+  core::metrics()
+      .counter_for("flushgate_link_connections_total",
+                   "Connections to customers' servers over their links, by address family and "
+                   "whether the route's first address answered or its fallback.",
+                   {{"family", std::string(family)}, {"address", std::string(which)}})
+      .add();
+}
+
 void count_dsn_queued(std::string_view kind, std::uint64_t notices) {
   core::metrics()
       .counter_for("flushgate_dsns_queued_total",

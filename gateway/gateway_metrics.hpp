@@ -32,6 +32,9 @@ void count_smtp_refusal(int code, std::string_view enhanced);
 void count_message_accepted(std::uint64_t bytes);
 void count_delivery(std::string_view outcome, std::uint64_t recipients = 1);
 void count_dsn_queued(std::string_view kind, std::uint64_t notices = 1);
+// A connection to a customer's server over a link opened, by address family
+// ("ipv4", "ipv6") and whether it was the route's first address ("first", "fallback").
+void count_link_connection(std::string_view family, std::string_view which);
 void observe_flush(std::string_view result, double seconds);
 
 }  // namespace flushgate::gateway

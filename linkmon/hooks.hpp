@@ -11,7 +11,8 @@
 // (`chmod -x` disables a hook). Each hook gets the fixed argv {path, event}
 // (no shell), stdin /dev/null, the working directory /, and a clean
 // environment: PATH=/usr/sbin:/usr/bin:/sbin:/bin, FLUSHGATE_EVENT,
-// FLUSHGATE_CUSTOMER, FLUSHGATE_USER, FLUSHGATE_IP, FLUSHGATE_SESSION,
+// FLUSHGATE_CUSTOMER, FLUSHGATE_USER, FLUSHGATE_IP, FLUSHGATE_IPV4,
+// FLUSHGATE_IPV6, FLUSHGATE_PREFIX, FLUSHGATE_SESSION,
 // FLUSHGATE_DOMAINS (space separated), FLUSHGATE_ROUTE, FLUSHGATE_DETAIL.
 // Its stdout and stderr are logged line by line ("hook link-up.d/10-route:
 // ..."; long lines in pieces of 500 bytes), up to max_output bytes per hook
@@ -74,7 +75,10 @@ struct hook_context {
   hook_event event = hook_event::link_up;
   std::string customer;              // FLUSHGATE_CUSTOMER; also the ordering key
   std::string user;                  // FLUSHGATE_USER: the link's RADIUS/PPP user
-  std::string ip;                    // FLUSHGATE_IP: the link's framed address
+  std::string ip;                    // FLUSHGATE_IP: the address mail goes to first (else the link's)
+  std::string ipv4;                  // FLUSHGATE_IPV4: the link's IPv4 address, "" when none
+  std::string ipv6;                  // FLUSHGATE_IPV6: the server's IPv6 address on the link, "" when none
+  std::string prefix;                // FLUSHGATE_PREFIX: the link's IPv6 prefix, "" when none
   std::string session;               // FLUSHGATE_SESSION
   std::vector<std::string> domains;  // FLUSHGATE_DOMAINS, space separated
   std::string route;                 // FLUSHGATE_ROUTE, e.g. "192.0.2.7:25" or "hold"

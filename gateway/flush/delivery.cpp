@@ -75,6 +75,8 @@ struct delivery_agent::destination {
   std::int64_t customer_id = 0;  // whose STARTTLS policy applies
   std::string key;     // "host:port" or "mx:domain"
   std::string host;    // for host routes
+  std::string fallback;  // a dual-stack link's other address, tried after host
+  std::string link_user;  // the link a link route runs over, "" otherwise
   std::uint16_t port = 25;
   std::string domain;  // for MX routes
   bool is_mx = false;
@@ -183,6 +185,13 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
       co_return nullptr;
     }
     for (const auto& a : *addresses) candidates.push_back({d.host, a, d.port});
+    if (!d.fallback.empty()) {
+      // A dual-stack link: the other family's address after the first.
+      auto more = co_await mx_.resolve_host(d.fallback);
+      if (more) {
+        for (const auto& a : *more) candidates.push_back({d.fallback, a, d.port});
+      }
+    }
   }
   if (candidates.empty()) {
     error = "no address for " + (d.is_mx ? d.domain : d.host);
@@ -204,13 +213,23 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
                              timer.async_wait(asio::as_tuple(asio::use_awaitable)));
     control.cancel = nullptr;
     std::string where = c.name + "[" + c.address.to_string() + "]:" + std::to_string(c.port);
+    const char* family = c.address.is_v6() ? "IPv6" : "IPv4";
     if (outcome.index() == 1) {
       error = "connect to " + where + ": timed out";
+      if (!d.fallback.empty()) core::log_info("link {}: {} over {}", d.link_user, error, family);
       continue;
     }
     if (auto [ec] = std::get<0>(outcome); ec) {
       error = "connect to " + where + ": " + ec.message();
+      if (!d.fallback.empty()) core::log_info("link {}: {} over {}", d.link_user, error, family);
       continue;
+    }
+    if (!d.link_user.empty()) {
+      // Which family carried the customer's mail over its line.
+      const bool first = c.name == d.host;
+      core::log_info("link {}: connected over {} to {}{}", d.link_user, family, where,
+                     first ? "" : " (its first address did not answer)");
+      count_link_connection(c.address.is_v6() ? "ipv6" : "ipv4", first ? "first" : "fallback");
     }
     auto conn = std::make_unique<connection>();
     conn->key = d.key;
@@ -416,6 +435,10 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
     } else {
       d.host = r.host;
       d.port = r.port;
+      if (r.k == route::kind::link) {
+        d.fallback = r.fallback;
+        d.link_user = r.link_user;
+      }
     }
     d.key = d.host + ":" + std::to_string(d.port);
     return d;

@@ -775,7 +775,10 @@ asio::awaitable<void> smtp_session::do_etrn(const command& c) {
     }
     bool ok = authenticated_customer_ == e->info.id;
     for (const auto& link : services.routes->links_of(e->info.id)) {
-      if (link.address == client_address_) ok = true;
+      // The line's own addresses, or any address of the customer's LAN prefix.
+      if (link.address == client_address_ || link.ipv6_address == client_address_) ok = true;
+      const auto lan = core::parse_ip_network(link.ipv6_prefix);
+      if (!ec && lan && lan->contains(client_ip)) ok = true;
     }
     for (const auto& net : e->info.etrn_networks) {
       const auto parsed = core::parse_ip_network(net);

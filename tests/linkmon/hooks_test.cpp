@@ -164,6 +164,9 @@ TEST_F(HookRunnerTest, PassesFixedArgvAndCleanEnvironment) {
   ctx.domains = {"acme.example", "mail.acme.example"};
   ctx.route = "192.0.2.7:25";
   ctx.detail = "3 messages";
+  ctx.ipv4 = "192.0.2.7";
+  ctx.ipv6 = "2001:db8:0:5600::25";
+  ctx.prefix = "2001:db8:0:5600::/56";
   runner.fire(ctx);
   ASSERT_TRUE(run_until_drained(io, runner)) << "got timeout, want drained";
   ::close(leaky);
@@ -182,6 +185,9 @@ TEST_F(HookRunnerTest, PassesFixedArgvAndCleanEnvironment) {
       {"FLUSHGATE_CUSTOMER", "acme"},
       {"FLUSHGATE_USER", "bad?user"},
       {"FLUSHGATE_IP", "192.0.2.7"},
+      {"FLUSHGATE_IPV4", "192.0.2.7"},
+      {"FLUSHGATE_IPV6", "2001:db8:0:5600::25"},
+      {"FLUSHGATE_PREFIX", "2001:db8:0:5600::/56"},
       {"FLUSHGATE_SESSION", "s-1"},
       {"FLUSHGATE_DOMAINS", "acme.example mail.acme.example"},
       {"FLUSHGATE_ROUTE", "192.0.2.7:25"},

@@ -127,15 +127,115 @@ TEST(RouterCheckLink, RefusesUnknownUsersBadAddressesAndAddressesOutsideTheNet) 
       {"c1-dsl", "::1", link_refusal::none},
       {"c1-dial", "127.0.0.77", link_refusal::none},
       {"c1-dial", "127.0.1.77", link_refusal::outside_allowed_net},
-      {"c1-dial", "::1", link_refusal::outside_allowed_net},
+      // Pinned to IPv4 ranges only: an IPv6 address is dropped, nothing is left.
+      {"c1-dial", "::1", link_refusal::no_usable_address},
       {"nobody", "127.0.0.2", link_refusal::unknown_user},
       {"c1-dsl", "not-an-ip", link_refusal::bad_address},
       {"c1-dsl", "0.0.0.0", link_refusal::bad_address},
       {"c1-dsl", "255.255.255.255", link_refusal::bad_address},
   };
   for (const auto& row : rows) {
-    EXPECT_EQ(r.check_link(customers, row.user, row.address, nullptr, nullptr), row.want)
+    EXPECT_EQ(r.check_link(customers, row.user, row.address, "", "").refusal, row.want)
         << "user " << row.user << " address " << row.address;
+  }
+}
+
+queue::link_record dual_stack_link(const queue::customer& c) {
+  auto l = make_link(c, "c1-dsl", queue::link_kind::dsl, "127.0.0.2", 10);
+  l.ipv6_address = "2001:db8:ff::2";
+  l.ipv6_prefix = "2001:db8:0:5600::/56";
+  return l;
+}
+
+TEST(RouterRouteFor, DualStackLinkTriesIpv6FirstThenIpv4UnlessTheCustomerPrefersIpv4) {
+  router r;
+  auto c = make_customer(1, queue::delivery_mode::hold, "");
+  r.link_up(dual_stack_link(c));
+  auto got = r.route_for(c);
+  EXPECT_EQ(got.host, "2001:db8:ff::2") << "got " << got.describe();
+  EXPECT_EQ(got.fallback, "127.0.0.2") << "got " << got.describe();
+  EXPECT_EQ(got.describe(), "link c1-dsl [2001:db8:ff::2]:2526 or 127.0.0.2:2526");
+  c.prefer_family = "ipv4";
+  got = r.route_for(c);
+  EXPECT_EQ(got.host, "127.0.0.2") << "got " << got.describe();
+  EXPECT_EQ(got.fallback, "2001:db8:ff::2") << "got " << got.describe();
+}
+
+TEST(RouterRouteFor, Ipv6ServerSettingPicksTheAddressOnTheLine) {
+  auto c = make_customer(1, queue::delivery_mode::hold, "");
+  const auto link = dual_stack_link(c);
+  struct row {
+    std::string setting;
+    std::string want;
+  } rows[] = {
+      {"", "2001:db8:ff::2"},                    // the line's own address
+      {"framed", "2001:db8:ff::2"},
+      {"none", ""},
+      {"::25", "2001:db8:0:5600::25"},           // an offset inside the /56
+      {"::1:0:0:0:25", "2001:db8:0:5601::25"},   // a host in another /64 of it
+      {"2001:db8:ffff:ff00::25", "2001:db8:0:5600::25"},  // the network bits are the line's
+  };
+  for (const auto& row : rows) {
+    c.ipv6_server = row.setting;
+    EXPECT_EQ(ipv6_server_address(c, link), row.want) << "ipv6_server \"" << row.setting << "\"";
+  }
+  auto no_prefix = link;
+  no_prefix.ipv6_prefix.clear();
+  c.ipv6_server = "::25";
+  EXPECT_EQ(ipv6_server_address(c, no_prefix), "") << "an offset without a prefix gave an address";
+}
+
+TEST(RouterRouteFor, Ipv6OnlyLinkIsARouteUnlessTheCustomerIsIpv4Only) {
+  router r;
+  auto c = make_customer(1, queue::delivery_mode::relay, "mail.c1.test");
+  auto l = make_link(c, "c1-dsl", queue::link_kind::dsl, "", 10);
+  l.ipv6_prefix = "2001:db8:0:5600::/56";
+  r.link_up(l);
+  c.ipv6_server = "::25";
+  auto got = r.route_for(c);
+  EXPECT_EQ(got.k, route::kind::link) << "got " << got.describe();
+  EXPECT_EQ(got.host, "2001:db8:0:5600::25");
+  EXPECT_EQ(got.fallback, "");
+  c.ipv6_server = "none";
+  got = r.route_for(c);
+  EXPECT_EQ(got.k, route::kind::host) << "an IPv6-only line of an IPv4-only customer: got " << got.describe();
+}
+
+TEST(RouterCheckLink, Ipv6AddressesAndPrefixesMustBeUsableAndInsideTheIpv6Ranges) {
+  customer_directory customers;
+  auto c = make_customer(1, queue::delivery_mode::relay, "");
+  c.link_users = {{"open", queue::link_kind::dsl, ""},
+                  {"dual", queue::link_kind::dsl, "127.0.0.0/24,2001:db8::/32"},
+                  {"v4only", queue::link_kind::dsl, "127.0.0.0/24"}};
+  customers.upsert(c);
+  router r;
+  struct row {
+    std::string user, v4, v6, prefix;
+    link_refusal want;
+    bool drop_v6 = false;
+  } rows[] = {
+      {"open", "", "2001:db8::7", "", link_refusal::none},
+      {"open", "", "", "2001:db8:0:5600::/56", link_refusal::none},
+      {"open", "", "fe80::1", "", link_refusal::bad_address},
+      {"open", "", "ff02::1", "", link_refusal::bad_address},
+      {"open", "", "::", "", link_refusal::bad_address},
+      {"open", "", "", "2001:db8:0:5600::", link_refusal::bad_address},  // no length
+      {"open", "", "", "10.0.0.0/8", link_refusal::bad_address},        // not IPv6
+      {"open", "", "", "", link_refusal::no_usable_address},
+      {"dual", "127.0.0.5", "2001:db8::7", "2001:db8:0:5600::/56", link_refusal::none},
+      {"dual", "", "2001:db9::7", "", link_refusal::outside_allowed_net},
+      {"dual", "", "", "2001:db9:0:5600::/56", link_refusal::outside_allowed_net},
+      {"dual", "", "", "2001:d00::/24", link_refusal::outside_allowed_net},  // wider than the range
+      {"dual", "10.0.0.1", "2001:db8::7", "", link_refusal::outside_allowed_net},
+      {"v4only", "127.0.0.5", "2001:db8::7", "", link_refusal::none, true},
+      {"v4only", "", "", "2001:db8:0:5600::/56", link_refusal::no_usable_address, true},
+  };
+  for (const auto& row : rows) {
+    const auto got = r.check_link(customers, row.user, row.v4, row.v6, row.prefix);
+    EXPECT_EQ(got.refusal, row.want) << row.user << " " << row.v4 << " " << row.v6 << " " << row.prefix;
+    if (got.refusal == link_refusal::none) {
+      EXPECT_EQ(got.drop_ipv6, row.drop_v6) << row.user << " " << row.v6;
+    }
   }
 }
 
