@@ -685,23 +685,6 @@ asio::awaitable<command_result> queue_summary(daemon_context& ctx, const Object:
 
 // ------------------------------------------------------------ links
 
-Object::Ptr to_json(const queue::link_record& l, const gateway::customer_directory& customers) {
-  Object::Ptr o = new Object;
-  const auto* owner = customers.find_by_id(l.customer_id);
-  o->set("customer", owner ? owner->info.name : std::string());
-  o->set("user", l.user);
-  o->set("kind", std::string(queue::to_string(l.kind)));
-  o->set("address", l.address);
-  o->set("ipv6_address", l.ipv6_address);
-  o->set("ipv6_prefix", l.ipv6_prefix);
-  if (owner) o->set("ipv6_server", gateway::ipv6_server_address(owner->info, l));
-  o->set("session", l.session_id);
-  o->set("nas", l.nas);
-  o->set("source", l.source);
-  o->set("since", l.since);
-  return o;
-}
-
 asio::awaitable<command_result> link_change(daemon_context& ctx, const Object::Ptr& args,
                                             linkmon::link_event::kind kind) {
   linkmon::link_event e;
@@ -766,7 +749,10 @@ asio::awaitable<command_result> link_down(daemon_context& ctx, const Object::Ptr
 
 asio::awaitable<command_result> link_list(daemon_context& ctx, const Object::Ptr&) {
   Array::Ptr out = new Array;
-  for (const auto& l : ctx.router.links()) out->add(to_json(l, ctx.customers));
+  for (const auto& l : ctx.router.links()) {
+    const auto* owner = ctx.customers.find_by_id(l.customer_id);
+    out->add(link_json(l, owner != nullptr ? &owner->info : nullptr));
+  }
   co_return command_result::success(out);
 }
 

@@ -96,8 +96,8 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
       co_return out;
     case gateway::link_refusal::outside_allowed_net:
       out.customer = check.owner->info.name;
-      out.error = "address " + check.offending + " is outside " + check.user->allowed_net +
-                  ", the range allowed for " + e.user;
+      out.error = "address " + check.offending + " is outside the ranges allowed for " + e.user +
+                  " (" + check.user->allowed_net + ")";
       core::log_error("SECURITY: link up from {} for customer {} user {} REFUSED: {} "
                       "(forged or misconfigured accounting?)",
                       e.source, check.owner->info.name, e.user, out.error);

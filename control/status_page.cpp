@@ -848,9 +848,18 @@ void put_links(std::string& out, const page_context& ctx, std::vector<Object::Pt
     }
     out += "</div><div class=\"lk-sub mono\">";
     put(out, text_of(l, "user"));
-    if (const std::string address = text_of(l, "address"); !address.empty()) {
-      out += " <span class=\"arrow\">\xE2\x86\x92</span> ";
-      put(out, address);
+    // Both families: the IPv4 address, the server's IPv6 address on the line, the LAN prefix.
+    std::vector<std::string> addresses;
+    for (const char* key : {"address", "ipv6_server"}) {
+      if (std::string v = text_of(l, key); !v.empty()) addresses.push_back(v);
+    }
+    if (std::string v = text_of(l, "ipv6_address"); !v.empty() && v != text_of(l, "ipv6_server")) {
+      addresses.push_back("line " + v);
+    }
+    if (std::string v = text_of(l, "ipv6_prefix"); !v.empty()) addresses.push_back("prefix " + v);
+    for (std::size_t a = 0; a < addresses.size(); ++a) {
+      out += a == 0 ? " <span class=\"arrow\">\xE2\x86\x92</span> " : " \xC2\xB7 ";
+      put(out, addresses[a]);
     }
     out += "</div>";
     std::vector<std::string> meta;

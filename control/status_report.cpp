@@ -2,6 +2,7 @@
 #include "control/status_report.hpp"
 
 #include "control/cluster_sync.hpp"
+#include "gateway/flush/router.hpp"
 
 #include "core/event_log.hpp"
 #include "core/metrics.hpp"
@@ -39,19 +40,6 @@ std::string activity_of(const queue::customer& c, std::uint64_t messages, bool f
   if (link_up) return "link_up";
   if (c.mode == queue::delivery_mode::relay) return "relaying";
   return "idle";
-}
-
-Object::Ptr link_json(const queue::link_record& l, const std::string& customer) {
-  Object::Ptr o = new Object;
-  o->set("customer", customer);
-  o->set("user", l.user);
-  o->set("kind", std::string(queue::to_string(l.kind)));
-  o->set("address", l.address);
-  o->set("nas", l.nas);
-  o->set("session", l.session_id);
-  o->set("since", l.since);
-  o->set("source", l.source);
-  return o;
 }
 
 std::uint64_t uint_field(const Object::Ptr& o, const std::string& key) {
@@ -101,6 +89,23 @@ std::int64_t alive_limit_ms(const daemon_context& ctx) {
 }
 
 }  // namespace
+
+Object::Ptr link_json(const queue::link_record& l, const queue::customer* owner) {
+  Object::Ptr o = new Object;
+  o->set("customer", owner != nullptr ? owner->name : std::string());
+  o->set("user", l.user);
+  o->set("kind", std::string(queue::to_string(l.kind)));
+  o->set("address", l.address);
+  o->set("ipv6_address", l.ipv6_address);
+  o->set("ipv6_prefix", l.ipv6_prefix);
+  // The customer server's IPv6 address on this line (its ipv6_server applied).
+  o->set("ipv6_server", owner != nullptr ? gateway::ipv6_server_address(*owner, l) : l.ipv6_address);
+  o->set("nas", l.nas);
+  o->set("session", l.session_id);
+  o->set("since", l.since);
+  o->set("source", l.source);
+  return o;
+}
 
 asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_context& ctx,
                                                                     std::size_t limit) {
@@ -256,8 +261,6 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
   // From here on nothing waits: the directory, router and scheduler are read as they are now.
   std::map<std::int64_t, const queue::queue_stats*> stats_of;
   for (const auto& s : *summary) stats_of[s.customer_id] = &s;
-  std::map<std::int64_t, std::string> name_of;
-  for (const auto& c : customers) name_of[c.id] = c.name;
 
   Object::Ptr out = new Object;
   out->set("generated", now);
@@ -329,8 +332,10 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
 
   Array::Ptr links = new Array;
   std::uint64_t links_up = 0;
+  std::map<std::int64_t, const queue::customer*> customer_of;
+  for (const auto& c : customers) customer_of[c.id] = &c;
   for (const auto& l : ctx.router.links()) {
-    links->add(link_json(l, name_of[l.customer_id]));
+    links->add(link_json(l, customer_of[l.customer_id]));
     ++links_up;
   }
   out->set("links", links);

@@ -32,6 +32,11 @@ namespace flushgate::control {
 boost::asio::awaitable<std::vector<core::recent_event>> read_recent_events(daemon_context& ctx,
                                                                            std::size_t limit);
 
+// A live link as `link list`, the snapshot and the status page show it:
+// both families, the prefix, and the server's IPv6 address on the line
+// (`owner`'s ipv6_server applied; nullptr when the customer is unknown).
+Poco::JSON::Object::Ptr link_json(const queue::link_record& l, const queue::customer* owner);
+
 // Events as the control channel and the snapshot show them (time, kind,
 // customer, text, node).
 Poco::JSON::Array::Ptr events_json(const std::vector<core::recent_event>& events);

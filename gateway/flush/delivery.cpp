@@ -212,7 +212,9 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
                                                   asio::as_tuple(asio::use_awaitable)) ||
                              timer.async_wait(asio::as_tuple(asio::use_awaitable)));
     control.cancel = nullptr;
-    std::string where = c.name + "[" + c.address.to_string() + "]:" + std::to_string(c.port);
+    // "mx.acme.test[192.0.2.7]:25"; an address literal once: "[2001:db8::25]:25".
+    const std::string literal = c.address.to_string();
+    std::string where = (c.name == literal ? "" : c.name) + "[" + literal + "]:" + std::to_string(c.port);
     const char* family = c.address.is_v6() ? "IPv6" : "IPv4";
     if (outcome.index() == 1) {
       error = "connect to " + where + ": timed out";
