@@ -267,7 +267,8 @@ const std::vector<param>& parameter_table() {
       {.name = "radius_listen",
        .kind = k::listen_list,
        .default_value = "",
-       .doc = "UDP addresses for RADIUS accounting from the NASes (1813 in production); \"\" = off."},
+       .doc = "UDP addresses for RADIUS accounting from the NASes (1813 in production), e.g. "
+              "`0.0.0.0:1813, [::]:1813` (an IPv6 address listens IPv6-only); \"\" = off."},
       {.name = "radius_clients_file",
        .kind = k::path,
        .default_value = "",
