@@ -6,6 +6,7 @@
 #include "core/metrics.hpp"
 
 #include <ctime>
+#include <optional>
 
 namespace flushgate::control {
 
@@ -55,7 +56,17 @@ std::string describe_addresses(const std::string& v4, const std::string& v6, con
   return out.empty() ? "-" : out;
 }
 
-asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::link_event& event) {
+// Events for one user may overlap while the store works (pppd runs ip-up and
+// ipv6-up at once): an event that finds the link changed after its write
+// starts over from what is there now, at most this many times.
+constexpr int max_link_retries = 8;
+
+std::optional<queue::link_record> copy_of(const queue::link_record* l) {
+  return l != nullptr ? std::optional<queue::link_record>(*l) : std::nullopt;
+}
+
+asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::link_event& event,
+                                           int attempt = 0) {
   link_event_result out;
   linkmon::link_event e = event;
   // An IPv6 address in the IPv4 field (`link up --ip` of an older client) is the line's IPv6 one.
@@ -66,12 +77,11 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
   // The live session of the same user keeps what this event does not say:
   // pppd reports IPv4 (ip-up) and IPv6 (ipv6-up) separately.
   const auto* old = ctx.router.find_link(e.user);
+  const auto before = copy_of(old);
   if (old != nullptr && !e.session_id.empty() && old->session_id == e.session_id) {
     if (e.address.empty()) e.address = old->address;
-    if (e.ipv6_address.empty() && e.ipv6_prefix.empty()) {
-      e.ipv6_address = old->ipv6_address;
-      e.ipv6_prefix = old->ipv6_prefix;
-    }
+    if (e.ipv6_address.empty()) e.ipv6_address = old->ipv6_address;
+    if (e.ipv6_prefix.empty()) e.ipv6_prefix = old->ipv6_prefix;
   }
   const auto shown = describe_addresses(e.address, e.ipv6_address, e.ipv6_prefix);
   auto check = ctx.router.check_link(ctx.customers, e.user, e.address, e.ipv6_address, e.ipv6_prefix);
@@ -144,6 +154,9 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
     core::log_error("link up for {}: {}", e.user, out.error);
     co_return out;
   }
+  if (copy_of(ctx.router.find_link(e.user)) != before && attempt < max_link_retries) {
+    co_return co_await link_up(ctx, event, attempt + 1);  // merge with the newer link, write again
+  }
   ctx.router.link_up(rec);
   out.ok = true;
   out.changed = true;
@@ -157,7 +170,8 @@ asio::awaitable<link_event_result> link_up(daemon_context& ctx, const linkmon::l
   co_return out;
 }
 
-asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon::link_event& e) {
+asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon::link_event& e,
+                                             int attempt = 0) {
   link_event_result out;
   const auto* current = ctx.router.find_link(e.user);
   const bool cluster = static_cast<bool>(ctx.announce);
@@ -183,11 +197,15 @@ asio::awaitable<link_event_result> link_down(daemon_context& ctx, const linkmon:
       co_return out;
     }
     if (!rest.address.empty() || !rest.ipv6_address.empty() || !rest.ipv6_prefix.empty()) {
+      const auto before = copy_of(current);
       auto ec = co_await ctx.store.run([&rest](queue::store& s) { return s.save_link(rest); });
       if (ec) {
         out.error = "recording the link failed: " + ec.message();
         out.temporary = true;
         co_return out;
+      }
+      if (copy_of(ctx.router.find_link(e.user)) != before && attempt < max_link_retries) {
+        co_return co_await link_down(ctx, e, attempt + 1);  // the link changed meanwhile: again
       }
       ctx.router.link_up(rest);
       const auto* owner = ctx.customers.find_by_id(rest.customer_id);
