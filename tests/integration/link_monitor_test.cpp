@@ -932,6 +932,37 @@ class LinkMonitorIpv6 : public LinkMonitor {
     return out;
   }
 
+  // Starts a daemon with the RADIUS listener and the admin HTTP listener (for /metrics).
+  void start_daemon_with_metrics() {
+    admin_port_ = free_port();
+    start_daemon("127.0.0.1/32 testing123 nas-a\n",
+                 {{"admin_listen", "127.0.0.1:" + std::to_string(admin_port_)}});
+  }
+
+  // flushgate_link_connections_total{family=FAMILY,address=WHICH} per GET
+  // /metrics (curl, the admin token); -1 when absent or unreadable.
+  long link_connections(const std::string& family, const std::string& which) const {
+    std::ifstream in(daemon_->data_dir() / "admin.token");
+    std::string token;
+    std::getline(in, token);
+    auto r = run_command({"curl", "-s", "--max-time", "10", "-H", "Authorization: Bearer " + token,
+                          "http://127.0.0.1:" + std::to_string(admin_port_) + "/metrics"},
+                         15s);
+    std::istringstream lines(r.stdout_text);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.rfind("flushgate_link_connections_total{", 0) != 0) continue;
+      if (line.find("family=\"" + family + "\"") == std::string::npos) continue;
+      if (line.find("address=\"" + which + "\"") == std::string::npos) continue;
+      try {
+        return std::stol(line.substr(line.rfind(' ') + 1));
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
+    return -1;
+  }
+
   // True when the daemon logged that it connected to a customer's server.
   bool contacted_anything() const {
     return !log_lines(*daemon_, {"connected over"}).empty() ||
@@ -953,6 +984,8 @@ class LinkMonitorIpv6 : public LinkMonitor {
     argv.insert(argv.end(), args.begin(), args.end());
     return run_command(argv, 15s).exit_code;
   }
+
+  std::uint16_t admin_port_ = 0;
 };
 
 // 9a. An IPv6-only line: the held mail goes to the framed IPv6 address.
@@ -962,7 +995,7 @@ TEST_F(LinkMonitorIpv6, Ipv6OnlyStartFlushesHeldMailToTheFramedIpv6Address) {
   auto server =
       postfix_instance::final_destination({"acme.test"}, "[::1]:" + std::to_string(link_port));
   server.start();
-  start_daemon();
+  start_daemon_with_metrics();
   add_customer("acme", "acme-dial", link_port);
   const std::string qid = queue_one("acme", "over-ipv6");
   expect_held("acme", qid);
@@ -986,6 +1019,9 @@ TEST_F(LinkMonitorIpv6, Ipv6OnlyStartFlushesHeldMailToTheFramedIpv6Address) {
   EXPECT_TRUE(log_lines(*daemon_, {"its first address did not answer"}).empty())
       << "got a fallback logged on an IPv6-only line, want none; log:\n"
       << daemon_->log_text();
+  EXPECT_EQ(link_connections("ipv6", "first"), 1)
+      << "flushgate_link_connections_total{family=\"ipv6\",address=\"first\"}";
+  EXPECT_EQ(link_connections("ipv4", "fallback"), -1) << "want no IPv4 fallback counted";
   EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s))
       << "got mail left queued after the flush, want none";
 }
@@ -998,7 +1034,7 @@ TEST_F(LinkMonitorIpv6, DualStackStartFallsBackToIpv4WhenIpv6DoesNotAnswer) {
   auto server =
       postfix_instance::final_destination({"acme.test"}, "127.0.0.2:" + std::to_string(link_port));
   server.start();
-  start_daemon();
+  start_daemon_with_metrics();
   add_customer("acme", "acme-dial", link_port);
   queue_one("acme", "dual-stack");
   ASSERT_TRUE(tcp_port_free("::1", link_port))
@@ -1029,7 +1065,16 @@ TEST_F(LinkMonitorIpv6, DualStackStartFallsBackToIpv4WhenIpv6DoesNotAnswer) {
       << "got no failed IPv6 attempt logged, want one; log:\n"
       << daemon_->log_text();
   EXPECT_TRUE(log_lines(*daemon_, {"connected over IPv6"}).empty());
+  EXPECT_EQ(link_connections("ipv4", "fallback"), 1)
+      << "flushgate_link_connections_total{family=\"ipv4\",address=\"fallback\"}";
+  EXPECT_EQ(link_connections("ipv6", "first"), -1) << "want no IPv6 connection counted";
   EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s));
+
+  // A Stop ends the whole line, both families.
+  send_answered({"Stop", "acme-dial", "D1", "127.0.0.2"});
+  EXPECT_TRUE(wait_no_link("acme-dial", 2s))
+      << "got links " << describe_links() << " after Stop, want none";
+  EXPECT_EQ(current_route("acme"), "hold");
 }
 
 // 9c. --ipv6-server ::25 puts the server inside the delegated prefix; an
