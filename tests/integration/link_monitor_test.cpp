@@ -1248,6 +1248,11 @@ TEST_F(LinkMonitorIpv6, LinkUpCommandsOfOneSessionMergeAndFamilyDownKeepsTheOthe
   EXPECT_EQ((*live)[0].session, "S");
   EXPECT_EQ(current_route("acme"),
             "link acme-dial [2001:db8:0:5600::25]:" + port + " or 127.0.0.5:" + port);
+  // The customer's order: IPv4 first on request.
+  auto set = daemon_->cli({"customer", "set", "acme", "--prefer-family", "ipv4"});
+  ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
+  EXPECT_EQ(current_route("acme"),
+            "link acme-dial 127.0.0.5:" + port + " or [2001:db8:0:5600::25]:" + port);
 
   link_command({"link", "down", "acme-dial", "--session", "S", "--family", "ipv6"});
   live = links();
