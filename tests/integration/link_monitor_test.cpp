@@ -17,6 +17,17 @@
 // not stop the flush; pppd's ip-up/ip-down return at once and bring the link
 // up and down (§11). Counters per drop reason are checked at unit level
 // (tests/linkmon); here the check is "nothing changed".
+//
+// IPv6 lines (router.hpp, "IPv6 lines"): a Start with Framed-IPv6-Address
+// (RFC 6911) only flushes to the customer's server on [::1]; a dual-stack
+// line falls back to IPv4 when its IPv6 address does not answer; the server
+// address inside a Delegated-IPv6-Prefix (RFC 4818) follows --ipv6-server
+// and moves with an Interim-Update; a prefix outside an IPv6 --dialup-net is
+// refused, and a user pinned to IPv4 keeps only the IPv4 part; a captured
+// IPv6 Start replays through pcap_file; `link up` of one session and the
+// pppd scripts ip-up and ipv6-up merge into one dual-stack link. Addresses
+// in 2001:db8::/32 are only looked at (routes), never contacted: the tests
+// talk to 127.0.0.0/8 and ::1 only.
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
 #include "tests/support/ports.hpp"
@@ -41,6 +52,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -65,6 +77,12 @@ struct acct_request {
   std::string framed_ip;  // "" = no Framed-IP-Address
   std::string nas_ip = "127.0.0.1";
   std::string source_ip;  // radclient binds this source address ("" = the kernel's choice)
+  // IPv6 lines ("" = attribute absent): Framed-IPv6-Address (RFC 6911),
+  // Framed-IPv6-Prefix and Framed-Interface-Id (RFC 3162), Delegated-IPv6-Prefix (RFC 4818).
+  std::string framed_ipv6;
+  std::string framed_ipv6_prefix;
+  std::string interface_id;
+  std::string delegated_prefix;
 
   std::string text() const {
     std::ostringstream out;
@@ -72,6 +90,10 @@ struct acct_request {
     if (!user.empty()) out << "User-Name = \"" << user << "\"\n";
     out << "Acct-Session-Id = \"" << session << "\"\n";
     if (!framed_ip.empty()) out << "Framed-IP-Address = " << framed_ip << "\n";
+    if (!framed_ipv6.empty()) out << "Framed-IPv6-Address = " << framed_ipv6 << "\n";
+    if (!framed_ipv6_prefix.empty()) out << "Framed-IPv6-Prefix = " << framed_ipv6_prefix << "\n";
+    if (!interface_id.empty()) out << "Framed-Interface-Id = " << interface_id << "\n";
+    if (!delegated_prefix.empty()) out << "Delegated-IPv6-Prefix = " << delegated_prefix << "\n";
     out << "NAS-IP-Address = " << nas_ip << "\n";
     out << "Acct-Delay-Time = 0\n";
     if (status == "Stop") out << "Acct-Terminate-Cause = Lost-Carrier\n";
@@ -87,6 +109,9 @@ struct live_link {
   std::string session;
   std::string nas;
   std::string source;
+  std::string ipv6_address;  // the line's own IPv6 address
+  std::string ipv6_prefix;   // the LAN's prefix, "ADDR/LEN"
+  std::string ipv6_server;   // the customer server's IPv6 address on the line (--ipv6-server)
 };
 
 // A UDP socket bound to host:0 for sending hand-made datagrams and for
@@ -272,7 +297,10 @@ class LinkMonitor : public ::testing::Test {
         out.push_back({row->getValue<std::string>("user"), row->getValue<std::string>("address"),
                        row->optValue<std::string>("session", ""),
                        row->optValue<std::string>("nas", ""),
-                       row->optValue<std::string>("source", "")});
+                       row->optValue<std::string>("source", ""),
+                       row->optValue<std::string>("ipv6_address", ""),
+                       row->optValue<std::string>("ipv6_prefix", ""),
+                       row->optValue<std::string>("ipv6_server", "")});
       }
     } catch (const std::exception&) {  // Poco::Exception is one
       return std::nullopt;
@@ -286,7 +314,13 @@ class LinkMonitor : public ::testing::Test {
     if (!l) return "(link list failed)";
     if (l->empty()) return "(none)";
     std::string out;
-    for (const auto& x : *l) out += x.user + "@" + x.address + "/" + x.session + " ";
+    for (const auto& x : *l) {
+      out += x.user + "@" + (x.address.empty() ? "-" : x.address);
+      if (!x.ipv6_address.empty()) out += "," + x.ipv6_address;
+      if (!x.ipv6_prefix.empty()) out += ",prefix " + x.ipv6_prefix;
+      if (!x.ipv6_server.empty()) out += ",server " + x.ipv6_server;
+      out += "/" + x.session + " ";
+    }
     return out;
   }
 
@@ -307,6 +341,17 @@ class LinkMonitor : public ::testing::Test {
         [&] {
           auto l = link_of(user);
           return l && l->address == address && (session.empty() || l->session == session);
+        },
+        timeout, 50ms);
+  }
+
+  // Polls until `user`'s live link satisfies `match`.
+  bool wait_link_where(const std::string& user, const std::function<bool(const live_link&)>& match,
+                       std::chrono::milliseconds timeout = 10s) const {
+    return wait_until(
+        [&] {
+          auto l = link_of(user);
+          return l && match(*l);
         },
         timeout, 50ms);
   }
@@ -347,6 +392,63 @@ class LinkMonitor : public ::testing::Test {
     ASSERT_EQ(r.size(), 1u) << qid << ": got " << r.size() << " recipients queued, want 1";
     EXPECT_EQ(r[0].attempts, 0u) << qid << ": got " << r[0].attempts
                                  << " delivery attempts, want 0 (held)";
+  }
+
+  // Records radclient's exchange of `r` (request and response) with a
+  // throwaway daemon in `capture` (classic pcap, tshark on lo); the daemon
+  // answers unknown users and ignores them. Fatal failures when not recorded.
+  void capture_exchange(const acct_request& r, const fs::path& capture) {
+    {
+      // tshark prints a line per frame (-P -l), which tells when its capture is live.
+      start_daemon();
+      process tshark({"tshark", "-i", "lo", "-f", "udp port " + std::to_string(radius_port_), "-a",
+                      "duration:60", "-F", "pcap", "-w", capture.string(), "-P", "-l"});
+      auto frames = [&] {
+        const std::string text = tshark.stdout_text();
+        return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+      };
+      // Probes (one junk octet each: the daemon drops them as malformed, and so
+      // will the replaying sniffer) until tshark shows it sees the port.
+      udp_socket prober("127.0.0.1");
+      bool live = false;
+      for (int probe = 0; probe < 50 && !live && tshark.running(); ++probe) {
+        prober.send_to({0x00}, "127.0.0.1", radius_port_);
+        live = wait_until([&] { return frames() > 0; }, 200ms, 10ms);
+      }
+      ASSERT_TRUE(live) << "tshark never showed a frame: " << tshark.stderr_text();
+      const std::size_t before = frames();
+      send_answered(r);
+      EXPECT_TRUE(wait_until([&] { return frames() >= before + 2; }, 10s))
+          << "got " << frames() - before << " frames of the exchange in the capture, want 2:\n"
+          << tshark.stdout_text();
+      tshark.signal(SIGINT);
+      auto status = tshark.wait_for_exit(20s);
+      ASSERT_TRUE(status.has_value()) << "tshark did not stop on SIGINT: " << tshark.stderr_text();
+      ASSERT_EQ(*status, 0) << tshark.stderr_text();
+      daemon_->stop();
+      daemon_.reset();
+    }
+    ASSERT_GT(fs::file_size(capture), 24u) << "got an empty capture";
+  }
+
+  // A daemon that knows customer acme (user acme-dial at `link_port`, `more`
+  // options) and holds one message `subject` for it, restarted with
+  // pcap_file = `capture`: it replays the capture as it starts.
+  void replay_capture(const fs::path& capture, std::uint16_t link_port, const std::string& subject,
+                      const std::vector<std::string>& more = {}) {
+    // The customer must exist before the file is read: add it on a first
+    // start, then restart with pcap_file.
+    daemon_.emplace(daemon_fixture::settings{
+        {"retry_schedule", "1s"}, {"radius_clients_file", (work_.path() / "clients").string()}});
+    daemon_->start();
+    add_customer("acme", "acme-dial", link_port, more);
+    const std::string qid = queue_one("acme", subject);
+    expect_held("acme", qid);
+    ASSERT_EQ(daemon_->stop(), 0);
+    daemon_->set_setting("pcap_file", capture.string());
+    daemon_->set_setting("pcap_filter", "udp port " + std::to_string(radius_port_));
+    daemon_->set_setting("pcap_require_response", "yes");
+    daemon_->restart();
   }
 
   temp_dir work_{"flushgate-lm"};
@@ -601,57 +703,15 @@ TEST_F(LinkMonitor, CapturedStartReplayedFromPcapFileFlushesHeldMail) {
   if (!postfix_instance::available()) GTEST_SKIP() << "needs root and Postfix";
   if (!program_available("tshark")) GTEST_SKIP() << "tshark is not installed";
   const fs::path capture = work_.path() / "start.pcap";
-  {
-    // A throwaway daemon answers the Start (unknown users are answered and
-    // ignored); tshark records request and response on lo and prints a line
-    // per frame (-P -l), which tells when its capture is live.
-    start_daemon();
-    process tshark({"tshark", "-i", "lo", "-f", "udp port " + std::to_string(radius_port_), "-a",
-                    "duration:60", "-F", "pcap", "-w", capture.string(), "-P", "-l"});
-    auto frames = [&] {
-      const std::string text = tshark.stdout_text();
-      return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
-    };
-    // Probes (one junk octet each: the daemon drops them as malformed, and so
-    // will the replaying sniffer) until tshark shows it sees the port.
-    udp_socket prober("127.0.0.1");
-    bool live = false;
-    for (int probe = 0; probe < 50 && !live && tshark.running(); ++probe) {
-      prober.send_to({0x00}, "127.0.0.1", radius_port_);
-      live = wait_until([&] { return frames() > 0; }, 200ms, 10ms);
-    }
-    ASSERT_TRUE(live) << "tshark never showed a frame: " << tshark.stderr_text();
-    const std::size_t before = frames();
-    send_answered({"Start", "acme-dial", "P1", "127.0.0.2"});
-    EXPECT_TRUE(wait_until([&] { return frames() >= before + 2; }, 10s))
-        << "got " << frames() - before << " frames of the exchange in the capture, want 2:\n"
-        << tshark.stdout_text();
-    tshark.signal(SIGINT);
-    auto status = tshark.wait_for_exit(20s);
-    ASSERT_TRUE(status.has_value()) << "tshark did not stop on SIGINT: " << tshark.stderr_text();
-    ASSERT_EQ(*status, 0) << tshark.stderr_text();
-    daemon_->stop();
-    daemon_.reset();
-  }
-  ASSERT_GT(fs::file_size(capture), 24u) << "got an empty capture";
+  capture_exchange({"Start", "acme-dial", "P1", "127.0.0.2"}, capture);
+  if (HasFatalFailure()) return;
 
   const std::uint16_t link_port = free_port_on("127.0.0.2");
   auto server =
       postfix_instance::final_destination({"acme.test"}, "127.0.0.2:" + std::to_string(link_port));
   server.start();
-  // The replaying daemon needs its customer before it reads the file: add it
-  // on a first start, then restart with pcap_file.
-  daemon_.emplace(daemon_fixture::settings{
-      {"retry_schedule", "1s"}, {"radius_clients_file", (work_.path() / "clients").string()}});
-  daemon_->start();
-  add_customer("acme", "acme-dial", link_port);
-  const std::string qid = queue_one("acme", "replayed");
-  expect_held("acme", qid);
-  ASSERT_EQ(daemon_->stop(), 0);
-  daemon_->set_setting("pcap_file", capture.string());
-  daemon_->set_setting("pcap_filter", "udp port " + std::to_string(radius_port_));
-  daemon_->set_setting("pcap_require_response", "yes");
-  daemon_->restart();
+  replay_capture(capture, link_port, "replayed");
+  if (HasFatalFailure()) return;
 
   EXPECT_TRUE(wait_link("acme-dial", "127.0.0.2", "P1"))
       << "got links " << describe_links() << ", want acme-dial@127.0.0.2/P1; log:\n"
@@ -829,6 +889,470 @@ TEST_F(LinkMonitor, PppdScriptsReturnAtOnceAndBringTheLinkUpAndDown) {
   EXPECT_TRUE(wait_no_link("acme-dial"))
       << "got links " << describe_links() << " after ip-down, want none";
   EXPECT_EQ(pppd.wait_for_exit(10s), std::optional<int>(0));
+}
+
+// 9. IPv6 lines: a link carries an IPv4 address, an IPv6 address and the
+// LAN's prefix (RFC 3162, RFC 4818, RFC 6911). Only 127.0.0.0/8 and ::1 are
+// ever contacted: routes into 2001:db8::/32 (documentation prefix) are only
+// looked at, with no mail queued for the customer.
+class LinkMonitorIpv6 : public LinkMonitor {
+ protected:
+  // `customer show NAME --json`'s current_route ("link acme-dial [::1]:PORT", ...), or "".
+  std::string current_route(const std::string& customer) const {
+    auto r = daemon_->cli({"--json", "customer", "show", customer});
+    if (r.exit_code != 0) return "";
+    try {
+      Poco::JSON::Parser parser;
+      return parser.parse(r.out)
+          .extract<Poco::JSON::Object::Ptr>()
+          ->optValue<std::string>("current_route", "");
+    } catch (const std::exception&) {  // Poco::Exception is one
+      return "";
+    }
+  }
+
+  // Polls until `customer`'s current route is `want`.
+  bool wait_route(const std::string& customer, const std::string& want,
+                  std::chrono::milliseconds timeout = 10s) const {
+    return wait_until([&] { return current_route(customer) == want; }, timeout, 50ms);
+  }
+
+  // `flushgate link up|down ARGS...` must succeed.
+  void link_command(const std::vector<std::string>& args) {
+    auto r = daemon_->cli(args);
+    EXPECT_EQ(r.exit_code, 0) << describe_command(args) << ": got exit " << r.exit_code
+                              << ", want 0\n"
+                              << r.out << r.err << "\nlog:\n"
+                              << daemon_->log_text();
+  }
+
+  static std::string describe_command(const std::vector<std::string>& args) {
+    std::string out = "flushgate";
+    for (const auto& a : args) out += " " + a;
+    return out;
+  }
+
+  // Starts a daemon with the RADIUS listener and the admin HTTP listener (for /metrics).
+  void start_daemon_with_metrics() {
+    admin_port_ = free_port();
+    start_daemon("127.0.0.1/32 testing123 nas-a\n",
+                 {{"admin_listen", "127.0.0.1:" + std::to_string(admin_port_)}});
+  }
+
+  // flushgate_link_connections_total{family=FAMILY,address=WHICH} per GET
+  // /metrics (curl, the admin token); -1 when absent or unreadable.
+  long link_connections(const std::string& family, const std::string& which) const {
+    std::ifstream in(daemon_->data_dir() / "admin.token");
+    std::string token;
+    std::getline(in, token);
+    auto r = run_command({"curl", "-s", "--max-time", "10", "-H", "Authorization: Bearer " + token,
+                          "http://127.0.0.1:" + std::to_string(admin_port_) + "/metrics"},
+                         15s);
+    std::istringstream lines(r.stdout_text);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.rfind("flushgate_link_connections_total{", 0) != 0) continue;
+      if (line.find("family=\"" + family + "\"") == std::string::npos) continue;
+      if (line.find("address=\"" + which + "\"") == std::string::npos) continue;
+      try {
+        return std::stol(line.substr(line.rfind(' ') + 1));
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
+    return -1;
+  }
+
+  // True when the daemon logged that it connected to a customer's server.
+  bool contacted_anything() const {
+    return !log_lines(*daemon_, {"connected over"}).empty() ||
+           !log_lines(*daemon_, {"flush started"}).empty();
+  }
+
+  // Runs one of scripts/ppp/ as pppd does: no environment but ours, PPPD_PID
+  // set; `args` after the script name. Waits for the script (not for what it
+  // started in the background) and returns its exit code.
+  int run_ppp_script(const std::string& name, const std::string& pppd_pid,
+                     const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+    const fs::path scripts = fs::path(FLUSHGATE_SOURCE_DIR) / "scripts" / "ppp";
+    std::vector<std::string> argv{"/usr/bin/env", "-i",
+                                  "FLUSHGATE_CLI=" + daemon_fixture::cli_path().string(),
+                                  "FLUSHGATE_CONFIG=" + daemon_->config_path().string(),
+                                  "PPPD_PID=" + pppd_pid};
+    argv.insert(argv.end(), env.begin(), env.end());
+    argv.push_back((scripts / name).string());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, 15s).exit_code;
+  }
+
+  std::uint16_t admin_port_ = 0;
+};
+
+// 9a. An IPv6-only line: the held mail goes to the framed IPv6 address.
+TEST_F(LinkMonitorIpv6, Ipv6OnlyStartFlushesHeldMailToTheFramedIpv6Address) {
+  if (!postfix_instance::available()) GTEST_SKIP() << "needs root and Postfix";
+  const std::uint16_t link_port = free_port();
+  auto server =
+      postfix_instance::final_destination({"acme.test"}, "[::1]:" + std::to_string(link_port));
+  server.start();
+  start_daemon_with_metrics();
+  add_customer("acme", "acme-dial", link_port);
+  const std::string qid = queue_one("acme", "over-ipv6");
+  expect_held("acme", qid);
+
+  acct_request start{"Start", "acme-dial", "V1", ""};
+  start.framed_ipv6 = "::1";
+  send_answered(start);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.address.empty() && l.ipv6_address == "::1" && l.session == "V1";
+  })) << "got links " << describe_links() << ", want acme-dial@-,::1/V1";
+  const std::string where = "[::1]:" + std::to_string(link_port);
+  EXPECT_EQ(current_route("acme"), "link acme-dial " + where);
+  EXPECT_TRUE(wait_files(server, 1))
+      << "got " << server.message_files().size() << " messages at " << where << ", want 1; log:\n"
+      << daemon_->log_text() << "\npostfix:\n"
+      << server.log_text();
+  EXPECT_TRUE(delivered(server, "over-ipv6"));
+  EXPECT_TRUE(wait_log_line(*daemon_, {"link acme-dial: connected over IPv6 to", where}, 10s))
+      << "got no \"connected over IPv6\" line for " << where << ", want one; log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(log_lines(*daemon_, {"its first address did not answer"}).empty())
+      << "got a fallback logged on an IPv6-only line, want none; log:\n"
+      << daemon_->log_text();
+  EXPECT_EQ(link_connections("ipv6", "first"), 1)
+      << "flushgate_link_connections_total{family=\"ipv6\",address=\"first\"}";
+  EXPECT_EQ(link_connections("ipv4", "fallback"), -1) << "want no IPv4 fallback counted";
+  EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s))
+      << "got mail left queued after the flush, want none";
+}
+
+// 9b. A dual-stack line whose IPv6 address does not answer: IPv4 carries the mail.
+TEST_F(LinkMonitorIpv6, DualStackStartFallsBackToIpv4WhenIpv6DoesNotAnswer) {
+  if (!postfix_instance::available()) GTEST_SKIP() << "needs root and Postfix";
+  // One port number, free on both; only 127.0.0.2 will listen on it.
+  const std::uint16_t link_port = free_port_on_all({"127.0.0.2", "::1"});
+  auto server =
+      postfix_instance::final_destination({"acme.test"}, "127.0.0.2:" + std::to_string(link_port));
+  server.start();
+  start_daemon_with_metrics();
+  add_customer("acme", "acme-dial", link_port);
+  queue_one("acme", "dual-stack");
+  ASSERT_TRUE(tcp_port_free("::1", link_port))
+      << "got something listening on [::1]:" << link_port << ", want nothing there";
+
+  acct_request start{"Start", "acme-dial", "D1", "127.0.0.2"};
+  start.framed_ipv6 = "::1";
+  send_answered(start);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.address == "127.0.0.2" && l.ipv6_address == "::1" && l.session == "D1";
+  })) << "got links " << describe_links() << ", want acme-dial@127.0.0.2,::1/D1";
+  const std::string v4 = "127.0.0.2]:" + std::to_string(link_port);
+  const std::string v6 = "[::1]:" + std::to_string(link_port);
+  EXPECT_EQ(current_route("acme"),
+            "link acme-dial " + v6 + " or 127.0.0.2:" + std::to_string(link_port))
+      << "want IPv6 first (the default prefer_family)";
+  EXPECT_TRUE(wait_files(server, 1))
+      << "got " << server.message_files().size() << " messages at 127.0.0.2, want 1; log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(delivered(server, "dual-stack"));
+  EXPECT_TRUE(wait_log_line(*daemon_,
+                            {"link acme-dial: connected over IPv4 to", v4,
+                             "(its first address did not answer)"},
+                            10s))
+      << "got no fallback to IPv4 logged, want one; log:\n"
+      << daemon_->log_text();
+  EXPECT_FALSE(log_lines(*daemon_, {"link acme-dial: connect to", v6, "over IPv6"}).empty())
+      << "got no failed IPv6 attempt logged, want one; log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(log_lines(*daemon_, {"connected over IPv6"}).empty());
+  EXPECT_EQ(link_connections("ipv4", "fallback"), 1)
+      << "flushgate_link_connections_total{family=\"ipv4\",address=\"fallback\"}";
+  EXPECT_EQ(link_connections("ipv6", "first"), -1) << "want no IPv6 connection counted";
+  EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s));
+
+  // A Stop ends the whole line, both families.
+  send_answered({"Stop", "acme-dial", "D1", "127.0.0.2"});
+  EXPECT_TRUE(wait_no_link("acme-dial", 2s))
+      << "got links " << describe_links() << " after Stop, want none";
+  EXPECT_EQ(current_route("acme"), "hold");
+}
+
+// 9c. --ipv6-server ::25 puts the server inside the delegated prefix; an
+// Interim-Update with a new prefix moves the route (RFC 2866 §5.1).
+TEST_F(LinkMonitorIpv6, DelegatedPrefixWithServerOffsetRoutesIntoThePrefixAndInterimRebinds) {
+  start_daemon();
+  // Nothing is queued for acme: 2001:db8:: is looked at, never contacted.
+  add_customer("acme", "acme-dial", 2525, {"--ipv6-server", "::25"});
+
+  acct_request start{"Start", "acme-dial", "O1", ""};
+  start.delegated_prefix = "2001:db8:0:5600::/56";
+  send_answered(start);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.ipv6_prefix == "2001:db8:0:5600::/56" && l.ipv6_server == "2001:db8:0:5600::25" &&
+           l.address.empty() && l.ipv6_address.empty();
+  })) << "got links " << describe_links()
+      << ", want acme-dial@-,prefix 2001:db8:0:5600::/56,server 2001:db8:0:5600::25/O1";
+  EXPECT_TRUE(wait_route("acme", "link acme-dial [2001:db8:0:5600::25]:2525"))
+      << "got route \"" << current_route("acme")
+      << "\", want \"link acme-dial [2001:db8:0:5600::25]:2525\"";
+
+  acct_request interim{"Interim-Update", "acme-dial", "O1", ""};
+  interim.delegated_prefix = "2001:db8:0:7700::/56";
+  send_answered(interim);
+  EXPECT_TRUE(wait_route("acme", "link acme-dial [2001:db8:0:7700::25]:2525"))
+      << "after the Interim-Update: got route \"" << current_route("acme")
+      << "\", want \"link acme-dial [2001:db8:0:7700::25]:2525\"";
+  auto live = links();
+  ASSERT_TRUE(live.has_value());
+  ASSERT_EQ(live->size(), 1u) << "got links " << describe_links() << ", want one";
+  EXPECT_EQ((*live)[0].ipv6_prefix, "2001:db8:0:7700::/56");
+  EXPECT_EQ((*live)[0].ipv6_server, "2001:db8:0:7700::25");
+  EXPECT_EQ((*live)[0].session, "O1");
+  EXPECT_EQ(queued_for(*daemon_, "acme"), 0u);
+  EXPECT_FALSE(contacted_anything()) << "got a flush or a connection, want none; log:\n"
+                                     << daemon_->log_text();
+}
+
+// 9d. Framed-IPv6-Prefix + Framed-Interface-Id make the line's address
+// (RFC 3162 §2.2, §2.3); Delegated-IPv6-Prefix, when sent too, is the LAN's.
+TEST_F(LinkMonitorIpv6, FramedPrefixAndInterfaceIdMakeTheLineAddress) {
+  start_daemon();
+  add_customer("acme", "acme-dial", 2525);
+
+  acct_request start{"Start", "acme-dial", "I1", ""};
+  start.framed_ipv6_prefix = "2001:db8:0:5600::/64";
+  start.interface_id = "0000:0000:0000:0025";
+  send_answered(start);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.ipv6_address == "2001:db8:0:5600::25" && l.ipv6_prefix == "2001:db8:0:5600::/64";
+  })) << "got links " << describe_links()
+      << ", want acme-dial@-,2001:db8:0:5600::25,prefix 2001:db8:0:5600::/64/I1";
+  EXPECT_EQ(current_route("acme"), "link acme-dial [2001:db8:0:5600::25]:2525");
+
+  acct_request interim{"Interim-Update", "acme-dial", "I1", ""};
+  interim.framed_ipv6_prefix = "2001:db8:0:5600::/64";
+  interim.interface_id = "0000:0000:0000:0025";
+  interim.delegated_prefix = "2001:db8:0:7700::/56";
+  send_answered(interim);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.ipv6_address == "2001:db8:0:5600::25" && l.ipv6_prefix == "2001:db8:0:7700::/56";
+  })) << "got links " << describe_links()
+      << ", want the delegated prefix 2001:db8:0:7700::/56 as the LAN's";
+  EXPECT_EQ(queued_for(*daemon_, "acme"), 0u);
+  EXPECT_FALSE(contacted_anything()) << "got a flush or a connection, want none; log:\n"
+                                     << daemon_->log_text();
+}
+
+// 9e. A prefix outside the user's IPv6 --dialup-net is refused and logged.
+TEST_F(LinkMonitorIpv6, DelegatedPrefixOutsideTheDialupNetIsRefusedAsASecurityEvent) {
+  start_daemon();
+  add_customer("acme", "acme-dial", 2525, {"--dialup-net", "2001:db8::/32"});
+
+  acct_request forged{"Start", "acme-dial", "X1", ""};
+  forged.delegated_prefix = "2001:db9::/48";
+  send_answered(forged);  // refusals are final: answered all the same
+  auto live = links();
+  ASSERT_TRUE(live.has_value());
+  EXPECT_TRUE(live->empty()) << "got links " << describe_links()
+                             << " for a prefix outside 2001:db8::/32, want none";
+  EXPECT_TRUE(wait_log_line(*daemon_, {"SECURITY", "acme-dial", "2001:db9::/48", "REFUSED"}, 5s))
+      << "got no SECURITY line naming 2001:db9::/48, want one; log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(log_lines(*daemon_, {"link up:"}).empty()) << "got a link up logged, want none";
+
+  // Inside the range the same user comes up: the refusal was about the prefix.
+  acct_request inside{"Start", "acme-dial", "X2", ""};
+  inside.delegated_prefix = "2001:db8:0:5600::/56";
+  send_answered(inside);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.ipv6_prefix == "2001:db8:0:5600::/56" && l.session == "X2";
+  })) << "got links " << describe_links() << ", want acme-dial@prefix 2001:db8:0:5600::/56/X2";
+  EXPECT_FALSE(contacted_anything()) << "log:\n" << daemon_->log_text();
+}
+
+// 9f. A user pinned to IPv4 ranges only: a dual-stack Start brings up the
+// IPv4 part, and the unchecked IPv6 part is dropped with a SECURITY warning.
+TEST_F(LinkMonitorIpv6, UserPinnedToIpv4KeepsOnlyTheIpv4PartOfADualStackStart) {
+  start_daemon();
+  const std::uint16_t link_port = free_port_on("127.0.0.2");
+  add_customer("acme", "acme-dial", link_port, {"--dialup-net", "127.0.0.0/8"});
+
+  acct_request start{"Start", "acme-dial", "P1", "127.0.0.2"};
+  start.framed_ipv6 = "::1";
+  send_answered(start);
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.address == "127.0.0.2" && l.session == "P1";
+  })) << "got links " << describe_links() << ", want acme-dial@127.0.0.2/P1";
+  const auto link = link_of("acme-dial").value_or(live_link{});
+  EXPECT_EQ(link.ipv6_address, "") << "got the unchecked IPv6 address kept, want it dropped";
+  EXPECT_EQ(link.ipv6_prefix, "");
+  EXPECT_EQ(current_route("acme"), "link acme-dial 127.0.0.2:" + std::to_string(link_port));
+  EXPECT_TRUE(wait_log_line(*daemon_,
+                            {"SECURITY", "acme-dial", "IPv6 part (::1) is ignored", "127.0.0.0/8"},
+                            5s))
+      << "got no SECURITY warning about the ignored IPv6 part, want one; log:\n"
+      << daemon_->log_text();
+}
+
+// 9g. A capture of an IPv6-only Start, replayed through pcap_file, does what
+// the live packet does.
+TEST_F(LinkMonitorIpv6, CapturedIpv6OnlyStartReplayedFromPcapFileFlushesOverIpv6) {
+  if (!postfix_instance::available()) GTEST_SKIP() << "needs root and Postfix";
+  if (!program_available("tshark")) GTEST_SKIP() << "tshark is not installed";
+  const fs::path capture = work_.path() / "start6.pcap";
+  acct_request start{"Start", "acme-dial", "P6", ""};
+  start.framed_ipv6 = "::1";
+  capture_exchange(start, capture);
+  if (HasFatalFailure()) return;
+
+  const std::uint16_t link_port = free_port();
+  auto server =
+      postfix_instance::final_destination({"acme.test"}, "[::1]:" + std::to_string(link_port));
+  server.start();
+  replay_capture(capture, link_port, "replayed-v6");
+  if (HasFatalFailure()) return;
+
+  EXPECT_TRUE(wait_link_where("acme-dial", [](const live_link& l) {
+    return l.ipv6_address == "::1" && l.address.empty() && l.session == "P6";
+  })) << "got links " << describe_links() << ", want acme-dial@-,::1/P6; log:\n"
+      << daemon_->log_text();
+  EXPECT_EQ(link_of("acme-dial").value_or(live_link{}).source, "pcap");
+  EXPECT_TRUE(wait_files(server, 1))
+      << "got " << server.message_files().size() << " messages at [::1], want 1; log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(delivered(server, "replayed-v6"));
+  EXPECT_TRUE(wait_log_line(
+      *daemon_, {"link acme-dial: connected over IPv6 to", "[::1]:" + std::to_string(link_port)},
+      10s))
+      << "log:\n"
+      << daemon_->log_text();
+  EXPECT_TRUE(wait_queued(*daemon_, "acme", 0, 10s));
+}
+
+// 9h. pppd reports IPv4 and IPv6 separately: `link up` of one session
+// merges, and `link down --family` ends one family only.
+TEST_F(LinkMonitorIpv6, LinkUpCommandsOfOneSessionMergeAndFamilyDownKeepsTheOther) {
+  start_daemon();
+  const std::uint16_t link_port = free_port_on("127.0.0.5");
+  // Nothing queued: the IPv6 route into 2001:db8:: is never contacted.
+  add_customer("acme", "acme-dial", link_port, {"--ipv6-server", "::25"});
+  const std::string port = std::to_string(link_port);
+
+  link_command({"link", "up", "acme-dial", "--ip", "127.0.0.5", "--session", "S"});
+  link_command({"link", "up", "acme-dial", "--prefix", "2001:db8:0:5600::/56", "--session", "S"});
+  auto live = links();
+  ASSERT_TRUE(live.has_value());
+  ASSERT_EQ(live->size(), 1u) << "got links " << describe_links() << ", want one";
+  EXPECT_EQ((*live)[0].address, "127.0.0.5") << "got the IPv4 address lost by the merge";
+  EXPECT_EQ((*live)[0].ipv6_prefix, "2001:db8:0:5600::/56");
+  EXPECT_EQ((*live)[0].session, "S");
+  EXPECT_EQ(current_route("acme"),
+            "link acme-dial [2001:db8:0:5600::25]:" + port + " or 127.0.0.5:" + port);
+  // The customer's order: IPv4 first on request.
+  auto set = daemon_->cli({"customer", "set", "acme", "--prefer-family", "ipv4"});
+  ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
+  EXPECT_EQ(current_route("acme"),
+            "link acme-dial 127.0.0.5:" + port + " or [2001:db8:0:5600::25]:" + port);
+
+  link_command({"link", "down", "acme-dial", "--session", "S", "--family", "ipv6"});
+  live = links();
+  ASSERT_TRUE(live.has_value());
+  ASSERT_EQ(live->size(), 1u) << "after link down --family ipv6: got links " << describe_links()
+                              << ", want acme-dial@127.0.0.5/S";
+  EXPECT_EQ((*live)[0].address, "127.0.0.5");
+  EXPECT_EQ((*live)[0].ipv6_prefix, "");
+  EXPECT_EQ(current_route("acme"), "link acme-dial 127.0.0.5:" + port);
+
+  // The IPv4 family was the last: ending it ends the link.
+  link_command({"link", "down", "acme-dial", "--session", "S", "--family", "ipv4"});
+  EXPECT_TRUE(wait_no_link("acme-dial", 2s))
+      << "got links " << describe_links() << " after both families ended, want none";
+  EXPECT_FALSE(contacted_anything()) << "log:\n" << daemon_->log_text();
+}
+
+// 9i. The pppd scripts: ip-up's IPv4 address and ipv6-up's prefix (from
+// the static prefix table) make one link; ipv6-down leaves the IPv4 part.
+TEST_F(LinkMonitorIpv6, PppdIpv6UpMergesWithIpUpOfTheSameSession) {
+  start_daemon();
+  const std::uint16_t link_port = free_port_on("127.0.0.5");
+  add_customer("acme", "acme-dial", link_port, {"--ipv6-server", "::25"});
+  const fs::path table = work_.path() / "ppp-ipv6-prefixes";
+  write_file(table,
+             "# peer prefix\nother-dial 2001:db8:0:1100::/56\nacme-dial 2001:db8:0:5600::/56\n",
+             fs::perms::owner_read | fs::perms::owner_write);
+  const std::string session = "ppp-4242-ppp0";
+  const std::vector<std::string> prefixes{"FLUSHGATE_IPV6_PREFIXES=" + table.string()};
+
+  ASSERT_EQ(run_ppp_script("ip-up", "4242",
+                           {"ppp0", "/dev/ttyS0", "57600", "10.0.0.1", "127.0.0.5", "acme-dial"}),
+            0);
+  ASSERT_TRUE(wait_link("acme-dial", "127.0.0.5", session))
+      << "got links " << describe_links() << ", want acme-dial@127.0.0.5/" << session
+      << "; log:\n"
+      << daemon_->log_text();
+  ASSERT_EQ(run_ppp_script("ipv6-up", "4242",
+                           {"ppp0", "/dev/ttyS0", "57600", "fe80::1", "fe80::2", "acme-dial"},
+                           prefixes),
+            0);
+  EXPECT_TRUE(wait_link_where("acme-dial", [&](const live_link& l) {
+    return l.address == "127.0.0.5" && l.ipv6_prefix == "2001:db8:0:5600::/56" &&
+           l.session == session;
+  })) << "got links " << describe_links() << ", want acme-dial@127.0.0.5,prefix "
+      << "2001:db8:0:5600::/56/" << session << "; log:\n"
+      << daemon_->log_text();
+  EXPECT_EQ(links().value_or(std::vector<live_link>{}).size(), 1u);
+  EXPECT_EQ(link_of("acme-dial").value_or(live_link{}).source, "script");
+
+  ASSERT_EQ(run_ppp_script("ipv6-down", "4242",
+                           {"ppp0", "/dev/ttyS0", "57600", "fe80::1", "fe80::2", "acme-dial"}),
+            0);
+  EXPECT_TRUE(wait_link_where("acme-dial", [&](const live_link& l) {
+    return l.address == "127.0.0.5" && l.ipv6_prefix.empty() && l.session == session;
+  })) << "after ipv6-down: got links " << describe_links() << ", want acme-dial@127.0.0.5/"
+      << session;
+  ASSERT_EQ(run_ppp_script("ip-down", "4242",
+                           {"ppp0", "/dev/ttyS0", "57600", "10.0.0.1", "127.0.0.5", "acme-dial"}),
+            0);
+  EXPECT_TRUE(wait_no_link("acme-dial")) << "got links " << describe_links()
+                                         << " after ip-down, want none";
+  EXPECT_FALSE(contacted_anything()) << "log:\n" << daemon_->log_text();
+}
+
+// 9j. pppd runs ip-up and ipv6-up as IPCP and IPV6CP come up, often at the
+// same moment; each hands its event to the daemon in the background. The
+// two must still make one dual-stack link, whichever the daemon takes first.
+TEST_F(LinkMonitorIpv6, PppdIpUpAndIpv6UpAtOnceMakeOneDualStackLink) {
+  start_daemon();
+  add_customer("acme", "acme-dial", free_port_on("127.0.0.5"), {"--ipv6-server", "::25"});
+  const fs::path table = work_.path() / "ppp-ipv6-prefixes";
+  write_file(table, "acme-dial 2001:db8:0:5600::/56\n",
+             fs::perms::owner_read | fs::perms::owner_write);
+  const fs::path scripts = fs::path(FLUSHGATE_SOURCE_DIR) / "scripts" / "ppp";
+  // Several connections in a row, each a new pppd (PID): both scripts
+  // started back to back, as pppd does when both protocols open together.
+  for (int round = 0; round < 20; ++round) {
+    const std::string pid = std::to_string(5000 + round);
+    const std::string session = "ppp-" + pid + "-ppp0";
+    const std::string script = (scripts / "ip-up").string() +
+                               " ppp0 /dev/ttyS0 57600 10.0.0.1 127.0.0.5 acme-dial; " +
+                               (scripts / "ipv6-up").string() +
+                               " ppp0 /dev/ttyS0 57600 fe80::1 fe80::2 acme-dial";
+    auto r = run_command({"/usr/bin/env", "-i",
+                          "FLUSHGATE_CLI=" + daemon_fixture::cli_path().string(),
+                          "FLUSHGATE_CONFIG=" + daemon_->config_path().string(),
+                          "FLUSHGATE_IPV6_PREFIXES=" + table.string(), "PPPD_PID=" + pid,
+                          "/bin/sh", "-c", script},
+                         15s);
+    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    const bool merged = wait_link_where("acme-dial", [&](const live_link& l) {
+      return l.session == session && l.address == "127.0.0.5" &&
+             l.ipv6_prefix == "2001:db8:0:5600::/56";
+    });
+    ASSERT_TRUE(merged) << "round " << round << ": got links " << describe_links()
+                        << ", want acme-dial@127.0.0.5,prefix 2001:db8:0:5600::/56/" << session
+                        << " (one of the two concurrent events lost); log:\n"
+                        << daemon_->log_text();
+  }
 }
 
 }  // namespace
