@@ -237,6 +237,7 @@ api_route route_request(std::string_view method, std::string_view target, const 
     if (n == 4 && del) {
       args->set("user", seg[3]);
       if (!param("session").empty()) args->set("session", param("session"));
+      if (!param("family").empty()) args->set("family", param("family"));
       return command("link.down", args);
     }
     return fail(405, "links take GET, POST or DELETE /api/v1/links/USER");
