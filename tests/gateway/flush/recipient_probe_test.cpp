@@ -260,6 +260,50 @@ TEST_F(RecipientProbe, ForgetClosesThePooledConnection) {
       << "got " << sessions() << " sessions, want 2:\n" << new_log();
 }
 
+TEST_F(RecipientProbe, IdleConnectionIsClosedWithQuit) {
+  probe_settings s = settings();
+  s.idle = 200ms;
+  make_prober(s);
+  ASSERT_EQ(run_one(server_route(), "alice@customer.test").verdict, probe_verdict::good);
+  EXPECT_TRUE(wait_for_sessions(1, "quit=1"))
+      << "got " << sessions() << " sessions, want 1 ended with QUIT after the idle time:\n"
+      << new_log();
+  EXPECT_EQ(prober_->open_connections(), 0u);
+}
+
+TEST_F(RecipientProbe, ForgetCutsAProbeInFlight) {
+  asio::ip::tcp::acceptor silent(
+      io_, asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), test::free_port()));
+  const route r = host_route("127.0.0.1", silent.local_endpoint().port());
+  std::optional<probe_result> got;
+  asio::co_spawn(io_, prober_->probe(1, r, "alice@customer.test"),
+                 [&got](std::exception_ptr, probe_result res) { got = std::move(res); });
+  // Connected, waiting for a greeting that never comes.
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        if (io_.stopped()) io_.restart();
+        io_.poll();
+        return prober_->open_connections() == 1;
+      },
+      4s))
+      << "got no connection to the silent server, want one";
+  const auto forgotten = steady::now();
+  prober_->forget(1);
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        if (io_.stopped()) io_.restart();
+        io_.poll();
+        return got.has_value();
+      },
+      20s));
+  ASSERT_TRUE(got.has_value()) << "got a probe still running after forget(), want it ended";
+  EXPECT_EQ(got->verdict, probe_verdict::unknown);
+  EXPECT_EQ(got->reply, "route changed");
+  // Cut by forget(), not by the probe's 5 s timeout.
+  EXPECT_LT(steady::now() - forgotten, 4s);
+  EXPECT_EQ(prober_->open_connections(), 0u);
+}
+
 TEST_F(RecipientProbe, RateLimitAnswersUnknown) {
   probe_settings s = settings();
   s.per_minute = 2;
