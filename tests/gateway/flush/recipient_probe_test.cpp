@@ -1,13 +1,16 @@
 // recipient_probe_test.cpp — gateway/flush/recipient_probe against a real
 // Postfix as the customer's server (postfix_instance, final role, mailboxes
 // alice and bob only: RCPT for anyone else gets 550 5.1.1), plus a dead peer
-// (a listening socket that never says anything) and ports where nothing
-// listens. The verdict table is tested without a server.
+// (a listening socket that never says anything), ports where nothing
+// listens, and a Postfix offering STARTTLS. The verdict table is tested
+// without a server.
 #include "gateway/flush/recipient_probe.hpp"
 
 #include "core/metrics.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/postfix_instance.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
 
 #include <gtest/gtest.h>
@@ -15,6 +18,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -382,6 +386,42 @@ TEST_F(RecipientProbe, SilentServerIsUnknownWithinTheTimeout) {
                                 << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
                                 << " ms, want the probe's 1 s bound to cut it";
   EXPECT_EQ(prober_->open_connections(), 0u) << "got a timed-out connection pooled, want it dropped";
+}
+
+TEST_F(RecipientProbe, StartTlsAsTheClientSettingsSay) {
+  test::temp_dir certs("recipient-probe-tls");
+  const auto cert = certs.path() / "mx.crt";
+  const auto key = certs.path() / "mx.key";
+  const auto made = test::run_command(
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-keyout", key.string(), "-out", cert.string(), "-days", "2", "-subj",
+       "/CN=mx.test"},
+      30s);
+  if (made.exit_code != 0) GTEST_SKIP() << "cannot make a test certificate: " << made.stderr_text;
+  auto own = std::make_unique<postfix_instance>(postfix_instance::final_destination(
+      {"customer.test"}, "127.0.0.1:" + std::to_string(test::free_port()), {"alice"}));
+  own->enable_tls(cert, key);
+  own->start();
+  asio::ssl::context tls(asio::ssl::context::tls_client);
+  probe_settings s = settings();
+  s.client.tls = tls_policy::encrypt;  // TLS or nothing; the certificate is not checked
+  s.client.tls_context = &tls;
+  make_prober(s);
+  const route r = host_route("127.0.0.1", own->port());
+  const auto good = run_one(r, "alice@customer.test");
+  EXPECT_EQ(good.verdict, probe_verdict::good) << "got " << good.reply;
+  const auto bad = run_one(r, "bob@customer.test");
+  EXPECT_EQ(bad.verdict, probe_verdict::bad) << "got " << bad.reply;
+  prober_->close_all();
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        if (io_.stopped()) io_.restart();
+        io_.poll();
+        return own->log_text().find("starttls=1 mail=2 rcpt=1/2") != std::string::npos;
+      },
+      20s))
+      << "got no session with starttls=1 mail=2 rcpt=1/2 in the log, want one:\n"
+      << own->log_text();
 }
 
 TEST_F(RecipientProbe, CloseAllEndsProbing) {
