@@ -70,6 +70,14 @@ void count_link_connection(std::string_view family, std::string_view which) {
       .add();
 }
 
+void count_recipient_probe(std::string_view result) {
+  core::metrics()
+      .counter_for("flushgate_recipient_probes_total",
+                   "Recipient verification callouts to customers' servers, by verdict.",
+                   {{"result", std::string(result)}})
+      .add();
+}
+
 void count_dsn_queued(std::string_view kind, std::uint64_t notices) {
   core::metrics()
       .counter_for("flushgate_dsns_queued_total",

@@ -12,6 +12,7 @@
 //   flushgate_dsns_queued_total{kind}          delay | final (non-delivery, expiry, relayed reports)
 //   flushgate_flushes_total{result}            delivery runs that tried mail: complete | left_mail | cancelled
 //   flushgate_flush_duration_seconds           histogram of those runs
+//   flushgate_recipient_probes_total{result}   recipient verification callouts: good | bad | unknown
 // Security: labels are fixed words from this file; no peer data.
 // Errors: none.
 #pragma once
@@ -35,6 +36,8 @@ void count_dsn_queued(std::string_view kind, std::uint64_t notices = 1);
 // A connection to a customer's server over a link opened, by address family
 // ("ipv4", "ipv6") and whether it was the route's first address ("first", "fallback").
 void count_link_connection(std::string_view family, std::string_view which);
+// A recipient verification callout ended with verdict "good", "bad" or "unknown".
+void count_recipient_probe(std::string_view result);
 void observe_flush(std::string_view result, double seconds);
 
 }  // namespace flushgate::gateway

@@ -67,6 +67,7 @@ class client_category_impl final : public boost::system::error_category {
       case client_errc::tls_failed: return "TLS handshake failed";
       case client_errc::tls_not_verified: return "TLS certificate not verified";
       case client_errc::not_open: return "SMTP session not open";
+      case client_errc::sender_refused: return "MAIL FROM:<> refused";
     }
     return "unknown smtp_client error";
   }
@@ -898,6 +899,72 @@ asio::awaitable<std::vector<message_result>> smtp_client::send_batch(
 asio::awaitable<message_result> smtp_client::send(const outgoing_message& m) {
   auto results = co_await send_batch(std::span<const outgoing_message>(&m, 1));
   co_return std::move(results.front());
+}
+
+asio::awaitable<boost::system::result<peer_reply>> smtp_client::probe_recipient(
+    std::string_view address) {
+  if (state_ != state::ready) {
+    last_error_ = "SMTP session not open";
+    co_return make_error_code(client_errc::not_open);
+  }
+  if (address.empty() || !safe_path(address)) {
+    co_return local_reply(501, "5.1.3", "bad recipient address syntax (not sent)");
+  }
+  struct probe_command {
+    std::string line;
+    const char* name;
+    seconds timeout;
+  };
+  std::vector<probe_command> commands;
+  // An earlier transaction may still be open (e.g. every RCPT refused).
+  if (needs_rset_) commands.push_back({"RSET\r\n", "RSET", settings_.mail_timeout});
+  const std::size_t mail = commands.size();
+  commands.push_back({"MAIL FROM:<>\r\n", "MAIL", settings_.mail_timeout});
+  commands.push_back({fmt::format("RCPT TO:<{}>\r\n", address), "RCPT", settings_.rcpt_timeout});
+  commands.push_back({"RSET\r\n", "RSET", settings_.mail_timeout});
+  const bool pipelined = info_.pipelining && !settings_.one_line_per_write;
+  if (pipelined) {
+    for (const auto& c : commands) queue_line(c.line);
+    if (!co_await write_out(settings_.mail_timeout)) {
+      co_return make_error_code(client_errc::connection_lost);
+    }
+  }
+  std::vector<peer_reply> replies;
+  for (const auto& c : commands) {
+    if (!pipelined) {
+      // RFC 5321 §3.3: no RCPT after a refused MAIL; nothing open to RSET either.
+      if (replies.size() > mail && !replies[mail].positive()) break;
+      queue_line(c.line);
+      if (!co_await write_out(c.timeout)) {
+        co_return make_error_code(client_errc::connection_lost);
+      }
+    }
+    auto reply = co_await read_reply(c.timeout);
+    if (!reply) {
+      const error_code ec = reply.error();
+      lose(ec, fmt::format("waiting for the {} reply", c.name));
+      co_return ec;
+    }
+    if (reply->code == 421) {
+      // RFC 5321 §3.8: the server is closing the channel.
+      last_error_ = reply->line();
+      lose(client_errc::connection_lost, fmt::format("waiting for the {} reply", c.name));
+      co_return make_error_code(client_errc::connection_lost);
+    }
+    replies.push_back(std::move(*reply));
+  }
+  if (mail > 0 && !replies.front().positive()) {
+    core::log_warning("SMTP session with {}: RSET answered {}", describe(stream_.remote_endpoint()),
+                      replies.front().line());
+  }
+  if (!replies[mail].positive()) {
+    needs_rset_ = false;
+    last_error_ = "MAIL FROM:<> refused: " + replies[mail].line();
+    co_return make_error_code(client_errc::sender_refused);
+  }
+  // The final RSET ends the transaction; if refused, the next one starts with another.
+  needs_rset_ = !replies.back().positive();
+  co_return std::move(replies[mail + 1]);
 }
 
 asio::awaitable<void> smtp_client::quit() {

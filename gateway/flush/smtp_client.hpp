@@ -6,7 +6,9 @@
 // end of an ATRN connection). open() reads the greeting, says EHLO (HELO when
 // EHLO gets a 5xx) and runs STARTTLS as the tls_policy says. send() and
 // send_batch() run mail transactions and return a verdict per message and per
-// recipient; quit() ends the session.
+// recipient; probe_recipient() asks whether the peer takes one address
+// without sending mail (a recipient verification callout); quit() ends the
+// session.
 //   - PIPELINING (RFC 2920): MAIL, every RCPT and DATA go in one write and the
 //     replies are matched by counting, never by code. When every RCPT failed
 //     but DATA still got 354, a lone "." ends the transaction (§3.1).
@@ -25,6 +27,11 @@
 //     content (RFC 2920 §3.1: the content may start the next group).
 //   - Without PIPELINING, or with `one_line_per_write`, every command waits
 //     for its reply (RFC 5321 §4.3.1).
+//   - probe_recipient(): "MAIL FROM:<>", "RCPT TO:<address>", "RSET" — in one
+//     write with PIPELINING (RFC 2920 §3.1: all three may go anywhere in a
+//     group), else lock-step (no RCPT after a refused MAIL). The RSET ends
+//     the transaction, so the session stays usable for the next probe or
+//     message; no DATA is ever sent.
 // Content goes out dot-stuffed (DATA), never with a bare CR or LF (a stray
 // one becomes CRLF, with a warning), and always ending in CRLF before the
 // final ".".
@@ -56,6 +63,10 @@
 //   tls_failed        the TLS handshake failed
 //   tls_not_verified  `verify`: the certificate chain or the name did not verify
 //   not_open          send() before a successful open(), or after quit()
+// probe_recipient() returns connection_lost (also for a 421 reply: the peer
+// is closing the channel, RFC 5321 §3.8), timed_out, bad_reply, not_open,
+// or sender_refused (MAIL FROM:<> refused; the session stays usable and
+// last_error() holds the reply).
 // send()/send_batch() report in message_result (below); a lost connection
 // leaves every recipient that got no final answer with code 0 — "not
 // delivered, keep it queued" (at-least-once).
@@ -107,6 +118,7 @@ enum class client_errc {
   tls_failed,
   tls_not_verified,
   not_open,
+  sender_refused,
 };
 
 const boost::system::error_category& client_category() noexcept;
@@ -238,6 +250,11 @@ class smtp_client {
   // Sends messages pipelined back to back; one verdict per message, same order.
   boost::asio::awaitable<std::vector<message_result>> send_batch(
       std::span<const outgoing_message> messages);
+  // Recipient verification: MAIL FROM:<>, RCPT TO:<address>, RSET; the RCPT
+  // reply (an unsafe address gets a local 501 5.1.3, nothing is sent), or an
+  // error (see Errors). After a reply the session is ready for more.
+  boost::asio::awaitable<boost::system::result<peer_reply>> probe_recipient(
+      std::string_view address);
   // QUIT, waits (bounded) for the 221, closes the stream; never throws.
   boost::asio::awaitable<void> quit();
 

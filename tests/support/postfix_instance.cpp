@@ -38,8 +38,11 @@ std::string tail(const std::string& text, std::size_t max_bytes) {
 }  // namespace
 
 postfix_instance postfix_instance::final_destination(std::vector<std::string> domains,
-                                                     std::string listen) {
-  return postfix_instance("final", std::move(domains), std::move(listen), "");
+                                                     std::string listen,
+                                                     std::vector<std::string> users) {
+  postfix_instance instance("final", std::move(domains), std::move(listen), "");
+  instance.users_ = std::move(users);
+  return instance;
 }
 
 postfix_instance postfix_instance::holding_relay(std::vector<std::string> domains,
@@ -83,6 +86,7 @@ postfix_instance::postfix_instance(postfix_instance&& other) noexcept
     : dir_(std::move(other.dir_)),
       role_(std::move(other.role_)),
       domains_(std::move(other.domains_)),
+      users_(std::move(other.users_)),
       host_(std::move(other.host_)),
       port_(other.port_),
       next_hop_(std::move(other.next_hop_)),
@@ -109,6 +113,13 @@ void postfix_instance::start() {
   }
   if (!next_hop_.empty()) {
     argv.insert(argv.end(), {"--next-hop", next_hop_});
+  }
+  if (!users_.empty()) {
+    std::string list;
+    for (const auto& user : users_) {
+      list += (list.empty() ? "" : ",") + user;
+    }
+    argv.insert(argv.end(), {"--users", list});
   }
   if (!tls_cert_.empty()) {
     argv.insert(argv.end(), {"--tls-cert", tls_cert_.string(), "--tls-key", tls_key_.string()});

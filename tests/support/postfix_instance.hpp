@@ -2,7 +2,8 @@
 //
 // Purpose: a real peer in two roles.
 //  - final_destination: the customer's own mail server; every message for
-//    its domains lands as one file in maildir_new().
+//    its domains lands as one file in maildir_new(). Given `users`, only
+//    those local parts exist; RCPT for others gets 550 5.1.1.
 //  - holding_relay: a reference ISP relay that holds its domains (a cloned
 //    smtp transport "hold-customer" in defer_transports, fast_flush_domains,
 //    ETRN from 127.0.0.0/8) until etrn() or flush() sends them to next_hop.
@@ -37,8 +38,10 @@ namespace flushgate::test {
 
 class postfix_instance {
  public:
-  // A customer mail server for `domains`, listening on "127.0.0.x:PORT" or "[::1]:PORT".
-  static postfix_instance final_destination(std::vector<std::string> domains, std::string listen);
+  // A customer mail server for `domains`, listening on "127.0.0.x:PORT" or "[::1]:PORT";
+  // every local part is a mailbox, or only `users` (e.g. {"alice", "bob"}) when given.
+  static postfix_instance final_destination(std::vector<std::string> domains, std::string listen,
+                                            std::vector<std::string> users = {});
   // A relay holding `domains` for "HOST:PORT" next_hop, listening on "127.0.0.x:PORT" or
   // "[::1]:PORT".
   static postfix_instance holding_relay(std::vector<std::string> domains, std::string listen,
@@ -92,6 +95,7 @@ class postfix_instance {
   temp_dir dir_;
   std::string role_;  // "final" or "relay", the script's words
   std::vector<std::string> domains_;
+  std::vector<std::string> users_;  // final role: the only local parts; empty: all
   std::string host_;
   std::uint16_t port_ = 0;
   std::string next_hop_;

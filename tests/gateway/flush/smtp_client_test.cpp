@@ -858,6 +858,86 @@ TEST(SmtpClient, RefusesUnsafeAddressesLocally) {
   EXPECT_EQ(server.received().find("NEVER"), std::string::npos) << "got " << server.received();
 }
 
+// Recipient verification: probe_recipient() over a session that stays open.
+struct probe_run {
+  error_code open_error;
+  std::vector<boost::system::result<peer_reply>> replies;
+  bool usable_after = false;
+  std::string last_error;
+};
+
+probe_run run_probes(std::uint16_t port, client_settings settings,
+                     std::vector<std::string> addresses) {
+  probe_run out;
+  run_with_stream(port, [&](smtp_stream& stream) -> asio::awaitable<void> {
+    smtp_client client(stream, settings);
+    auto opened = co_await client.open();
+    if (!opened) {
+      out.open_error = opened.error();
+      co_return;
+    }
+    for (const auto& a : addresses) out.replies.push_back(co_await client.probe_recipient(a));
+    out.usable_after = client.usable();
+    out.last_error = client.last_error();
+    co_await client.quit();
+  });
+  return out;
+}
+
+TEST(SmtpClient, ProbeRecipientPipelinesMailRcptRsetAndStaysUsable) {
+  fake_server server(with_quit({
+      say("220 mx.test\r\n"),
+      lines(1), say(ehlo_reply({"PIPELINING", "ENHANCEDSTATUSCODES"})),
+      lines(3), say("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n"),
+      lines(3), say("250 2.1.0 Ok\r\n550 5.1.1 <c@y.test>: User unknown\r\n250 2.0.0 Ok\r\n"),
+  }));
+  const auto out = run_probes(server.port(), plain_settings(), {"a@y.test", "c@y.test"});
+  ASSERT_TRUE(server.wait());
+  ASSERT_FALSE(out.open_error) << "got " << out.open_error.message() << ", want success";
+  ASSERT_EQ(out.replies.size(), 2u);
+  ASSERT_TRUE(out.replies[0]) << "got " << out.replies[0].error().message();
+  EXPECT_EQ(out.replies[0]->line(), "250 2.1.5 Ok");
+  ASSERT_TRUE(out.replies[1]) << "got " << out.replies[1].error().message();
+  EXPECT_EQ(out.replies[1]->line(), "550 5.1.1 <c@y.test>: User unknown");
+  EXPECT_TRUE(out.usable_after) << "got an unusable client after two probes, want it ready";
+  EXPECT_EQ(server.received(),
+            "EHLO client.test\r\nMAIL FROM:<>\r\nRCPT TO:<a@y.test>\r\nRSET\r\n"
+            "MAIL FROM:<>\r\nRCPT TO:<c@y.test>\r\nRSET\r\nQUIT\r\n");
+}
+
+TEST(SmtpClient, ProbeRecipientLockStepSendsNoRcptAfterRefusedMail) {
+  fake_server server(with_quit({
+      say("220 mx.test\r\n"),
+      lines(1), say(ehlo_reply({})),
+      lines(1), say("250 ok\r\n"), lines(1), say("451 try later\r\n"), lines(1), say("250 ok\r\n"),
+      lines(1), say("550 no null senders\r\n"),
+  }));
+  const auto out = run_probes(server.port(), plain_settings(), {"a@y.test", "b@y.test"});
+  ASSERT_TRUE(server.wait());
+  ASSERT_EQ(out.replies.size(), 2u);
+  ASSERT_TRUE(out.replies[0]) << "got " << out.replies[0].error().message();
+  EXPECT_EQ(out.replies[0]->line(), "451 try later");
+  ASSERT_FALSE(out.replies[1]) << "got reply " << out.replies[1]->line() << ", want sender_refused";
+  EXPECT_EQ(out.replies[1].error(), client_errc::sender_refused);
+  EXPECT_EQ(out.last_error, "MAIL FROM:<> refused: 550 no null senders");
+  EXPECT_TRUE(out.usable_after) << "got an unusable client after a refused MAIL, want it ready";
+  EXPECT_EQ(server.received(),
+            "EHLO client.test\r\nMAIL FROM:<>\r\nRCPT TO:<a@y.test>\r\nRSET\r\n"
+            "MAIL FROM:<>\r\nQUIT\r\n");
+}
+
+TEST(SmtpClient, ProbeRecipientRefusesUnsafeAddressLocally) {
+  fake_server server(with_quit({say("220 mx.test\r\n"), lines(1), say(ehlo_reply({"PIPELINING"}))}));
+  const auto out = run_probes(server.port(), plain_settings(), {"x@y.test>\r\nDATA", ""});
+  ASSERT_TRUE(server.wait());
+  ASSERT_EQ(out.replies.size(), 2u);
+  for (const auto& reply : out.replies) {
+    ASSERT_TRUE(reply) << "got " << reply.error().message() << ", want a local 501";
+    EXPECT_EQ(reply->line(), "501 5.1.3 bad recipient address syntax (not sent)");
+  }
+  EXPECT_EQ(server.received(), "EHLO client.test\r\nQUIT\r\n");
+}
+
 // ---------------------------------------------------------------------------
 // TLS: certificates made with the openssl command once per test program.
 
