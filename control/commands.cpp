@@ -56,6 +56,29 @@ bool valid_route(const std::string& route) {
 
 bool valid_cidr(const std::string& text) { return core::parse_ip_network(text).has_value(); }
 
+std::string lower(std::string s);
+
+// A recipient list entry: a plain address (lower-cased here) or "*@domain"
+// for every address of the domain. False, with the reason, otherwise.
+bool normalize_recipient(std::string& address, std::string& error) {
+  if (address.starts_with("*@")) {
+    std::string domain = lower(address.substr(2));
+    if (!gateway::is_valid_domain(domain)) {
+      error = "recipient \"" + address + "\": *@ needs a domain after it";
+      return false;
+    }
+    address = "*@" + domain;
+    return true;
+  }
+  gateway::mailbox mb;
+  if (gateway::parse_mailbox(address, mb) != gateway::address_error::ok) {
+    error = "recipient \"" + address + "\" is not a plain address like user@domain (or *@domain)";
+    return false;
+  }
+  address = lower(mb.local) + "@" + mb.domain;
+  return true;
+}
+
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -175,6 +198,23 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
     }
     c.ipv6_server = server;
   }
+  if (args->has("recipient_check")) {
+    std::string policy = args->getValue<std::string>("recipient_check");
+    if (policy != "any" && policy != "list" && policy != "learn" && policy != "verify") {
+      error = "recipient_check: any, list, learn or verify";
+      return false;
+    }
+    c.recipient_check = policy;
+  }
+  if (args->has("unknown_recipients")) {
+    std::string answer = args->getValue<std::string>("unknown_recipients");
+    if (answer == "tempfail") answer.clear();  // the default, kept as ""
+    if (!answer.empty() && answer != "accept" && answer != "reject") {
+      error = "unknown_recipients: tempfail, accept or reject";
+      return false;
+    }
+    c.unknown_recipients = answer;
+  }
   if (args->has("prefer_family")) {
     std::string family = args->getValue<std::string>("prefer_family");
     if (family == "ipv6") family.clear();  // the default, kept as ""
@@ -237,12 +277,8 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
       std::vector<std::string> out;
       for (std::size_t i = 0; list && i < list->size(); ++i) {
         std::string address = list->getElement<std::string>(static_cast<unsigned>(i));
-        gateway::mailbox mb;
-        if (gateway::parse_mailbox(address, mb) != gateway::address_error::ok) {
-          error = "recipient \"" + address + "\" is not a plain address like user@domain";
-          return false;
-        }
-        out.push_back(lower(mb.local) + "@" + mb.domain);
+        if (!normalize_recipient(address, error)) return false;
+        out.push_back(std::move(address));
       }
       c.recipients = std::move(out);
     }
@@ -277,6 +313,8 @@ Object::Ptr to_json(const queue::customer& c, const queue::queue_stats* stats) {
   o->set("link_port", static_cast<int>(c.link_port));
   o->set("ipv6_server", c.ipv6_server.empty() ? std::string("framed") : c.ipv6_server);
   o->set("prefer_family", c.prefer_family.empty() ? std::string("ipv6") : c.prefer_family);
+  o->set("recipient_check", std::string(gateway::recipient_policy(c)));
+  o->set("unknown_recipients", c.unknown_recipients.empty() ? std::string("tempfail") : c.unknown_recipients);
   Array::Ptr links = new Array;
   for (const auto& u : c.link_users) {
     Object::Ptr l = new Object;
@@ -496,6 +534,102 @@ asio::awaitable<command_result> customer_show(daemon_context& ctx, const Object:
   auto out = to_json(found->first, &found->second);
   out->set("current_route", ctx.router.route_for(found->first).describe());
   co_return command_result::success(out);
+}
+
+// `customer recipients NAME ...`: the explicit list, managed live, and what
+// the customer's server told about (learn/verify). action: "show" (default),
+// "add", "remove", "replace" (the whole list; the API's PUT), "forget"
+// (known addresses: one, or all with no address).
+asio::awaitable<command_result> customer_recipients(daemon_context& ctx, const Object::Ptr& args) {
+  const std::string name = args->optValue<std::string>("name", "");
+  const std::string action = args->optValue<std::string>("action", "show");
+  const auto* entry = ctx.customers.find_by_name(name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
+  const std::int64_t id = entry->info.id;
+  std::vector<std::string> addresses;
+  if (auto list = args->getArray("addresses")) {
+    std::string error;
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      std::string a = list->getElement<std::string>(static_cast<unsigned>(i));
+      if (action == "forget") {
+        addresses.push_back(lower(a));
+        continue;
+      }
+      if (!normalize_recipient(a, error)) co_return command_result::failure(error);
+      if (!a.starts_with("*@") && !domain_covered(entry->info, a.substr(a.find('@') + 1))) {
+        co_return command_result::failure("recipient " + a + " is not in one of the customer's domains");
+      }
+      if (a.starts_with("*@") && !domain_covered(entry->info, a.substr(2))) {
+        co_return command_result::failure("recipient " + a + " is not in one of the customer's domains");
+      }
+      addresses.push_back(std::move(a));
+    }
+  }
+  Object::Ptr o = new Object;
+  o->set("customer", name);
+  if (action == "add" || action == "remove") {
+    const bool add = action == "add";
+    auto changed = co_await ctx.store.run([&](queue::store& s) {
+      return add ? s.add_allowed_recipients(id, addresses) : s.remove_allowed_recipients(id, addresses);
+    });
+    if (!changed) co_return store_failure(changed.error(), "recipients of " + name);
+    if (add) ctx.customers.add_recipients(id, addresses);
+    else ctx.customers.remove_recipients(id, addresses);
+    core::log_info("control: customer {}: {} {} of {} recipient list entries", name, add ? "added" : "removed",
+                   *changed, addresses.size());
+    announce_customer(ctx, id, name);
+    o->set("changed", *changed);
+  } else if (action == "replace") {
+    auto c = entry->info;
+    c.recipients = addresses;
+    auto ec = co_await ctx.store.run([&c](queue::store& s) { return s.update_customer(c); });
+    if (ec) co_return store_failure(ec, "recipients of " + name);
+    ctx.customers.upsert(c);
+    core::log_info("control: customer {}: recipient list replaced ({} entries)", name, addresses.size());
+    announce_customer(ctx, id, name);
+    o->set("changed", static_cast<std::uint64_t>(addresses.size()));
+  } else if (action == "forget") {
+    const std::string one = addresses.empty() ? std::string() : addresses.front();
+    auto gone = co_await ctx.store.run([&](queue::store& s) { return s.forget_known_recipients(id, one); });
+    if (!gone) co_return store_failure(gone.error(), "known recipients of " + name);
+    if (ctx.known != nullptr) ctx.known->forget(id, one);
+    o->set("changed", *gone);
+  } else if (action != "show") {
+    co_return command_result::failure("recipients: show, add, remove, replace or forget");
+  }
+  // What answers RCPT now.
+  entry = ctx.customers.find_by_name(name);
+  if (entry == nullptr) co_return command_result::failure("no customer " + name, command_status::not_found);
+  o->set("recipient_check", std::string(gateway::recipient_policy(entry->info)));
+  o->set("unknown_recipients",
+         entry->info.unknown_recipients.empty() ? std::string("tempfail") : entry->info.unknown_recipients);
+  if (entry->info.recipients) {
+    std::vector<std::string> sorted = *entry->info.recipients;
+    std::sort(sorted.begin(), sorted.end());
+    Array::Ptr list = new Array;
+    for (const auto& a : sorted) list->add(a);
+    o->set("list", list);
+  } else {
+    o->set("list", Poco::Dynamic::Var());
+  }
+  Array::Ptr known = new Array;
+  std::uint64_t good = 0, bad = 0;
+  if (ctx.known != nullptr) {
+    for (const auto& k : ctx.known->list(id)) {
+      Object::Ptr ko = new Object;
+      ko->set("address", k.address);
+      ko->set("state", std::string(k.good ? "good" : "bad"));
+      ko->set("source", k.source);
+      ko->set("first_seen", k.first_seen);
+      ko->set("last_seen", k.last_seen);
+      known->add(ko);
+      ++(k.good ? good : bad);
+    }
+  }
+  o->set("known", known);
+  o->set("known_good", good);
+  o->set("known_bad", bad);
+  co_return command_result::success(o);
 }
 
 asio::awaitable<command_result> customer_list(daemon_context& ctx, const Object::Ptr&) {
@@ -893,6 +1027,7 @@ constexpr command_entry command_table[] = {
     {"customer.add", &customer_add},     {"customer.set", &customer_set},
     {"customer.show", &customer_show},   {"customer.list", &customer_list},
     {"customer.remove", &customer_remove}, {"customer.passwd", &customer_passwd},
+    {"customer.recipients", &customer_recipients},
     {"queue.list", &queue_list},         {"queue.show", &queue_show},
     {"queue.hold", &queue_hold},         {"queue.release", &queue_release},
     {"queue.delete", &queue_delete},     {"queue.summary", &queue_summary},

@@ -12,6 +12,7 @@
 
 #include "core/config.hpp"
 #include "gateway/customer_directory.hpp"
+#include "gateway/recipient_book.hpp"
 #include "gateway/dns/mx_resolver.hpp"
 #include "gateway/flush/router.hpp"
 #include "gateway/flush/scheduler.hpp"
@@ -51,6 +52,7 @@ struct daemon_context {
   std::function<void(queue::cluster_signal)> announce;
   const cluster_sync* cluster = nullptr;              // its state (status, cluster status)
   std::int64_t started = 0;                           // unix seconds
+  gateway::recipient_book* known = nullptr;           // learn/verify: what servers told (recipients command)
 };
 
 }  // namespace flushgate::control

@@ -54,10 +54,14 @@ Customers:
                [--dsl-user USER ...] [--dialup-user USER ...]
                [--dsl-net CIDR ...] [--dialup-net CIDR ...] [--etrn-net CIDR ...]
                [--ipv6-server framed|none|::OFFSET] [--prefer-family ipv6|ipv4]
+               [--recipient-check any|list|learn|verify]
+               [--unknown-recipients tempfail|accept|reject]
   customer set NAME [the options of add; --no-recipients drops the list]
   customer enable|disable|suspend NAME
   customer passwd NAME          (reads the ETRN/ODMR password from stdin)
   customer show NAME
+  customer recipients NAME [list | add ADDRESS... | remove ADDRESS... | import FILE | export |
+                            forget [ADDRESS]]   the list (ADDRESS may be *@domain), the known addresses
   customer list
   customer remove NAME [--force]
 Links (what pppd ip-up/ip-down/ipv6-up/ipv6-down scripts call):
@@ -200,6 +204,8 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
       dialup_net += (dialup_net.empty() ? "" : ",") + value();
       links_given = true;
     } else if (a == "--ipv6-server") o->set("ipv6_server", value());
+    else if (a == "--recipient-check") o->set("recipient_check", value());
+    else if (a == "--unknown-recipients") o->set("unknown_recipients", value());
     else if (a == "--prefer-family") o->set("prefer_family", value());
     else if (a == "--etrn-net") {
       if (!etrn_nets) etrn_nets = new Array;
@@ -250,9 +256,12 @@ void print_customer(const Object::Ptr& c) {
   }
   rows.push_back({"link users:", links.empty() ? "-" : links});
   auto recipients = c->get("recipients");
-  rows.push_back({"recipients:", recipients.isEmpty()
-                                     ? "any address in its domains"
-                                     : std::to_string(c->getArray("recipients")->size()) + " listed"});
+  const std::string policy = c->optValue<std::string>("recipient_check", "any");
+  std::string taken = policy == "any"    ? "any address in its domains (a back door for spam)"
+                      : policy == "list" ? std::to_string(recipients.isEmpty() ? 0 : c->getArray("recipients")->size()) + " listed"
+                                         : policy + ": what its server took; not yet known: " +
+                                               c->optValue<std::string>("unknown_recipients", "tempfail");
+  rows.push_back({"recipients:", taken});
   auto max_size = c->getValue<std::uint64_t>("max_size");
   auto quota = c->getValue<std::uint64_t>("quota");
   rows.push_back({"max size:", max_size ? core::format_size(max_size) : "(message_size_limit)"});
@@ -275,6 +284,36 @@ void print_customer(const Object::Ptr& c) {
 }
 
 void print_result(const std::string& command, const Poco::Dynamic::Var& result) {
+  if (command == "customer.recipients") {
+    auto o = result.extract<Object::Ptr>();
+    const std::string policy = o->getValue<std::string>("recipient_check");
+    std::cout << "customer " << o->getValue<std::string>("customer") << ": recipient check " << policy;
+    if (policy == "learn" || policy == "verify") {
+      std::cout << ", not yet known: " << o->getValue<std::string>("unknown_recipients");
+    }
+    if (o->has("changed")) std::cout << "; " << o->get("changed").convert<std::string>() << " changed";
+    std::cout << "\n";
+    auto list = o->getArray("list");
+    std::cout << "list: " << (list ? std::to_string(list->size()) + " entries" : std::string("none")) << "\n";
+    for (std::size_t i = 0; list && i < list->size() && i < 50; ++i) {
+      std::cout << "  " << list->getElement<std::string>(static_cast<unsigned>(i)) << "\n";
+    }
+    if (list && list->size() > 50) std::cout << "  ... (export prints them all)\n";
+    auto known = o->getArray("known");
+    std::cout << "known: " << o->get("known_good").convert<std::string>() << " good, "
+              << o->get("known_bad").convert<std::string>() << " bad\n";
+    if (known && known->size() > 0) {
+      std::vector<std::vector<std::string>> rows = {{"ADDRESS", "STATE", "SOURCE", "FIRST SEEN", "LAST SEEN"}};
+      for (std::size_t i = 0; i < known->size(); ++i) {
+        auto k = known->getObject(static_cast<unsigned>(i));
+        rows.push_back({k->getValue<std::string>("address"), k->getValue<std::string>("state"),
+                        k->getValue<std::string>("source"), age(k->getValue<std::int64_t>("first_seen")) + " ago",
+                        age(k->getValue<std::int64_t>("last_seen")) + " ago"});
+      }
+      print_table(rows);
+    }
+    return;
+  }
   if (command == "customer.list") {
     std::vector<std::vector<std::string>> rows = {
         {"NAME", "STATE", "MODE", "ROUTE", "DOMAINS", "MESSAGES", "BYTES", "OLDEST"}};
@@ -532,6 +571,65 @@ int flush_and_wait(const std::string& socket_path, const Object::Ptr& args, long
 }
 
 int send(const std::string& socket_path, const std::string& command, const Object::Ptr& args,
+         bool json);
+
+// `customer recipients NAME [list|add ADDR...|remove ADDR...|import FILE|export|forget [ADDR]]`.
+// import sends the file in pieces of 10,000 addresses (each one transaction),
+// so a 100,000-address file stays under the control channel's request limit.
+int customer_recipients(const std::string& socket_path, const std::vector<std::string>& words, bool json) {
+  const std::string usage =
+      "usage: flushgate customer recipients NAME [list | add ADDRESS... | remove ADDRESS... | "
+      "import FILE | export | forget [ADDRESS]]";
+  if (words.size() < 3) fail(usage);
+  const std::string action = words.size() > 3 ? words[3] : "list";
+  auto args = [&](const std::string& what) {
+    Object::Ptr a = new Object;
+    a->set("name", words[2]);
+    a->set("action", what);
+    return a;
+  };
+  auto with_addresses = [&](const std::string& what, std::size_t from) {
+    Object::Ptr a = args(what);
+    Array::Ptr list = new Array;
+    for (std::size_t i = from; i < words.size(); ++i) list->add(words[i]);
+    a->set("addresses", list);
+    return a;
+  };
+  if (action == "list") return send(socket_path, "customer.recipients", args("show"), json);
+  if (action == "add" || action == "remove") {
+    if (words.size() < 5) fail(usage);
+    return send(socket_path, "customer.recipients", with_addresses(action, 4), json);
+  }
+  if (action == "forget") return send(socket_path, "customer.recipients", with_addresses("forget", 4), json);
+  if (action == "export") {
+    auto result = request(socket_path, "customer.recipients", args("show")).extract<Object::Ptr>();
+    auto list = result->getArray("list");
+    for (std::size_t i = 0; list && i < list->size(); ++i) {
+      std::cout << list->getElement<std::string>(static_cast<unsigned>(i)) << "\n";
+    }
+    return 0;
+  }
+  if (action == "import") {
+    if (words.size() != 5) fail(usage);
+    const auto addresses = read_recipient_file(words[4]);
+    constexpr std::size_t piece = 10000;
+    std::uint64_t added = 0;
+    for (std::size_t at = 0; at < addresses.size(); at += piece) {
+      Object::Ptr a = args("add");
+      Array::Ptr list = new Array;
+      for (std::size_t i = at; i < std::min(addresses.size(), at + piece); ++i) list->add(addresses[i]);
+      a->set("addresses", list);
+      auto result = request(socket_path, "customer.recipients", a).extract<Object::Ptr>();
+      added += result->getValue<std::uint64_t>("changed");
+    }
+    std::cout << "customer " << words[2] << ": " << addresses.size() << " addresses read, " << added
+              << " added to the list\n";
+    return 0;
+  }
+  fail(usage);
+}
+
+int send(const std::string& socket_path, const std::string& command, const Object::Ptr& args,
          bool json) {
   Object request;
   request.set("command", command);
@@ -705,6 +803,7 @@ int run(std::vector<std::string> args) {
       a->set("name", words[2]);
       return send(socket_path, "customer.show", a, json);
     }
+    if (verb == "recipients") return customer_recipients(socket_path, words, json);
     if (verb == "list") return send(socket_path, "customer.list", a, json);
     if (verb == "remove") {
       need(3, "customer remove NAME [--force]");

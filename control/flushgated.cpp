@@ -32,6 +32,8 @@
 #include "gateway/flush/scheduler.hpp"
 #include "gateway/inbound/smtp_server.hpp"
 #include "control/link_events.hpp"
+#include "control/recipient_checks.hpp"
+#include "gateway/flush/recipient_probe.hpp"
 #include "control/nas_clients.hpp"
 #include "control/service_notify.hpp"
 #include "linkmon/hooks.hpp"
@@ -399,6 +401,15 @@ int run_daemon(core::config& cfg) {
   }
   gateway::customer_directory customers;
   customers.replace_all(*customers_loaded, *stats_loaded);
+  customers.set_recipient_delimiter(cfg.text("recipient_delimiter"));
+  // learn/verify: what the customers' servers told about their addresses.
+  auto known_loaded = store->list_known_recipients(0);
+  if (!known_loaded) {
+    core::log_error("store in {}: cannot load known recipients: {}", data_dir, known_loaded.error().message());
+    return 1;
+  }
+  gateway::recipient_book known(static_cast<std::size_t>(cfg.count("recipient_known_max")));
+  known.replace_all(*known_loaded);
   std::uint64_t queued = 0;
   for (const auto& s : *stats_loaded) queued += s.messages;
   const std::int64_t notices_id = ensure_notices_customer(*store, customers);
@@ -499,10 +510,41 @@ int run_daemon(core::config& cfg) {
                     p.error.empty() ? "" : ": ", p.error));
   });
 
+  control::recipient_checks::settings rc_settings;
+  rc_settings.good_lifetime = cfg.duration("recipient_good_lifetime");
+  rc_settings.bad_lifetime = cfg.duration("recipient_bad_lifetime");
+  control::recipient_checks checks(io, worker, customers, router, sched, known, rc_settings);
+  gateway::probe_settings probe_opts;
+  probe_opts.timeout = cfg.duration("recipient_probe_timeout");
+  probe_opts.per_minute = static_cast<std::size_t>(cfg.count("recipient_probes_per_minute"));
+  probe_opts.client = ds.client;
+  gateway::recipient_prober prober(io, mx, probe_opts);
+  checks.set_probe([&prober](std::int64_t id, gateway::route r,
+                             std::string address) -> asio::awaitable<gateway::known_state> {
+    const auto result = co_await prober.probe(id, r, address);
+    core::log_info("recipient check: callout for <{}> over {}: {} ({})", address, r.describe(),
+                   gateway::to_string(result.verdict), result.reply);
+    switch (result.verdict) {
+      case gateway::probe_verdict::good: co_return gateway::known_state::good;
+      case gateway::probe_verdict::bad: co_return gateway::known_state::bad;
+      case gateway::probe_verdict::unknown: break;
+    }
+    co_return gateway::known_state::unknown;
+  });
+  agent.on_recipient_answer([&checks](std::int64_t id, const std::string& address, bool good) {
+    checks.delivery_answer(id, address, good);
+  });
+  asio::co_spawn(io, checks.run(), asio::detached);
+
   gateway::intake_services intake{customers, worker, disk, tls.get(), {}};
   intake.queued = [&sched](std::int64_t id) { sched.mail_queued(id); };
   intake.routes = &router;
   intake.flushes = &sched;
+  intake.known = &known;
+  intake.server_reachable = [&checks](std::int64_t id) { return checks.server_reachable(id); };
+  intake.verify_recipient = [&checks](std::int64_t id, std::string address) {
+    return checks.verify(id, std::move(address));
+  };
   control::daemon_context context{worker, customers, router, sched, &hooks};
   context.config = &cfg;
   context.disk = &disk;
@@ -512,6 +554,7 @@ int run_daemon(core::config& cfg) {
   context.hostname = hostname;
   context.node = cfg.text("node_name");
   context.started = static_cast<std::int64_t>(std::time(nullptr));
+  context.known = &known;
   link_context = &context;
 
   // A cluster: the nodes tell each other what changed and reconcile with
@@ -622,6 +665,9 @@ int run_daemon(core::config& cfg) {
       co_await smtpd.shutdown();
       odmrd.stop();
       sched.stop();
+      checks.stop();
+      prober.close_all();
+      co_await checks.write_pending();
       if (!co_await hooks.drain(std::chrono::seconds(10))) {
         hooks.stop();
         co_await hooks.drain(std::chrono::seconds(2));

@@ -42,7 +42,11 @@ void customer_directory::upsert(const queue::customer& c) {
   entry->info = c;
   entry->queued_bytes = queued;
   if (c.recipients) {
-    for (const auto& r : *c.recipients) entry->recipients.insert(lower(r));
+    for (const auto& r : *c.recipients) {
+      std::string a = lower(r);
+      if (a.starts_with("*@")) entry->whole_domains.insert(a.substr(2));
+      else entry->recipients.insert(std::move(a));
+    }
   }
   index(*entry);
   by_id_.emplace(c.id, std::move(entry));
@@ -111,14 +115,62 @@ rcpt_verdict customer_directory::check_recipient(std::string_view local, std::st
     case queue::customer_state::suspended: return rcpt_verdict::suspended;
     case queue::customer_state::enabled: break;
   }
-  if (e->info.recipients) {
-    std::string address = lower(local);
-    address += '@';
-    address += domain;
-    if (!e->recipients.contains(address)) return rcpt_verdict::unknown_user;
+  const auto policy = recipient_policy(e->info);
+  if (policy == "list") {
+    bool listed = e->whole_domains.contains(std::string(domain));
+    for (const auto& key : recipient_keys(local, domain, delimiter_)) {
+      if (e->recipients.contains(key)) listed = true;
+    }
+    if (!listed) return rcpt_verdict::unknown_user;
   }
   if (e->info.quota != 0 && e->queued_bytes >= e->info.quota) return rcpt_verdict::over_quota;
+  if (policy == "learn" || policy == "verify") return rcpt_verdict::check_known;
   return rcpt_verdict::accept;
+}
+
+void customer_directory::add_recipients(std::int64_t customer_id, const std::vector<std::string>& addresses) {
+  auto it = by_id_.find(customer_id);
+  if (it == by_id_.end()) return;
+  auto& e = *it->second;
+  if (!e.info.recipients) e.info.recipients.emplace();
+  for (const auto& a : addresses) {
+    if (std::find(e.info.recipients->begin(), e.info.recipients->end(), a) == e.info.recipients->end()) {
+      e.info.recipients->push_back(a);
+    }
+    if (a.starts_with("*@")) e.whole_domains.insert(a.substr(2));
+    else e.recipients.insert(a);
+  }
+  ++generation_;
+}
+
+void customer_directory::remove_recipients(std::int64_t customer_id,
+                                           const std::vector<std::string>& addresses) {
+  auto it = by_id_.find(customer_id);
+  if (it == by_id_.end() || !it->second->info.recipients) return;
+  auto& e = *it->second;
+  std::unordered_set<std::string> gone(addresses.begin(), addresses.end());
+  std::erase_if(*e.info.recipients, [&](const std::string& a) { return gone.contains(a); });
+  for (const auto& a : addresses) {
+    if (a.starts_with("*@")) e.whole_domains.erase(a.substr(2));
+    else e.recipients.erase(a);
+  }
+  ++generation_;
+}
+
+std::string_view recipient_policy(const queue::customer& c) {
+  if (!c.recipient_check.empty()) return c.recipient_check;
+  return c.recipients ? "list" : "any";
+}
+
+std::vector<std::string> recipient_keys(std::string_view local, std::string_view domain,
+                                        std::string_view delimiter) {
+  std::string l = lower(local);
+  std::vector<std::string> out{l + "@" + std::string(domain)};
+  if (!delimiter.empty()) {
+    const auto at = l.find(delimiter);
+    if (at != std::string::npos && at > 0) out.push_back(l.substr(0, at) + "@" + std::string(domain));
+  }
+  return out;
 }
 
 const customer_entry* customer_directory::find_by_link_user(std::string_view user) const {

@@ -8,6 +8,17 @@
 // Security: this is the no-open-relay check (ARCHITECTURE.md invariant 3):
 // only domains of enabled customers are accepted; a recipient list, where
 // set, is enforced here, at RCPT time.
+//
+// Recipient checks, per customer (queue::customer::recipient_check):
+//   any     every local part of its domains (the old default; the status
+//           page and the DNS doctor call it a back door)
+//   list    its explicit list: exact addresses, "*@domain" for a whole
+//           domain, and "user+tag@domain" matches "user@domain" (the
+//           delimiter is recipient_delimiter)
+//   learn   what its server took (known-good, 250) or refused as unknown
+//           (known-bad, 550 5.1.1) — recipient_book.hpp; an address not
+//           known yet gets check_known, and the session decides
+//   verify  learn, and the session may ask the server (a callout)
 // Errors: check_recipient returns a rcpt_verdict; the session maps it to a reply.
 #pragma once
 
@@ -31,11 +42,20 @@ enum class rcpt_verdict {
   suspended,      // customer suspended: 450 4.7.1, nothing new accepted
   unknown_user,   // recipient list set and the address is not on it: 550 5.1.1
   over_quota,     // customer's quota reached: 552 5.2.2
+  check_known,    // learn/verify: the session looks the address up in the recipient book
 };
+
+// The customer's recipient check with the default filled in: "any", "list", "learn" or "verify".
+std::string_view recipient_policy(const queue::customer& c);
+// The addresses RCPT local@domain may be known as: itself, and without its
+// subaddress ("user+tag" → "user") when `delimiter` is set. Lower-cased.
+std::vector<std::string> recipient_keys(std::string_view local, std::string_view domain,
+                                        std::string_view delimiter);
 
 struct customer_entry {
   queue::customer info;
   std::unordered_set<std::string> recipients;  // lower-cased; used when info.recipients is set
+  std::unordered_set<std::string> whole_domains;  // "*@domain" entries of the list, as "domain"
   std::uint64_t queued_bytes = 0;
 };
 
@@ -58,6 +78,10 @@ class customer_directory {
   // Every customer, in id order.
   std::vector<const customer_entry*> all() const;
 
+  // The subaddress delimiter of list matching ("" = none; recipient_delimiter).
+  void set_recipient_delimiter(std::string delimiter) { delimiter_ = std::move(delimiter); }
+  const std::string& recipient_delimiter() const { return delimiter_; }
+
   // Decides whether RCPT `address` (local@domain, domain lower-cased) is accepted.
   rcpt_verdict check_recipient(std::string_view local, std::string_view domain,
                                const customer_entry** owner) const;
@@ -74,6 +98,10 @@ class customer_directory {
   // Grows with every change of a customer (not of queued bytes): a reader
   // that waited (on the store) can tell whether its view is still the latest.
   std::uint64_t generation() const noexcept { return generation_; }
+  // Live list management: the customer's list gains or loses addresses
+  // (the store changed them already); a customer without a list gets one.
+  void add_recipients(std::int64_t customer_id, const std::vector<std::string>& addresses);
+  void remove_recipients(std::int64_t customer_id, const std::vector<std::string>& addresses);
 
  private:
   void index(customer_entry& e);
@@ -84,6 +112,7 @@ class customer_directory {
   std::unordered_map<std::string, customer_entry*> by_name_;
   std::unordered_map<std::string, customer_entry*> by_link_user_;
   std::uint64_t generation_ = 0;
+  std::string delimiter_ = "+";
 };
 
 }  // namespace flushgate::gateway

@@ -71,4 +71,10 @@ std::string format_reply(int code, std::string_view enhanced, std::string_view t
   return out;
 }
 
+bool refuses_unknown_user(int code, std::string_view enhanced) {
+  if (code < 500 || code > 599) return false;
+  if (!enhanced.empty()) return enhanced.starts_with("5.1.");
+  return code == 550 || code == 551 || code == 553;
+}
+
 }  // namespace flushgate::gateway

@@ -27,4 +27,12 @@ inline constexpr std::size_t max_reply_line = 512;
 // Formats a reply; '\n' in `text` separates the lines of a multi-line reply.
 std::string format_reply(int code, std::string_view enhanced, std::string_view text);
 
+// True when a server's reply to RCPT says the address cannot be delivered
+// to, for good: an enhanced code X.1.X (RFC 3463 §3.2, addressing: 5.1.1 bad
+// mailbox, 5.1.2 bad system, 5.1.3 bad syntax, 5.1.6 moved) — the enhanced
+// code decides over the basic one — or, without one, 550/551/553 (RFC 5321
+// §4.2.2). A full mailbox (5.2.x), a policy refusal ("550 5.7.1") or a 4xx is
+// never "unknown user": the recipient checks learn nothing from them.
+bool refuses_unknown_user(int code, std::string_view enhanced);
+
 }  // namespace flushgate::gateway

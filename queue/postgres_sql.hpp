@@ -166,8 +166,24 @@ ALTER TABLE customers ADD COLUMN ipv6_server text NOT NULL DEFAULT '',
                       ADD COLUMN prefer_family text NOT NULL DEFAULT '';
 )sql";
 
+// Version 4 -> 5: recipient checks, as SQLite's version 10.
+inline constexpr const char* schema_v5 = R"sql(
+ALTER TABLE customers ADD COLUMN recipient_check text NOT NULL DEFAULT '',
+                      ADD COLUMN unknown_recipients text NOT NULL DEFAULT '';
+CREATE TABLE known_recipients (
+  customer_id  bigint  NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  address      text    NOT NULL,
+  good         boolean NOT NULL,
+  source       text    NOT NULL,
+  first_seen   bigint  NOT NULL,
+  last_seen    bigint  NOT NULL,
+  PRIMARY KEY (customer_id, address)
+);
+CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 
 // Serialises migrations and node registration between nodes (any constant
 // that nothing else on the server uses; "flushgat" in ASCII).
@@ -194,7 +210,8 @@ inline constexpr const char* show_encoding = "SHOW server_encoding";
 
 #define FLUSHGATE_PG_CUSTOMER_COLUMNS                                                          \
   "id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, quota, " \
-  "queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, prefer_family"
+  "queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, prefer_family, " \
+  "recipient_check, unknown_recipients"
 inline constexpr const char* customer_by_name =
     "SELECT " FLUSHGATE_PG_CUSTOMER_COLUMNS " FROM customers WHERE name = $1";
 inline constexpr const char* customers_all =
@@ -211,17 +228,45 @@ inline constexpr const char* domain_owner =
     "SELECT 1 FROM domains WHERE domain = $1 AND customer_id <> $2";
 inline constexpr const char* user_owner =
     "SELECT 1 FROM link_users WHERE user_name = $1 AND customer_id <> $2";
-// $1..$16 in the order of postgres_store's customer_params; the id is $17.
+// $1..$18 in the order of postgres_store's customer_params; the id is $19.
 inline constexpr const char* insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
     "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
-    "ipv6_server, prefer_family) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id";
+    "ipv6_server, prefer_family, recipient_check, unknown_recipients) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "RETURNING id";
 inline constexpr const char* update_customer =
     "UPDATE customers SET name = $1, subdomains = $2, state = $3, mode = $4, route = $5, "
     "link_port = $6, has_recipients = $7, max_size = $8, quota = $9, queue_lifetime = $10, "
     "delay_warning = $11, tls = $12, credential = $13, etrn_networks = $14, ipv6_server = $15, "
-    "prefer_family = $16 WHERE id = $17";
+    "prefer_family = $16, recipient_check = $17, unknown_recipients = $18 WHERE id = $19";
+// Recipient lists managed live, and known recipients (store.hpp).
+inline constexpr const char* set_has_recipients =
+    "UPDATE customers SET has_recipients = true WHERE id = $1";
+inline constexpr const char* add_allowed =
+    "INSERT INTO allowed_recipients (customer_id, address) "
+    "SELECT DISTINCT $2::bigint, a FROM unnest($1::text[]) AS t(a) ON CONFLICT DO NOTHING";
+inline constexpr const char* remove_allowed =
+    "DELETE FROM allowed_recipients WHERE customer_id = $2 AND address = ANY($1::text[])";
+// One row per (customer, address) of the batch (the last wins), for customers still there.
+inline constexpr const char* save_known =
+    "INSERT INTO known_recipients (customer_id, address, good, source, first_seen, last_seen) "
+    "SELECT DISTINCT ON (c, a) c, a, g, s, f, l FROM unnest($1::text[]::bigint[], $2::text[], "
+    "$3::text[]::boolean[], $4::text[], $5::text[]::bigint[], $6::text[]::bigint[]) "
+    "WITH ORDINALITY AS t(c, a, g, s, f, l, n) WHERE EXISTS (SELECT 1 FROM customers WHERE id = c) "
+    "ORDER BY c, a, n DESC "
+    "ON CONFLICT (customer_id, address) DO UPDATE SET good = excluded.good, "
+    "source = excluded.source, last_seen = excluded.last_seen";
+inline constexpr const char* known_one =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "WHERE customer_id = $1 ORDER BY address COLLATE \"C\"";
+inline constexpr const char* known_all =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "ORDER BY customer_id, address COLLATE \"C\"";
+inline constexpr const char* forget_known =
+    "DELETE FROM known_recipients WHERE customer_id = $1 AND ($2::text = '' OR address = $2::text)";
+inline constexpr const char* expire_known =
+    "DELETE FROM known_recipients WHERE (good AND last_seen < $1) OR (NOT good AND last_seen < $2)";
 inline constexpr const char* clear_customer_lists =
     "WITH d AS (DELETE FROM domains WHERE customer_id = $1), "
     "u AS (DELETE FROM link_users WHERE customer_id = $1) "

@@ -472,7 +472,7 @@ error_code postgres_store::write_customer_details(std::int64_t id, const custome
 
 namespace {
 
-// $1..$16 of insert_customer and update_customer (one list: they cannot drift).
+// $1..$18 of insert_customer and update_customer (one list: they cannot drift).
 void add_customer_columns(auto& p, const customer& c) {
   p.add(c.name)
       .add(c.subdomains)
@@ -489,7 +489,9 @@ void add_customer_columns(auto& p, const customer& c) {
       .add(c.credential)
       .add(detail::join_list(c.etrn_networks))
       .add(c.ipv6_server)
-      .add(c.prefer_family);
+      .add(c.prefer_family)
+      .add(c.recipient_check)
+      .add(c.unknown_recipients);
 }
 
 }  // namespace
@@ -591,6 +593,8 @@ boost::system::result<std::vector<customer>> postgres_store::read_customers(cons
     c.etrn_networks = detail::split_list(text(14));
     c.ipv6_server = text(15);
     c.prefer_family = text(16);
+    c.recipient_check = text(17);
+    c.unknown_recipients = text(18);
     out.push_back(std::move(c));
   }
   if (out.empty()) return out;
@@ -1224,6 +1228,83 @@ error_code postgres_store::remove_link(std::string_view user, std::string_view s
   auto r = run(pg_sql::remove_link, params{user, session_id}, "remove link");
   if (!r) return r.error();
   return affected(r->get()) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::uint64_t> postgres_store::add_allowed_recipients(
+    std::int64_t customer_id, std::span<const std::string> addresses) {
+  if (!detail::valid_addresses(addresses)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  auto marked = run(pg_sql::set_has_recipients, params{customer_id}, "set has_recipients");
+  if (!marked) return marked.error();
+  if (affected(marked->get()) == 0) return errc::not_found;
+  std::vector<std::string_view> list(addresses.begin(), addresses.end());
+  auto r = run(pg_sql::add_allowed, params{text_array(list), customer_id}, "add recipients");
+  if (!r) return r.error();
+  const auto added = static_cast<std::uint64_t>(affected(r->get()));
+  if (auto ec = tx.commit()) return ec;
+  return added;
+}
+
+boost::system::result<std::uint64_t> postgres_store::remove_allowed_recipients(
+    std::int64_t customer_id, std::span<const std::string> addresses) {
+  std::vector<std::string_view> list(addresses.begin(), addresses.end());
+  auto r = run(pg_sql::remove_allowed, params{text_array(list), customer_id}, "remove recipients");
+  if (!r) return r.error();
+  return static_cast<std::uint64_t>(affected(r->get()));
+}
+
+error_code postgres_store::save_known_recipients(std::span<const known_recipient> items) {
+  if (!detail::valid_known_recipients(items)) return errc::invalid_argument;
+  if (items.empty()) return {};
+  std::vector<std::string> ids, goods, firsts, lasts;
+  std::vector<std::string_view> addresses, sources;
+  for (const auto& k : items) {
+    ids.push_back(std::to_string(k.customer_id));
+    addresses.push_back(k.address);
+    goods.push_back(k.good ? "t" : "f");
+    sources.push_back(k.source);
+    firsts.push_back(std::to_string(k.first_seen));
+    lasts.push_back(std::to_string(k.last_seen));
+  }
+  auto view = [](const std::vector<std::string>& v) {
+    return std::vector<std::string_view>(v.begin(), v.end());
+  };
+  params p{text_array(view(ids)),    text_array(addresses),    text_array(view(goods)),
+           text_array(sources),      text_array(view(firsts)), text_array(view(lasts))};
+  auto r = run(pg_sql::save_known, p, "save known recipients");
+  return r ? error_code{} : r.error();
+}
+
+boost::system::result<std::vector<known_recipient>> postgres_store::list_known_recipients(
+    std::int64_t customer_id) {
+  auto r = customer_id > 0 ? run(pg_sql::known_one, params{customer_id}, "list known recipients")
+                           : run(pg_sql::known_all, params{}, "list known recipients");
+  if (!r) return r.error();
+  pg_result* res = r->get();
+  std::vector<known_recipient> out;
+  for (int i = 0; i < PQntuples(res); ++i) {
+    auto text = [&](int col) { return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col)); };
+    out.push_back({.customer_id = to_int64(PQgetvalue(res, i, 0)), .address = text(1),
+                   .good = text(2) == "t", .source = text(3),
+                   .first_seen = to_int64(PQgetvalue(res, i, 4)),
+                   .last_seen = to_int64(PQgetvalue(res, i, 5))});
+  }
+  return out;
+}
+
+boost::system::result<std::uint64_t> postgres_store::forget_known_recipients(std::int64_t customer_id,
+                                                                             std::string_view address) {
+  auto r = run(pg_sql::forget_known, params{customer_id, address}, "forget known recipients");
+  if (!r) return r.error();
+  return static_cast<std::uint64_t>(affected(r->get()));
+}
+
+boost::system::result<std::uint64_t> postgres_store::expire_known_recipients(std::int64_t good_before,
+                                                                             std::int64_t bad_before) {
+  auto r = run(pg_sql::expire_known, params{good_before, bad_before}, "expire known recipients");
+  if (!r) return r.error();
+  return static_cast<std::uint64_t>(affected(r->get()));
 }
 
 boost::system::result<std::vector<link_record>> postgres_store::list_links() {

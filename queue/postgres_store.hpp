@@ -99,7 +99,7 @@ struct postgres_violation {
 class postgres_store final : public store {
  public:
   // Schema version this build writes (table flushgate_schema).
-  static constexpr int schema_version = 4;
+  static constexpr int schema_version = 5;
 
   // Connects, migrates the schema and registers the node. Fails (io_error)
   // when the server cannot be reached: the daemon does not start without
@@ -157,6 +157,17 @@ class postgres_store final : public store {
   boost::system::error_code remove_link(std::string_view user,
                                         std::string_view session_id) override;
   boost::system::result<std::vector<link_record>> list_links() override;
+  boost::system::result<std::uint64_t> add_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) override;
+  boost::system::result<std::uint64_t> remove_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) override;
+  boost::system::error_code save_known_recipients(std::span<const known_recipient> items) override;
+  boost::system::result<std::vector<known_recipient>> list_known_recipients(
+      std::int64_t customer_id) override;
+  boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
+                                                               std::string_view address) override;
+  boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,
+                                                               std::int64_t bad_before) override;
 
   boost::system::result<lease_take> take_lease(std::int64_t customer_id, std::string_view node,
                                                std::int64_t now,

@@ -1,7 +1,7 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 9 (PRAGMA user_version = 9): version 1 below, then the
-// migrations schema_v2 ... schema_v9. A released version is never edited: an
+// Schema, version 10 (PRAGMA user_version = 10): version 1 below, then the
+// migrations schema_v2 ... schema_v10. A released version is never edited: an
 // existing database only ever moves forward through migrations[].
 //
 // Version 1:
@@ -79,6 +79,13 @@
 //                       node; goes with its customer
 //   events              the recent-events list, id AUTOINCREMENT; each
 //                       insert drops what falls beyond max_stored_events
+//
+// Version 10 adds recipient checks: customers.recipient_check and
+// customers.unknown_recipients, and
+//
+//   known_recipients    (customer, address) PRIMARY KEY -> good or bad,
+//                       source, first and last seen; goes with its customer;
+//                       known_recipients_by_last_seen serves the expiry.
 //
 // Version 9 adds IPv6 lines: links.ipv6_address and links.ipv6_prefix
 // (an IPv6 address that an older version kept in links.address moves),
@@ -295,9 +302,26 @@ ALTER TABLE customers ADD COLUMN ipv6_server TEXT NOT NULL DEFAULT '';
 ALTER TABLE customers ADD COLUMN prefer_family TEXT NOT NULL DEFAULT '';
 )sql";
 
+// v9 -> v10: recipient checks. A customer's policy and what unknown
+// addresses get; the addresses its server told about (store.hpp).
+constexpr const char* schema_v10 = R"sql(
+ALTER TABLE customers ADD COLUMN recipient_check TEXT NOT NULL DEFAULT '';
+ALTER TABLE customers ADD COLUMN unknown_recipients TEXT NOT NULL DEFAULT '';
+CREATE TABLE known_recipients (
+  customer_id  INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+  address      TEXT    NOT NULL,
+  good         INTEGER NOT NULL,
+  source       TEXT    NOT NULL,
+  first_seen   INTEGER NOT NULL,
+  last_seen    INTEGER NOT NULL,
+  PRIMARY KEY (customer_id, address)
+) WITHOUT ROWID;
+CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
 constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                      schema_v6, schema_v7, schema_v8, schema_v9};
+                                      schema_v6, schema_v7, schema_v8, schema_v9, schema_v10};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -309,11 +333,11 @@ constexpr const char* sql_rollback = "ROLLBACK";
 constexpr const char* sql_customer_by_name =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
     "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
-    "prefer_family FROM customers WHERE name = ?1";
+    "prefer_family, recipient_check, unknown_recipients FROM customers WHERE name = ?1";
 constexpr const char* sql_customers_all =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
     "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
-    "prefer_family FROM customers ORDER BY name";
+    "prefer_family, recipient_check, unknown_recipients FROM customers ORDER BY name";
 constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
 constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
 constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
@@ -321,18 +345,35 @@ constexpr const char* sql_domain_owner =
     "SELECT customer_id FROM domains WHERE domain = ?1 AND customer_id <> ?2";
 constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
-constexpr int customer_columns = 16;  // bound by bind_customer_columns
+constexpr int customer_columns = 18;  // bound by bind_customer_columns
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
     "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
-    "ipv6_server, prefer_family) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
-// The same ?1..?16 as sql_insert_customer (bind_customer_columns), the id last.
+    "ipv6_server, prefer_family, recipient_check, unknown_recipients) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+// The same ?1..?18 as sql_insert_customer (bind_customer_columns), the id last.
 constexpr const char* sql_update_customer =
     "UPDATE customers SET name = ?1, subdomains = ?2, state = ?3, mode = ?4, route = ?5, "
     "link_port = ?6, has_recipients = ?7, max_size = ?8, quota = ?9, queue_lifetime = ?10, "
     "delay_warning = ?11, tls = ?12, credential = ?13, etrn_networks = ?14, ipv6_server = ?15, "
-    "prefer_family = ?16 WHERE id = ?17";
+    "prefer_family = ?16, recipient_check = ?17, unknown_recipients = ?18 WHERE id = ?19";
+constexpr const char* sql_set_has_recipients = "UPDATE customers SET has_recipients = 1 WHERE id = ?1";
+constexpr const char* sql_delete_allowed_one =
+    "DELETE FROM allowed_recipients WHERE customer_id = ?1 AND address = ?2";
+constexpr const char* sql_save_known =
+    "INSERT INTO known_recipients (customer_id, address, good, source, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (customer_id, address) DO UPDATE SET "
+    "good = excluded.good, source = excluded.source, last_seen = excluded.last_seen";
+constexpr const char* sql_known_one =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "WHERE customer_id = ?1 ORDER BY address";
+constexpr const char* sql_known_all =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "ORDER BY customer_id, address";
+constexpr const char* sql_forget_known =
+    "DELETE FROM known_recipients WHERE customer_id = ?1 AND (?2 = '' OR address = ?2)";
+constexpr const char* sql_expire_known =
+    "DELETE FROM known_recipients WHERE (good = 1 AND last_seen < ?1) OR (good = 0 AND last_seen < ?2)";
 constexpr const char* sql_delete_domains = "DELETE FROM domains WHERE customer_id = ?1";
 constexpr const char* sql_delete_users = "DELETE FROM link_users WHERE customer_id = ?1";
 constexpr const char* sql_delete_allowed = "DELETE FROM allowed_recipients WHERE customer_id = ?1";
@@ -903,7 +944,7 @@ error_code sqlite_store::write_customer_details(std::int64_t id, const customer&
   return {};
 }
 
-// Binds the customer columns ?1..?16 of sql_insert_customer and
+// Binds the customer columns ?1..?18 of sql_insert_customer and
 // sql_update_customer (one list, so the two statements cannot drift apart).
 // `networks` is join_list(c.etrn_networks), kept alive by the caller.
 void sqlite_store::bind_customer_columns(statement& s, const customer& c,
@@ -924,6 +965,8 @@ void sqlite_store::bind_customer_columns(statement& s, const customer& c,
   s.bind(14, networks);
   s.bind(15, c.ipv6_server);
   s.bind(16, c.prefer_family);
+  s.bind(17, c.recipient_check);
+  s.bind(18, c.unknown_recipients);
 }
 
 error_code sqlite_store::add_customer(customer& c) {
@@ -1033,6 +1076,8 @@ boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite
     c.etrn_networks = split_list(s.text(14));
     c.ipv6_server = s.text(15);
     c.prefer_family = s.text(16);
+    c.recipient_check = s.text(17);
+    c.unknown_recipients = s.text(18);
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return fail(rc, "read customers");
@@ -1547,6 +1592,103 @@ error_code sqlite_store::remove_link(std::string_view user, std::string_view ses
   s.bind(2, session_id);
   if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "remove link");
   return sqlite3_changes(db_) == 0 ? error_code{errc::not_found} : error_code{};
+}
+
+boost::system::result<std::uint64_t> sqlite_store::add_allowed_recipients(
+    std::int64_t customer_id, std::span<const std::string> addresses) {
+  if (!detail::valid_addresses(addresses)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  {
+    statement s{prepare(sql_set_has_recipients)};
+    if (!s) return fail(last_rc_, "prepare set has_recipients");
+    s.bind(1, customer_id);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "set has_recipients");
+    if (sqlite3_changes(db_) == 0) return errc::not_found;
+  }
+  std::uint64_t added = 0;
+  for (const auto& a : addresses) {
+    statement s{prepare(sql_insert_allowed)};
+    if (!s) return fail(last_rc_, "prepare insert recipient");
+    s.bind(1, customer_id);
+    s.bind(2, a);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert recipient");
+    added += static_cast<std::uint64_t>(sqlite3_changes(db_));
+  }
+  if (auto ec = tx.commit()) return ec;
+  return added;
+}
+
+boost::system::result<std::uint64_t> sqlite_store::remove_allowed_recipients(
+    std::int64_t customer_id, std::span<const std::string> addresses) {
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  std::uint64_t removed = 0;
+  for (const auto& a : addresses) {
+    statement s{prepare(sql_delete_allowed_one)};
+    if (!s) return fail(last_rc_, "prepare delete recipient");
+    s.bind(1, customer_id);
+    s.bind(2, a);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "delete recipient");
+    removed += static_cast<std::uint64_t>(sqlite3_changes(db_));
+  }
+  if (auto ec = tx.commit()) return ec;
+  return removed;
+}
+
+error_code sqlite_store::save_known_recipients(std::span<const known_recipient> items) {
+  if (!detail::valid_known_recipients(items)) return errc::invalid_argument;
+  transaction tx(*this);
+  if (auto ec = tx.begin()) return ec;
+  for (const auto& k : items) {
+    statement s{prepare(sql_save_known)};
+    if (!s) return fail(last_rc_, "prepare save known recipient");
+    s.bind(1, k.customer_id);
+    s.bind(2, k.address);
+    s.bind(3, std::int64_t{k.good});
+    s.bind(4, k.source);
+    s.bind(5, k.first_seen);
+    s.bind(6, k.last_seen);
+    const int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) continue;  // the customer went meanwhile
+    if (rc != SQLITE_DONE) return fail(rc, "save known recipient");
+  }
+  return tx.commit();
+}
+
+boost::system::result<std::vector<known_recipient>> sqlite_store::list_known_recipients(
+    std::int64_t customer_id) {
+  statement s{prepare(customer_id > 0 ? sql_known_one : sql_known_all)};
+  if (!s) return fail(last_rc_, "prepare list known recipients");
+  if (customer_id > 0) s.bind(1, customer_id);
+  std::vector<known_recipient> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    out.push_back({.customer_id = s.int64(0), .address = s.text(1), .good = s.int64(2) != 0,
+                   .source = s.text(3), .first_seen = s.int64(4), .last_seen = s.int64(5)});
+  }
+  if (rc != SQLITE_DONE) return fail(rc, "list known recipients");
+  return out;
+}
+
+boost::system::result<std::uint64_t> sqlite_store::forget_known_recipients(std::int64_t customer_id,
+                                                                           std::string_view address) {
+  statement s{prepare(sql_forget_known)};
+  if (!s) return fail(last_rc_, "prepare forget known recipients");
+  s.bind(1, customer_id);
+  s.bind(2, address);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "forget known recipients");
+  return static_cast<std::uint64_t>(sqlite3_changes(db_));
+}
+
+boost::system::result<std::uint64_t> sqlite_store::expire_known_recipients(std::int64_t good_before,
+                                                                           std::int64_t bad_before) {
+  statement s{prepare(sql_expire_known)};
+  if (!s) return fail(last_rc_, "prepare expire known recipients");
+  s.bind(1, good_before);
+  s.bind(2, bad_before);
+  if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "expire known recipients");
+  return static_cast<std::uint64_t>(sqlite3_changes(db_));
 }
 
 boost::system::result<std::vector<link_record>> sqlite_store::list_links() {

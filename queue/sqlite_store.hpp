@@ -64,7 +64,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 9;
+  static constexpr int schema_version = 10;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);
@@ -115,6 +115,17 @@ class sqlite_store final : public store {
   boost::system::error_code remove_link(std::string_view user,
                                         std::string_view session_id) override;
   boost::system::result<std::vector<link_record>> list_links() override;
+  boost::system::result<std::uint64_t> add_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) override;
+  boost::system::result<std::uint64_t> remove_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) override;
+  boost::system::error_code save_known_recipients(std::span<const known_recipient> items) override;
+  boost::system::result<std::vector<known_recipient>> list_known_recipients(
+      std::int64_t customer_id) override;
+  boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
+                                                               std::string_view address) override;
+  boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,
+                                                               std::int64_t bad_before) override;
 
   boost::system::result<lease_take> take_lease(std::int64_t customer_id, std::string_view node,
                                                std::int64_t now,

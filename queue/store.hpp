@@ -100,6 +100,12 @@ struct customer {
   // delegated prefix ("::25" on 2001:db8:0:5600::/56 is 2001:db8:0:5600::25).
   std::string ipv6_server;
   std::string prefer_family;  // which address of a dual-stack link first: "" = "ipv6", or "ipv4"
+  // Which RCPTs are taken for the customer's domains (recipient_policy.hpp):
+  // "any", "list", "learn", "verify"; "" = "list" when recipients is set, else "any".
+  std::string recipient_check;
+  // learn/verify: what an address not known yet gets while the customer's
+  // server cannot be asked: "" = "tempfail" (450 4.1.1), "accept", "reject" (550 5.1.1).
+  std::string unknown_recipients;
   bool operator==(const customer&) const = default;
 };
 
@@ -178,6 +184,18 @@ struct link_record {
   std::string source;        // "radius", "pcap" or "script"
   std::int64_t since = 0;    // unix seconds
   bool operator==(const link_record&) const = default;
+};
+
+// An address the customer's server told about: it took mail for it (good)
+// or refused it as unknown (bad), during a flush or a callout.
+struct known_recipient {
+  std::int64_t customer_id = 0;
+  std::string address;       // lower-cased local@domain
+  bool good = true;
+  std::string source;        // "delivery" or "callout"
+  std::int64_t first_seen = 0;  // unix seconds
+  std::int64_t last_seen = 0;   // unix seconds; expiry counts from here
+  bool operator==(const known_recipient&) const = default;
 };
 
 // The name of the system customer that owns DSNs and other notices the
@@ -362,6 +380,27 @@ class store {
   virtual boost::system::error_code remove_link(std::string_view user,
                                                 std::string_view session_id) = 0;
   virtual boost::system::result<std::vector<link_record>> list_links() = 0;
+
+  // Recipient lists (the customer's explicit list, managed live: no whole
+  // customer rewrite for one address). add skips addresses already there;
+  // both return how many changed. A customer that had no list gets one.
+  virtual boost::system::result<std::uint64_t> add_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) = 0;
+  virtual boost::system::result<std::uint64_t> remove_allowed_recipients(
+      std::int64_t customer_id, std::span<const std::string> addresses) = 0;
+
+  // Known recipients (learn/verify): save upserts (first_seen kept, the rest
+  // replaced); list gives one customer's (customer_id > 0) or everyone's, by
+  // customer then address; forget drops one address ("" = all of the
+  // customer's); expire drops good ones last seen before good_before and bad
+  // ones before bad_before. forget/expire return how many went.
+  virtual boost::system::error_code save_known_recipients(std::span<const known_recipient> items) = 0;
+  virtual boost::system::result<std::vector<known_recipient>> list_known_recipients(
+      std::int64_t customer_id) = 0;
+  virtual boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
+                                                                       std::string_view address) = 0;
+  virtual boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,
+                                                                       std::int64_t bad_before) = 0;
 
   // Delivery leases (see the header comment; times in unix ms, now 0 = the
   // store's clock). take_lease gives the customer's lease to `node` for

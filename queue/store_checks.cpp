@@ -56,6 +56,20 @@ bool valid_attempt(std::span<const recipient_update> updates,
   return unique_ids(std::move(ids));
 }
 
+bool valid_addresses(std::span<const std::string> addresses) {
+  for (const auto& a : addresses) {
+    if (a.empty() || has_upper(a)) return false;
+  }
+  return true;
+}
+
+bool valid_known_recipients(std::span<const known_recipient> items) {
+  for (const auto& k : items) {
+    if (k.address.empty() || has_upper(k.address) || k.customer_id <= 0) return false;
+  }
+  return true;
+}
+
 bool valid_customer(const customer& c) {
   if (!valid_customer_name(c.name)) return false;
   std::set<std::string_view> seen;
@@ -75,6 +89,14 @@ bool valid_customer(const customer& c) {
     if (n.empty() || n.find(',') != std::string::npos) return false;
   }
   if (!c.prefer_family.empty() && c.prefer_family != "ipv4" && c.prefer_family != "ipv6") return false;
+  if (!c.recipient_check.empty() && c.recipient_check != "any" && c.recipient_check != "list" &&
+      c.recipient_check != "learn" && c.recipient_check != "verify") {
+    return false;
+  }
+  if (!c.unknown_recipients.empty() && c.unknown_recipients != "tempfail" &&
+      c.unknown_recipients != "accept" && c.unknown_recipients != "reject") {
+    return false;
+  }
   return c.queue_lifetime >= 0 && c.delay_warning >= 0;
 }
 

@@ -58,6 +58,10 @@ struct arrival_range {
 std::vector<arrival_range> age_bucket_ranges(std::int64_t now,
                                              std::span<const std::int64_t> upper_bounds);
 
+// Recipient addresses as the store keeps them: not empty, lower-cased.
+bool valid_addresses(std::span<const std::string> addresses);
+bool valid_known_recipients(std::span<const known_recipient> items);
+
 // A short list kept in one column: comma-separated, no empty items.
 std::string join_list(const std::vector<std::string>& items);
 std::vector<std::string> split_list(std::string_view text);

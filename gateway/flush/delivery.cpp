@@ -10,6 +10,7 @@
 //   5. repeat until nothing is left or the connection is lost.
 #include "gateway/flush/delivery.hpp"
 #include "gateway/gateway_metrics.hpp"
+#include "gateway/smtp_reply.hpp"
 
 #include "core/log.hpp"
 #include "core/units.hpp"
@@ -665,6 +666,7 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
             defer(w, *rc, relay, "lost connection with " + relay + " while sending");
           } else if (rr->reply.code >= 200 && rr->reply.code < 300) {
             update(w, *rc, queue::recipient_fate::delivered, rr->reply.line());
+            if (recipient_answer_) recipient_answer_(customer_id, rc->address, true);
             core::log_info("{}: to=<{}>, relay={}, delay={}, dsn={}, status=sent ({}), customer={}",
                            w.message->qid, rc->address, relay, now_seconds() - w.message->arrival,
                            status_of(rr->reply, '2', "2.0.0"), rr->reply.line(), customer_name);
@@ -682,6 +684,9 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
             }
           } else if (rr->reply.code >= 500) {
             fail(w, *rc, status_of(rr->reply, '5', "5.0.0"), relay, rr->reply.line());
+            if (recipient_answer_ && refuses_unknown_user(rr->reply.code, rr->reply.enhanced)) {
+              recipient_answer_(customer_id, rc->address, false);
+            }
           } else {
             defer(w, *rc, relay, rr->reply.line());
           }

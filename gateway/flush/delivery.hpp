@@ -58,6 +58,12 @@ class delivery_agent {
                  std::int64_t notices_customer_id, const router* routes = nullptr);
 
   // Called for every DSN the agent queued (so the scheduler can send it).
+  // The customer's server answered RCPT for `address`: took it (good) or
+  // refused it as an unknown user (smtp_reply.hpp refuses_unknown_user).
+  // The recipient checks learn from it (recipient_book.hpp).
+  using recipient_answer_function =
+      std::function<void(std::int64_t customer_id, const std::string& address, bool good)>;
+  void on_recipient_answer(recipient_answer_function f) { recipient_answer_ = std::move(f); }
   void on_notice_queued(std::function<void(std::int64_t customer_id)> f) {
     notice_queued_ = std::move(f);
   }
@@ -114,6 +120,7 @@ class delivery_agent {
   std::int64_t notices_customer_id_;
   const router* routes_;
   std::function<void(std::int64_t)> notice_queued_;
+  recipient_answer_function recipient_answer_;
 };
 
 }  // namespace flushgate::gateway

@@ -15,6 +15,8 @@
 //   5. pool the connection again (idle timer) or retire it (QUIT, bounded).
 #include "gateway/flush/recipient_probe.hpp"
 
+#include "gateway/smtp_reply.hpp"
+
 #include "gateway/gateway_metrics.hpp"
 
 #include "core/log.hpp"
@@ -127,16 +129,8 @@ const char* to_string(probe_verdict v) noexcept {
 
 probe_verdict classify_rcpt_reply(const peer_reply& reply) {
   if (reply.positive()) return probe_verdict::good;
-  if (reply.code < 500 || reply.code > 599) return probe_verdict::unknown;
-  // RFC 3463 §3.2: X.1.X is addressing status (5.1.1 bad mailbox, 5.1.2 bad
-  // system, 5.1.3 bad syntax, 5.1.6 moved). With an enhanced code we trust it
-  // over the basic code: "550 5.7.1 relaying denied" is policy, not a user.
-  if (!reply.enhanced.empty()) {
-    return reply.enhanced.starts_with("5.1.") ? probe_verdict::bad : probe_verdict::unknown;
-  }
-  // RFC 5321 §4.2.2: 550 mailbox unavailable, 551 user not local, 553 mailbox name not allowed.
-  if (reply.code == 550 || reply.code == 551 || reply.code == 553) return probe_verdict::bad;
-  return probe_verdict::unknown;
+  // The one rule delivery learns by too (smtp_reply.hpp).
+  return refuses_unknown_user(reply.code, reply.enhanced) ? probe_verdict::bad : probe_verdict::unknown;
 }
 
 struct recipient_prober::connection {

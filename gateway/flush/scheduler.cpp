@@ -340,4 +340,10 @@ std::int64_t scheduler::next_attempt_in(std::int64_t customer_id) const {
   return std::max<std::int64_t>(0, left.count());
 }
 
+bool scheduler::server_answering(std::int64_t customer_id) const {
+  auto it = states_.find(customer_id);
+  if (it == states_.end()) return true;
+  return it->second.failures == 0 || it->second.progress.error.empty();
+}
+
 }  // namespace flushgate::gateway

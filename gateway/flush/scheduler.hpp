@@ -141,6 +141,10 @@ class scheduler {
   bool running(std::int64_t customer_id) const;
   // Seconds until the next automatic attempt, -1 when none is planned.
   std::int64_t next_attempt_in(std::int64_t customer_id) const;
+  // False while the customer's last run failed to reach its server (it left
+  // mail behind with an error, e.g. a refused connection): the recipient
+  // checks then treat the server as down. True when nothing is known.
+  bool server_answering(std::int64_t customer_id) const;
 
  private:
   struct customer_state {

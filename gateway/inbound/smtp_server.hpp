@@ -17,6 +17,7 @@
 #pragma once
 
 #include "gateway/customer_directory.hpp"
+#include "gateway/recipient_book.hpp"
 #include "gateway/flush/router.hpp"
 #include "gateway/flush/scheduler.hpp"
 #include "queue/disk_guard.hpp"
@@ -79,6 +80,15 @@ struct intake_services {
   // ETRN (and AUTH, which exists for it) are offered when both are set.
   router* routes = nullptr;
   scheduler* flushes = nullptr;
+  // learn/verify recipient checks (customer_directory.hpp): what the
+  // customers' servers told about, whether a customer's server can be asked
+  // now (a deliverable route that is not failing), and asking it (a
+  // callout; it records the answer). Unset: an address not known yet always
+  // gets the customer's unknown_recipients answer.
+  recipient_book* known = nullptr;
+  std::function<bool(std::int64_t customer_id)> server_reachable;
+  std::function<boost::asio::awaitable<known_state>(std::int64_t customer_id, std::string address)>
+      verify_recipient;
 };
 
 using acceptor_list = std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>>;

@@ -331,6 +331,42 @@ asio::awaitable<void> smtp_session::do_mail(const command& c) {
   reply(250, "2.1.0", "Ok");
 }
 
+// learn/verify: what the customer's server said about the address, else
+// ask it (verify, while it can be asked), else the customer's choice for
+// addresses not known yet. Returns {0} to accept.
+asio::awaitable<smtp_session::reply_text> smtp_session::check_known_recipient(const customer_entry& owner,
+                                                                              const mailbox& rcpt,
+                                                                              const std::string& path) {
+  auto& services = server_.services();
+  const std::int64_t id = owner.info.id;
+  const std::string policy(recipient_policy(owner.info));
+  const std::string unknown = owner.info.unknown_recipients;
+  const reply_text user_unknown{550, "5.1.1", bracketed(path) + ": Recipient address rejected: User unknown"};
+  const auto keys = recipient_keys(rcpt.local, rcpt.domain, services.customers.recipient_delimiter());
+  known_state state = known_state::unknown;
+  for (const auto& key : keys) {
+    if (services.known == nullptr) break;
+    const auto k = services.known->lookup(id, key);
+    if (k == known_state::good) state = k;
+    if (k == known_state::bad && state == known_state::unknown) state = k;
+  }
+  const bool reachable = services.server_reachable && services.server_reachable(id);
+  if (state == known_state::unknown && reachable) {
+    if (policy == "learn") co_return reply_text{0, "", {}};  // delivery will teach it
+    if (services.verify_recipient) state = co_await services.verify_recipient(id, keys.front());
+  }
+  switch (state) {
+    case known_state::good: co_return reply_text{0, "", {}};
+    case known_state::bad: co_return user_unknown;
+    case known_state::unknown: break;
+  }
+  if (unknown == "accept") co_return reply_text{0, "", {}};
+  if (unknown == "reject") co_return user_unknown;
+  co_return reply_text{450, "4.1.1",
+                       bracketed(path) + ": Recipient address not yet known; the customer's server cannot "
+                                         "be asked now, try again later"};
+}
+
 asio::awaitable<void> smtp_session::do_rcpt(const command& c) {
   const auto& settings = server_.settings();
   auto& services = server_.services();
@@ -361,6 +397,14 @@ asio::awaitable<void> smtp_session::do_rcpt(const command& c) {
   if (refusal.code == 0) {
     switch (services.customers.check_recipient(rcpt.local, rcpt.domain, &owner)) {
       case rcpt_verdict::accept: break;
+      case rcpt_verdict::check_known: {
+        const std::int64_t id = owner->info.id;
+        refusal = co_await check_known_recipient(*owner, rcpt, args.path);
+        // A callout waited: the customer may have changed or gone meanwhile.
+        owner = services.customers.find_by_id(id);
+        if (owner == nullptr) refusal = {550, "5.7.1", bracketed(args.path) + ": Relay access denied"};
+        break;
+      }
       case rcpt_verdict::relay_denied:
       case rcpt_verdict::disabled:
         refusal = {550, "5.7.1", bracketed(args.path) + ": Relay access denied"};

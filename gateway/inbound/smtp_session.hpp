@@ -20,6 +20,7 @@
 // invariants 1, 3, 4, 7.
 #pragma once
 
+#include "gateway/inbound/address.hpp"
 #include "gateway/inbound/line_reader.hpp"
 #include "gateway/inbound/smtp_command.hpp"
 #include "gateway/smtp_stream.hpp"
@@ -78,6 +79,8 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   boost::asio::awaitable<void> do_ehlo(const command& c);
   boost::asio::awaitable<void> do_mail(const command& c);
   boost::asio::awaitable<void> do_rcpt(const command& c);
+  boost::asio::awaitable<reply_text> check_known_recipient(const customer_entry& owner, const mailbox& rcpt,
+                                                           const std::string& path);
   boost::asio::awaitable<void> do_data(const command& c);
   boost::asio::awaitable<void> do_rset(const command& c);
   boost::asio::awaitable<void> do_noop(const command& c);

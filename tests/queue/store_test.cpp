@@ -1226,6 +1226,9 @@ TEST_F(SqliteStoreTest, MigratesVersionEightLinksMovingIpv6AddressesToTheirColum
                                 "ALTER TABLE links DROP COLUMN ipv6_prefix; "
                                 "ALTER TABLE customers DROP COLUMN ipv6_server; "
                                 "ALTER TABLE customers DROP COLUMN prefer_family; "
+                                "ALTER TABLE customers DROP COLUMN recipient_check; "
+                                "ALTER TABLE customers DROP COLUMN unknown_recipients; "
+                                "DROP TABLE known_recipients; "
                                 "PRAGMA user_version = 8; COMMIT;",
                                 nullptr, nullptr, &err);
     EXPECT_EQ(rc, SQLITE_OK) << "back to v8: " << (err != nullptr ? err : "");
@@ -1268,6 +1271,9 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
                                 "ALTER TABLE links DROP COLUMN ipv6_prefix; "
                                 "ALTER TABLE customers DROP COLUMN ipv6_server; "
                                 "ALTER TABLE customers DROP COLUMN prefer_family; "
+                                "ALTER TABLE customers DROP COLUMN recipient_check; "
+                                "ALTER TABLE customers DROP COLUMN unknown_recipients; "
+                                "DROP TABLE known_recipients; "
                                 "PRAGMA user_version = 5; COMMIT;",
                                 nullptr, nullptr, &err);
     EXPECT_EQ(rc, SQLITE_OK) << "back to v5: " << (err != nullptr ? err : "");
