@@ -202,6 +202,23 @@ api_route route_request(std::string_view method, std::string_view target, const 
         return command("customer.set", args);
       }
       if (put && action == "password") return command("customer.passwd", args);
+      if (action == "recipients") {
+        // The list, managed by the customer's provisioning: GET shows it (and
+        // the known addresses), PUT replaces it whole ({"addresses":[...]}),
+        // POST adds, DELETE ?address=A removes one.
+        if (get) args->set("action", "show");
+        else if (put) args->set("action", "replace");
+        else if (post) args->set("action", "add");
+        else if (del && !param("address").empty()) {
+          args->set("action", "remove");
+          Poco::JSON::Array::Ptr one = new Poco::JSON::Array;
+          one->add(param("address"));
+          args->set("addresses", one);
+        } else {
+          return fail(405, "recipients take GET, PUT, POST or DELETE ?address=");
+        }
+        return command("customer.recipients", args);
+      }
       if (action == "flush") {
         if (post) return command("flush", args);
         if (get) return command("flush.status", args);

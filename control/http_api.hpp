@@ -72,7 +72,7 @@ struct http_api_settings {
   std::chrono::seconds timeout{10};                   // per request: reading it, and the command
   std::size_t max_threads = 4;                        // requests served at once
   std::size_t max_queued = 64;                        // connections waiting for a thread
-  std::size_t max_body = 1024 * 1024;
+  std::size_t max_body = 8 * 1024 * 1024;  // a whole recipient list of ~300,000 addresses fits
 };
 
 class http_api {

@@ -239,13 +239,13 @@ TEST_F(HttpApi, MalformedRequestsGet4xxAndTheServerStaysUp) {
   ASSERT_TRUE(bad_json.json()) << "got a non-JSON error body: " << bad_json.body;
   EXPECT_EQ(bad_json.json()->getValue<std::string>("code"), "bad_request");
   EXPECT_EQ(call("POST", "/api/v1/customers", std::string(100000, '[')).status, 400);
-  // A body announced as over 1 MiB is refused before it is read.
+  // A body announced as over 8 MiB is refused before it is read.
   {
     Poco::Net::HTTPClientSession session("127.0.0.1", port_);
     session.setTimeout(Poco::Timespan(10, 0));
     Poco::Net::HTTPRequest req("POST", "/api/v1/customers", Poco::Net::HTTPMessage::HTTP_1_1);
     req.set("Authorization", "Bearer " + token_);
-    req.setContentLength(2 << 20);
+    req.setContentLength(9 << 20);
     session.sendRequest(req) << "{\"a\":\"";
     Poco::Net::HTTPResponse resp;
     session.receiveResponse(resp);
