@@ -13,6 +13,11 @@
 // counting pages that are free inside the database let a burst of intake
 // run the file system down to its last byte, where not even a delivery's
 // results can be recorded (seen in the 20-cycle recovery test).
+// Each commit takes its room first (try_reserve, about twice the message:
+// WAL and database) and gives it back after: sessions that each found room
+// cannot together write past queue_min_free (seen in the 20-cycle recovery
+// test on a loaded machine: 25 messages too many ran the disk to 0 bytes,
+// where a flush could not record its results).
 // refresh() is cheap (one statvfs) and is
 // called once a second (space_watch.hpp) and after a failed commit, so the
 // network thread never waits on the disk for this.
@@ -45,7 +50,24 @@ class disk_guard {
     store_free_.store(free_inside);
     counted_.store(counts ? free_inside : 0);
   }
-  bool low() const { return room_bytes() < min_free_; }
+  // Below queue_min_free, counting the room that commits in flight have
+  // taken (try_reserve): many sessions that each found room must not
+  // together write past queue_min_free into the last bytes, which delivery
+  // needs to record its results and so to empty the queue again.
+  bool low() const { return room_bytes() < min_free_ + reserved_.load(); }
+  // Takes `bytes` of the room for a commit about to be made; false (nothing
+  // taken) when what would be left is below queue_min_free. release() gives
+  // it back once the commit is done (refresh() then sees what it used).
+  bool try_reserve(std::uint64_t bytes) {
+    std::uint64_t now = reserved_.load();
+    for (;;) {
+      const std::uint64_t room = room_bytes();
+      if (room < min_free_ || room - min_free_ < now || room - min_free_ - now < bytes) return false;
+      if (reserved_.compare_exchange_weak(now, now + bytes)) return true;
+    }
+  }
+  void release(std::uint64_t bytes) { reserved_.fetch_sub(bytes); }
+  std::uint64_t reserved_bytes() const { return reserved_.load(); }
   // The file system's free space under the data directory.
   std::uint64_t free_bytes() const { return free_.load(); }
   // Free inside the store's files, as last reported.
@@ -68,6 +90,7 @@ class disk_guard {
   std::atomic<std::uint64_t> store_free_{0};
   std::atomic<std::uint64_t> store_files_{0};
   std::atomic<std::uint64_t> counted_{0};
+  std::atomic<std::uint64_t> reserved_{0};
 };
 
 }  // namespace flushgate::queue

@@ -526,6 +526,22 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     batch.push_back(std::move(m));
   }
 
+  // Room for this commit, taken before it and given back after: a message
+  // costs about twice its size while it is written (the WAL, then the
+  // database). Concurrent sessions cannot all squeeze past queue_min_free.
+  std::uint64_t reservation = 0;
+  for (const auto& m : batch) reservation += 2 * m.content.size();
+  if (!services.disk.try_reserve(reservation)) {
+    core::log_info("NOQUEUE: reject: DATA from {}: 452 4.3.1 insufficient system storage; from=<{}>", client_,
+                   mail_.path);
+    co_return reply_text{452, "4.3.1", "Error: insufficient system storage"};
+  }
+  struct release_room {
+    queue::disk_guard& disk;
+    std::uint64_t bytes;
+    ~release_room() { disk.release(bytes); }
+  } release{services.disk, reservation};
+
   boost::system::result<std::vector<std::string>> qids;
   if (batch.size() == 1) {
     auto one = co_await services.store.commit(batch.front());

@@ -99,6 +99,25 @@ TEST(DiskGuard, RoomInsideTheStoreCountsOnlyWhereItCannotBeGivenBack) {
   EXPECT_TRUE(guard.low()) << "after ENOSPC the guard says low until the next look";
 }
 
+TEST(DiskGuard, CommitsInFlightTakeRoomSoTogetherTheyStopAtTheMinimum) {
+  // Room as a store that cannot give back its pages reports it: 10 MB over
+  // a 2 MB minimum. Commits of 3 MB each: two fit, the third would go below.
+  disk_guard guard("/", 2'000'000);
+  guard.mark_full();  // the file system's own free space out of the way: only the counted room
+  guard.set_store_space(0, 10'000'000, true);
+  EXPECT_TRUE(guard.try_reserve(3'000'000));
+  EXPECT_TRUE(guard.try_reserve(3'000'000));
+  EXPECT_FALSE(guard.try_reserve(3'000'000)) << "got a third 3 MB commit, want it refused below 2 MB";
+  EXPECT_EQ(guard.reserved_bytes(), 6'000'000u) << "a refused reservation took room";
+  EXPECT_FALSE(guard.low()) << "8 MB over the minimum with 6 MB in flight is not low";
+  EXPECT_TRUE(guard.try_reserve(2'000'000));
+  EXPECT_FALSE(guard.low()) << "exactly at the minimum is not below it";
+  guard.release(3'000'000);
+  EXPECT_TRUE(guard.try_reserve(3'000'000)) << "released room is free again";
+  guard.release(8'000'000);
+  EXPECT_EQ(guard.reserved_bytes(), 0u);
+}
+
 TEST_F(StoreSpace, DeletedMailIsReusableThenGivenBackInSteps) {
   std::vector<std::string> qids;
   auto store = open_with_mail(60, qids);
