@@ -216,6 +216,7 @@ struct customer_view {
   std::string name;
   std::string state;
   std::string mode;
+  std::string recipient_check;
   std::string activity;
   std::string route;
   std::string last_error;
@@ -250,6 +251,7 @@ customer_view read_customer(const Object::Ptr& o) {
   c.name = text_of(o, "name");
   c.state = text_of(o, "state");
   c.mode = text_of(o, "mode");
+  c.recipient_check = text_of(o, "recipient_check");
   c.activity = text_of(o, "activity");
   if (c.activity.empty() && (c.state == "disabled" || c.state == "suspended")) c.activity = c.state;
   c.route = text_of(o, "route");
@@ -430,6 +432,7 @@ white-space:nowrap;color:var(--c);background:var(--cb)}
 .badge+.badge{margin-left:4px}
 .tag{display:inline-block;margin-left:5px;padding:0 7px;border:1px solid var(--line);border-radius:999px;font-size:11px;
 line-height:17px;color:var(--muted);white-space:nowrap;font-weight:500}
+.tag.warn{color:var(--amber);border-color:var(--amber)}
 .c-green{--c:var(--green);--cb:var(--green-bg)}.c-amber{--c:var(--amber);--cb:var(--amber-bg)}.c-red{--c:var(--red);--cb:var(--red-bg)}
 .c-blue{--c:var(--blue);--cb:var(--blue-bg)}.c-teal{--c:var(--teal);--cb:var(--teal-bg)}.c-grey{--c:var(--grey);--cb:var(--grey-bg)}
 .c-violet{--c:var(--violet);--cb:var(--violet-bg)}
@@ -726,6 +729,12 @@ void put_customers(std::string& out, const std::vector<customer_view>& customers
       out += "<span class=\"tag\">";
       put(out, c.mode);
       out += "</span>";
+    }
+    // Every local part taken: the spam back door a backup MX must not be.
+    if (c.recipient_check == "any") {
+      out += "<span class=\"tag warn\" title=\"recipient check any: every address of its domains is taken, "
+             "also those its server will refuse (flushgate customer set NAME --recipient-check verify)\">"
+             "any recipient</span>";
     }
     if (c.flush && (c.activity == "flushing" || c.flush->messages_total > 0 || c.flush->bytes_total > 0))
       put_flush_progress(out, *c.flush);

@@ -310,6 +310,7 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
     for (const auto& d : c.domains) domains->add(d);
     o->set("domains", domains);
     o->set("recipient_list", c.recipients.has_value());
+    o->set("recipient_check", std::string(gateway::recipient_policy(c)));
     if (flushing) {
       Object::Ptr f = new Object;
       f->set("messages_done", progress->messages_done);

@@ -917,11 +917,11 @@ void judge::check_gateway() {
 
   if (!c.has_recipient_list) {
     add(doctor_level::warning, "backup-mx-no-recipient-list",
-        fmt::format("Customer {} has no recipient list, so the gateway, as an MX of {}, accepts "
-                    "mail for every local part, also addresses the customer's server will refuse. "
-                    "That mail must then be bounced to its (mostly forged) senders: a backup MX "
-                    "without a recipient list is a spam back door. Fix: flushgate customer set {} "
-                    "--recipients FILE (one address per line).",
+        fmt::format("Customer {} has recipient check \"any\", so the gateway, as an MX of {}, "
+                    "accepts mail for every local part, also addresses the customer's server will "
+                    "refuse. That mail must then be bounced to its (mostly forged) senders: a backup "
+                    "MX that takes every address is a spam back door. Fix: flushgate customer set {} "
+                    "--recipient-check verify (or learn, or --recipients FILE for a list).",
                     c.name, d, c.name));
   }
 }
@@ -978,7 +978,9 @@ asio::awaitable<doctor_report> run_diagnosis(asio::strand<asio::any_io_executor>
 }  // namespace
 
 doctor_customer make_doctor_customer(const queue::customer& c) {
-  return {c.name, c.state, c.mode, c.route, c.recipients.has_value()};
+  // Any recipient check but "any" (the default without a list) stops the back door.
+  const bool checked = c.recipient_check.empty() ? c.recipients.has_value() : c.recipient_check != "any";
+  return {c.name, c.state, c.mode, c.route, checked};
 }
 
 asio::awaitable<doctor_report> diagnose_domain(asio::any_io_executor ex, mx_options dns,

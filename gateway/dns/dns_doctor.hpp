@@ -59,7 +59,7 @@ struct doctor_customer {
   queue::customer_state state = queue::customer_state::enabled;
   queue::delivery_mode mode = queue::delivery_mode::relay;
   std::string route;  // as queue::customer::route: "host[:port]", "mx", "" (none)
-  bool has_recipient_list = false;
+  bool has_recipient_list = false;  // any recipient check but "any": a list, learn or verify
 };
 
 enum class doctor_level { ok, note, warning, error };
