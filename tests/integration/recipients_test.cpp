@@ -168,6 +168,63 @@ class Recipients : public ::testing::Test {
     ASSERT_TRUE(wait_known("acme", "mallory@acme.test", "bad", "callout"));
   }
 
+  // What a dictionary attack got back.
+  struct attack_result {
+    std::size_t answered = 0, accepted = 0, tempfailed = 0, refused = 0, sessions = 0, data_opened = 0;
+    std::string unexpected;  // the first reply that was none of 2xx, 450, 550
+    double seconds = 0;
+  };
+
+  // `n` distinct random local parts (10 letters and digits), never alice or bob.
+  static std::vector<std::string> random_local_parts(std::size_t n, unsigned seed) {
+    std::mt19937 random(seed);
+    std::set<std::string> names;
+    while (names.size() < n) {
+      std::string local;
+      for (int i = 0; i < 10; ++i) local += "abcdefghijklmnopqrstuvwxyz0123456789"[random() % 36];
+      names.insert(local);
+    }
+    return {names.begin(), names.end()};
+  }
+
+  // RCPT TO:<local@domain> for each of `locals` from one client: MAIL, many
+  // RCPTs, DATA; a session cut by the daemon (421 at the error limit) is
+  // followed by a new one that goes on where it stopped (500 sessions at most).
+  attack_result dictionary_attack(const std::vector<std::string>& locals, const std::string& domain) {
+    attack_result a;
+    const auto start = std::chrono::steady_clock::now();
+    while (a.answered < locals.size() && a.sessions < 500) {
+      ++a.sessions;
+      smtp_probe probe;
+      if (!open_session(probe, daemon_->port(), "attacker.test")) continue;
+      if (auto mail = probe.command("MAIL FROM:<spam@attacker.test>"); !mail || mail->code != 250) continue;
+      bool open = true;
+      while (open && a.answered < locals.size()) {
+        auto r = probe.command("RCPT TO:<" + locals[a.answered] + "@" + domain + ">");
+        if (!r || r->code == 421) {
+          open = false;  // the session was cut (error limit): a new one goes on
+          break;
+        }
+        ++a.answered;
+        if (r->code / 100 == 2) ++a.accepted;
+        else if (r->code == 450) ++a.tempfailed;
+        else if (r->code == 550) ++a.refused;
+        else if (a.unexpected.empty()) a.unexpected = describe(r);
+      }
+      if (open) {
+        auto data = probe.command("DATA");
+        if (data && data->code == 354) {
+          ++a.data_opened;
+          probe.send_raw(dot_stuffed(make_message({"Subject: spam"}, "buy now\r\n")));
+          probe.read_reply();
+        }
+        probe.command("QUIT");
+      }
+    }
+    a.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return a;
+  }
+
   std::unique_ptr<smtp_sink> bounces_;
   std::optional<daemon_fixture> daemon_;
 };
@@ -377,60 +434,19 @@ TEST_P(RecipientsDictionaryAttack, QueuesNothingButKnownUsersMail) {
   ASSERT_TRUE(cli_ok({"link", "down", "acme-dsl", "--session", "s1"}));
   ASSERT_TRUE(postfix->stop());
 
-  // 1,000 random local parts from one client, as many sessions as the
-  // daemon's error limit asks for (bounded), each ending with DATA.
-  std::mt19937 random(15);
-  std::set<std::string> names;
-  while (names.size() < 1000) {
-    std::string local;
-    for (int i = 0; i < 10; ++i) local += "abcdefghijklmnopqrstuvwxyz0123456789"[random() % 36];
-    if (local != "alice" && local != "bob") names.insert(local);
-  }
-  std::vector<std::string> targets(names.begin(), names.end());
-  std::size_t next = 0, accepted = 0, tempfailed = 0, refused = 0, sessions = 0, data_opened = 0;
-  std::string unexpected;
-  const auto attack_start = std::chrono::steady_clock::now();
-  while (next < targets.size() && sessions < 500) {
-    ++sessions;
-    smtp_probe probe;
-    if (!open_session(probe, daemon_->port(), "attacker.test")) continue;
-    if (auto mail = probe.command("MAIL FROM:<spam@attacker.test>"); !mail || mail->code != 250) continue;
-    bool open = true;
-    while (open && next < targets.size()) {
-      auto r = probe.command("RCPT TO:<" + targets[next] + "@acme.test>");
-      if (!r || r->code == 421) {
-        open = false;  // the session was cut (error limit): a new one goes on
-        break;
-      }
-      ++next;
-      if (r->code / 100 == 2) ++accepted;
-      else if (r->code == 450) ++tempfailed;
-      else if (r->code == 550) ++refused;
-      else if (unexpected.empty()) unexpected = describe(r);
-    }
-    if (open) {
-      auto data = probe.command("DATA");
-      if (data && data->code == 354) {
-        ++data_opened;
-        probe.send_raw(dot_stuffed(make_message({"Subject: spam"}, "buy now\r\n")));
-        probe.read_reply();
-      }
-      probe.command("QUIT");
-    }
-  }
-  const double attack_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - attack_start).count();
-  std::cout << "[ figures  ] dictionary attack under " << policy << ": " << next << " RCPTs in " << sessions
-            << " sessions, " << attack_seconds << " s\n";
-  EXPECT_EQ(next, targets.size()) << "got " << next << " RCPTs answered in " << sessions
-                                  << " sessions, want all 1000";
-  EXPECT_EQ(accepted, 0u) << "got " << accepted << " random addresses accepted, want 0";
-  EXPECT_EQ(data_opened, 0u) << "got DATA 354 after refused recipients, want none";
-  EXPECT_TRUE(unexpected.empty()) << "got " << unexpected << ", want 450 or 550";
+  // 1,000 random local parts from one client.
+  const auto a = dictionary_attack(random_local_parts(1000, 15), "acme.test");
+  std::cout << "[ figures  ] dictionary attack under " << policy << ": " << a.answered << " RCPTs in "
+            << a.sessions << " sessions, " << a.seconds << " s\n";
+  EXPECT_EQ(a.answered, 1000u) << "got " << a.answered << " RCPTs answered in " << a.sessions
+                               << " sessions, want all 1000";
+  EXPECT_EQ(a.accepted, 0u) << "got " << a.accepted << " random addresses accepted, want 0";
+  EXPECT_EQ(a.data_opened, 0u) << "got DATA 354 after refused recipients, want none";
+  EXPECT_TRUE(a.unexpected.empty()) << "got " << a.unexpected << ", want 450 or 550";
   if (policy == "list") {
-    EXPECT_EQ(refused, targets.size()) << "got " << refused << " 550 replies, want all (not on the list)";
+    EXPECT_EQ(a.refused, 1000u) << "got " << a.refused << " 550 replies, want all (not on the list)";
   } else {
-    EXPECT_EQ(tempfailed, targets.size()) << "got " << tempfailed << " 450 replies, want all (not known)";
+    EXPECT_EQ(a.tempfailed, 1000u) << "got " << a.tempfailed << " 450 replies, want all (not known)";
   }
   EXPECT_EQ(queued_for(*daemon_, "acme"), 0u) << "after the attack";
   EXPECT_EQ(queued_for(*daemon_, "mailer-daemon"), 0u) << "after the attack";
@@ -450,6 +466,44 @@ TEST_P(RecipientsDictionaryAttack, QueuesNothingButKnownUsersMail) {
 
 INSTANTIATE_TEST_SUITE_P(Policies, RecipientsDictionaryAttack, ::testing::Values("learn", "verify", "list"),
                          [](const auto& param_info) { return param_info.param; });
+
+TEST_F(Recipients, VerifyCalloutsAreRateLimitedDuringAnAttack) {
+  auto postfix = customer_server("127.0.0.157");
+  start_daemon({{"recipient_probes_per_minute", "20"}});
+  ASSERT_TRUE(cli_ok({"customer", "add", "acme", "--domain", "acme.test", "--mode", "hold", "--route",
+                      postfix->address(), "--recipient-check", "verify"}));
+  // The customer is up: 200 random addresses, at most 20 of them asked.
+  const auto a = dictionary_attack(random_local_parts(200, 57), "acme.test");
+  std::cout << "[ figures  ] attack on a verify customer that is up: 200 RCPTs in " << a.seconds
+            << " s (" << a.refused << " refused after a callout, " << a.tempfailed << " tempfailed)\n";
+  EXPECT_EQ(a.answered, 200u);
+  EXPECT_EQ(a.accepted, 0u);
+  EXPECT_TRUE(a.unexpected.empty()) << "got " << a.unexpected << ", want 450 or 550";
+  EXPECT_EQ(a.refused + a.tempfailed, 200u);
+  // Every callout is logged; those the limit stopped say "(rate limit)".
+  const auto log = daemon_->log_text();
+  const auto asked = count_lines_with(log, "callout for <") - count_lines_with(log, "(rate limit)");
+  EXPECT_LE(asked, 20u) << "got " << asked << " callouts past the limit, want at most 20 (recipient_probes_per_minute)";
+  // Distinct addresses the customer's server refused (its maillog may log one twice).
+  std::set<std::string> refused_there;
+  {
+    std::istringstream maillog(postfix->log_text());
+    for (std::string line; std::getline(maillog, line);) {
+      const auto at = line.find(" to=<");
+      if (line.find("Recipient address rejected") == std::string::npos || at == std::string::npos) continue;
+      refused_there.insert(line.substr(at + 5, line.find('>', at) - at - 5));
+    }
+  }
+  const auto at_server = refused_there.size();
+  EXPECT_LE(at_server, 20u) << "got " << at_server
+                            << " addresses refused at the customer's server, want at most 20 asked; "
+                            << a.refused << " refused and " << a.tempfailed << " tempfailed here in "
+                            << a.seconds << " s; maillog:\n" << postfix->log_text() << "\nlog:\n" << log;
+  EXPECT_GE(a.refused, 1u) << "got no callout answered 550 5.1.1, want the first ones asked";
+  EXPECT_LE(a.refused, 20u) << "got " << a.refused << " refused as known bad, want at most the 20 asked";
+  EXPECT_EQ(queued_for(*daemon_, "acme"), 0u);
+}
+
 
 // --- list, managed live ---------------------------------------------------------
 
