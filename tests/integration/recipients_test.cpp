@@ -31,6 +31,7 @@
 #include <Poco/JSON/Object.h>
 #include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -40,6 +41,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -72,6 +74,27 @@ std::size_t count_lines_with(const std::string& text, const std::string& needle)
     if (line.find(needle) != std::string::npos) ++n;
   }
   return n;
+}
+
+// The known addresses in the store under `data_dir` as "address good|bad",
+// read with SQLite directly (read-only, beside the running daemon: WAL).
+std::set<std::string> known_rows_in_store(const std::filesystem::path& data_dir) {
+  std::set<std::string> rows;
+  sqlite3* db = nullptr;
+  const auto path = (data_dir / "queue.db").string();
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT address, good FROM known_recipients", -1, &st, nullptr) == SQLITE_OK) {
+      while (sqlite3_step(st) == SQLITE_ROW) {
+        rows.insert(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))) +
+                    (sqlite3_column_int(st, 1) != 0 ? " good" : " bad"));
+      }
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return rows;
 }
 
 class Recipients : public ::testing::Test {
@@ -659,6 +682,29 @@ TEST_F(Recipients, KnownAddressesSurviveRestart) {
   EXPECT_TRUE(reply_is(rcpt("alice@acme.test"), 250)) << "alice after a restart, server stopped";
   EXPECT_TRUE(reply_is(rcpt("mallory@acme.test"), 550, "5.1.1")) << "mallory after a restart, server stopped";
   EXPECT_TRUE(reply_is(rcpt("carol@acme.test"), 450, "4.1.1")) << "carol after a restart, server stopped";
+}
+
+TEST_F(Recipients, KnownAddressesSurviveACrashOnceWritten) {
+  auto postfix = customer_server("127.0.0.158");
+  start_daemon();
+  ASSERT_NO_FATAL_FAILURE(callouts_teach_alice_and_mallory(*postfix));
+  // Written in batches (one transaction a second): wait for the batch.
+  const std::set<std::string> want{"alice@acme.test good", "mallory@acme.test bad"};
+  std::set<std::string> rows;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        rows = known_rows_in_store(daemon_->data_dir());
+        return rows == want;
+      },
+      10s, 100ms))
+      << "got " << rows.size() << " known rows in the store, want alice good and mallory bad";
+
+  daemon_->kill();
+  ASSERT_TRUE(postfix->stop());
+  daemon_->restart();
+  EXPECT_TRUE(reply_is(rcpt("alice@acme.test"), 250)) << "alice after a crash, server stopped";
+  EXPECT_TRUE(reply_is(rcpt("mallory@acme.test"), 550, "5.1.1")) << "mallory after a crash, server stopped";
+  EXPECT_TRUE(reply_is(rcpt("carol@acme.test"), 450, "4.1.1")) << "carol after a crash, server stopped";
 }
 
 }  // namespace
