@@ -1,6 +1,7 @@
 // http_api_test.cpp — the HTTP API, /metrics and the DNS doctor against the
 // real daemon: a real HTTP client (Poco) on loopback, SMTP through
 // smtp_probe, raw sockets for malformed requests, nsd for the doctor.
+#include "tests/integration/admin_api.hpp"
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/smtp_helpers.hpp"
 #include "tests/support/nsd_server.hpp"
@@ -25,20 +26,6 @@ using namespace flushgate::test;
 using namespace std::chrono_literals;
 using Poco::JSON::Object;
 
-struct http_answer {
-  int status = 0;
-  std::string content_type;
-  std::string body;
-  std::string www_authenticate;
-  Object::Ptr json() const {
-    try {
-      return Poco::JSON::Parser().parse(body).extract<Object::Ptr>();
-    } catch (const std::exception&) {
-      return nullptr;
-    }
-  }
-};
-
 class HttpApi : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -48,40 +35,14 @@ class HttpApi : public ::testing::Test {
         {"admin_timeout", "3s"},
     });
     daemon_->start();
-    std::ifstream in(daemon_->data_dir() / "admin.token");
-    std::getline(in, token_);
+    token_ = admin_token(*daemon_);
     ASSERT_EQ(token_.size(), 64u) << "got token \"" << token_ << "\", want 64 hex digits";
   }
 
   http_answer call(const std::string& method, const std::string& target, const std::string& body = "",
                    const std::string& authorization = "default") {
-    Poco::Net::HTTPClientSession session("127.0.0.1", port_);
-    session.setTimeout(Poco::Timespan(10, 0));
-    Poco::Net::HTTPRequest req(method, target, Poco::Net::HTTPMessage::HTTP_1_1);
-    if (authorization == "default") {
-      req.set("Authorization", "Bearer " + token_);
-    } else if (!authorization.empty()) {
-      req.set("Authorization", authorization);
-    }
-    if (!body.empty()) {
-      req.setContentType("application/json");
-      req.setContentLength(static_cast<std::streamsize>(body.size()));
-    }
-    http_answer a;
-    try {
-      session.sendRequest(req) << body;
-      Poco::Net::HTTPResponse resp;
-      std::istream& in = session.receiveResponse(resp);
-      std::ostringstream text;
-      text << in.rdbuf();
-      a.status = resp.getStatus();
-      a.content_type = resp.getContentType();
-      a.body = text.str();
-      a.www_authenticate = resp.get("WWW-Authenticate", "");
-    } catch (const Poco::Exception& e) {
-      a.body = "client error: " + e.displayText();
-    }
-    return a;
+    return http_call(port_, method, target, body,
+                     authorization == "default" ? "Bearer " + token_ : authorization, 10s);
   }
 
   // Sends raw bytes and returns what came back before the server closed (bounded).
