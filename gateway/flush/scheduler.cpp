@@ -136,6 +136,9 @@ asio::awaitable<void> scheduler::run_one(std::int64_t customer_id, route r, std:
   st.progress.running = false;
   st.progress.finished = static_cast<std::int64_t>(std::time(nullptr));
   st.progress.error = out.error;
+  if (!out.held_elsewhere && !out.cancelled && !control.cancelled) {
+    st.server_down = out.left_mail && !out.error.empty();
+  }
 
   st.waiting_for_lease = out.held_elsewhere;
   const int failures_before = st.failures;
@@ -215,6 +218,7 @@ void scheduler::route_changed(std::int64_t customer_id, const std::string& trigg
   if (c == nullptr) return;
   customer_state& st = states_[customer_id];
   route r = routes_.route_for(c->info);
+  st.server_down = false;  // a new route: nothing known of it yet
   if (st.failures > 0) {
     st.failures = 0;
     retry_changed(customer_id, st);
@@ -343,7 +347,7 @@ std::int64_t scheduler::next_attempt_in(std::int64_t customer_id) const {
 bool scheduler::server_answering(std::int64_t customer_id) const {
   auto it = states_.find(customer_id);
   if (it == states_.end()) return true;
-  return it->second.failures == 0 || it->second.progress.error.empty();
+  return !it->second.server_down;
 }
 
 }  // namespace flushgate::gateway

@@ -153,6 +153,7 @@ class scheduler {
     bool rerun = false;     // a trigger came while running
     std::string rerun_trigger;
     int failures = 0;       // consecutive runs that left mail behind
+    bool server_down = false;  // the last finished run could not reach the server (kept while a retry runs)
     bool waiting_for_lease = false;  // the last run found the lease held by another node
     std::uint64_t retry_changed_at = 0;  // retry_generation_ of its last local change
     std::chrono::steady_clock::time_point next_try{};
