@@ -676,6 +676,7 @@ asio::awaitable<command_result> customer_remove(daemon_context& ctx, const Objec
   }
   if (ec) co_return store_failure(ec, "customer " + name);
   ctx.customers.remove(id);
+  if (ctx.known != nullptr) ctx.known->forget(id, "");  // the store dropped them with the customer
   announce_customer(ctx, id, name);
   core::log_info("control: customer {} removed{}", name, force ? " (queued mail deleted)" : "");
   core::recent_events().record("customer_changed", name,
