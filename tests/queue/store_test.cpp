@@ -1676,6 +1676,66 @@ TEST_P(StoreTest, RecordDelayNoticeMarksRecipientsWithItsNotice) {
   EXPECT_EQ(store_->customer_stats(daemon)->messages, 1u) << "one delay notice, not two";
 }
 
+TEST_P(StoreTest, KnownRecipientsAreUpsertedListedForgottenAndExpired) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  std::vector<known_recipient> batch = {
+      {acme, "alice@acme.example", true, "delivery", 100, 100},
+      {acme, "mallory@acme.example", false, "callout", 110, 110},
+      {bravo, "bob@bravo.example", true, "callout", 120, 120},
+      {424242, "ghost@nowhere.example", true, "delivery", 1, 1},  // a customer gone meanwhile: skipped
+  };
+  ASSERT_FALSE(store_->save_known_recipients(batch));
+  // Seen again, and mallory turned good: first_seen stays, the rest is replaced.
+  std::vector<known_recipient> again = {{acme, "mallory@acme.example", true, "delivery", 500, 500}};
+  ASSERT_FALSE(store_->save_known_recipients(again));
+  auto one = store_->list_known_recipients(acme);
+  ASSERT_TRUE(one) << "list: got " << one.error().message();
+  ASSERT_EQ(one->size(), 2u);
+  EXPECT_EQ((*one)[0], (known_recipient{acme, "alice@acme.example", true, "delivery", 100, 100}));
+  EXPECT_EQ((*one)[1], (known_recipient{acme, "mallory@acme.example", true, "delivery", 110, 500}));
+  auto all = store_->list_known_recipients(0);
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->size(), 3u) << "got the row of a customer that does not exist, or lost one";
+  std::vector<known_recipient> upper = {{acme, "Alice@acme.example", true, "delivery", 1, 1}};
+  EXPECT_EQ(store_->save_known_recipients(upper), errc::invalid_argument);
+
+  // Expiry: good ones last seen before 200 and bad ones before 0 go.
+  auto expired = store_->expire_known_recipients(200, 0);
+  ASSERT_TRUE(expired);
+  EXPECT_EQ(*expired, 2u) << "alice (100) and bob (120) were last seen before 200";
+  auto forgotten = store_->forget_known_recipients(acme, "");
+  ASSERT_TRUE(forgotten);
+  EXPECT_EQ(*forgotten, 1u);
+  EXPECT_TRUE(store_->list_known_recipients(0)->empty());
+}
+
+TEST_P(StoreTest, AllowedRecipientsAreAddedAndRemovedWithoutRewritingTheCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  const std::vector<std::string> first = {"alice@acme.example", "*@acme.example", "alice@acme.example"};
+  auto added = store_->add_allowed_recipients(acme, first);
+  ASSERT_TRUE(added) << "add: got " << added.error().message();
+  EXPECT_EQ(*added, 2u) << "a duplicate in the batch counts once";
+  const std::vector<std::string> second = {"alice@acme.example", "bob@acme.example"};
+  added = store_->add_allowed_recipients(acme, second);
+  ASSERT_TRUE(added);
+  EXPECT_EQ(*added, 1u) << "alice was there already";
+  auto found = store_->find_customer("acme");
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(found->recipients.has_value()) << "a customer without a list got none";
+  auto list = *found->recipients;
+  std::sort(list.begin(), list.end());
+  EXPECT_EQ(list, (std::vector<std::string>{"*@acme.example", "alice@acme.example", "bob@acme.example"}));
+  const std::vector<std::string> gone = {"alice@acme.example", "carol@acme.example"};
+  auto removed = store_->remove_allowed_recipients(acme, gone);
+  ASSERT_TRUE(removed);
+  EXPECT_EQ(*removed, 1u);
+  EXPECT_EQ(store_->find_customer("acme")->recipients->size(), 2u);
+  const std::vector<std::string> upper = {"Alice@acme.example"};
+  EXPECT_FALSE(store_->add_allowed_recipients(acme, upper)) << "got an upper-case address stored";
+  EXPECT_FALSE(store_->add_allowed_recipients(9999, second)) << "got a list for a customer that does not exist";
+}
+
 TEST_P(StoreTest, LinksAreReplacedPerUserAndRemovedBySession) {
   const auto acme = add("acme", {"acme.example"});
   const auto bravo = add("bravo", {"bravo.example"});
