@@ -556,10 +556,7 @@ asio::awaitable<command_result> customer_recipients(daemon_context& ctx, const O
         continue;
       }
       if (!normalize_recipient(a, error)) co_return command_result::failure(error);
-      if (!a.starts_with("*@") && !domain_covered(entry->info, a.substr(a.find('@') + 1))) {
-        co_return command_result::failure("recipient " + a + " is not in one of the customer's domains");
-      }
-      if (a.starts_with("*@") && !domain_covered(entry->info, a.substr(2))) {
+      if (!domain_covered(entry->info, a.substr(a.find('@') + 1))) {  // "*@d" and "u@d" alike
         co_return command_result::failure("recipient " + a + " is not in one of the customer's domains");
       }
       addresses.push_back(std::move(a));

@@ -15,11 +15,7 @@ namespace asio = boost::asio;
 namespace {
 std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
-bool learns(const gateway::customer_entry* e) {
-  if (e == nullptr) return false;
-  const auto policy = gateway::recipient_policy(e->info);
-  return policy == "learn" || policy == "verify";
-}
+bool learns(const gateway::customer_entry* e) { return e != nullptr && gateway::learns_recipients(e->info); }
 }  // namespace
 
 recipient_checks::recipient_checks(asio::io_context& io, queue::store_worker& store,

@@ -124,7 +124,7 @@ rcpt_verdict customer_directory::check_recipient(std::string_view local, std::st
     if (!listed) return rcpt_verdict::unknown_user;
   }
   if (e->info.quota != 0 && e->queued_bytes >= e->info.quota) return rcpt_verdict::over_quota;
-  if (policy == "learn" || policy == "verify") return rcpt_verdict::check_known;
+  if (learns_recipients(e->info)) return rcpt_verdict::check_known;
   return rcpt_verdict::accept;
 }
 
@@ -160,6 +160,11 @@ void customer_directory::remove_recipients(std::int64_t customer_id,
 std::string_view recipient_policy(const queue::customer& c) {
   if (!c.recipient_check.empty()) return c.recipient_check;
   return c.recipients ? "list" : "any";
+}
+
+bool learns_recipients(const queue::customer& c) {
+  const auto policy = recipient_policy(c);
+  return policy == "learn" || policy == "verify";
 }
 
 std::vector<std::string> recipient_keys(std::string_view local, std::string_view domain,

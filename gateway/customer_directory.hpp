@@ -47,6 +47,8 @@ enum class rcpt_verdict {
 
 // The customer's recipient check with the default filled in: "any", "list", "learn" or "verify".
 std::string_view recipient_policy(const queue::customer& c);
+// True for learn and verify: the customer's server's answers are recorded (recipient_book.hpp).
+bool learns_recipients(const queue::customer& c);
 // The addresses RCPT local@domain may be known as: itself, and without its
 // subaddress ("user+tag" → "user") when `delimiter` is set. Lower-cased.
 std::vector<std::string> recipient_keys(std::string_view local, std::string_view domain,
