@@ -139,6 +139,7 @@ struct recipient_prober::connection {
   std::unique_ptr<smtp_stream> stream;
   std::unique_ptr<smtp_client> client;
   bool opened = false;      // greeting, EHLO and STARTTLS done
+  std::size_t refusals = 0;  // RCPTs the server refused on this connection
 };
 
 struct recipient_prober::waiter {
@@ -293,6 +294,7 @@ asio::awaitable<probe_result> recipient_prober::run_probe(std::shared_ptr<custom
         answered = true;
         out.verdict = classify_rcpt_reply(*reply);
         out.reply = reply->line();
+        if (!reply->positive()) ++c->refusals;
       } else {
         lost = reply.error() == client_errc::connection_lost;
         out = unknown(c->where + ": " + (c->client->last_error().empty()
@@ -305,7 +307,9 @@ asio::awaitable<probe_result> recipient_prober::run_probe(std::shared_ptr<custom
     const bool forgotten = s.generation != generation;
     if (!answered && dog.fired()) out = unknown("timed out");
     if (!answered && forgotten) out = unknown("route changed");
-    if (forgotten || closing_ || !c->client->usable()) {
+    const bool worn = settings_.refusals_per_connection > 0 &&
+                      c->refusals >= settings_.refusals_per_connection;
+    if (forgotten || closing_ || worn || !c->client->usable()) {
       retire(std::move(c));
     } else {
       check_in(state, std::move(c));

@@ -15,8 +15,10 @@
 //            than the rate allows, the customer's connection still busy
 //            when the probe's time ran out, a route that is not probed
 // The connection is kept for `idle` after its last probe (RSET leaves it
-// ready for the next one), dropped on any error, and closed by forget() when
-// the customer's route changes and by close_all() at shutdown.
+// ready for the next one), dropped on any error, closed after
+// `refusals_per_connection` refused RCPTs (servers punish sessions with many
+// errors), and closed by forget() when the customer's route changes and by
+// close_all() at shutdown.
 //
 // Only link and host routes are probed (mx, hold and odmr give unknown "not
 // probed"); a dual-stack route tries host, then fallback. Dial-up: a callout
@@ -91,6 +93,13 @@ struct probe_settings {
   std::chrono::milliseconds idle{std::chrono::seconds(30)};
   // Probes per customer per minute (sliding window); more → unknown "rate limit". 0: no limit.
   std::size_t per_minute = 60;
+  // A pooled connection is closed (QUIT) after this many refused RCPTs, and
+  // the next probe opens a new one. Postfix counts every refused RCPT as an
+  // error of the whole session, RSET does not clear the count, and past
+  // smtpd_soft_error_limit (10) it sleeps smtpd_error_sleep_time (1s) before
+  // each reply, past smtpd_hard_error_limit (20) it disconnects: one long
+  // session would turn a run of unknown addresses into seconds per probe.
+  std::size_t refusals_per_connection = 5;
   client_settings client;  // EHLO name, TLS policy, per-command timeouts
 };
 

@@ -236,6 +236,24 @@ TEST_F(RecipientProbe, SecondProbeReusesTheConnection) {
       << new_log();
 }
 
+TEST_F(RecipientProbe, ManyRefusalsStartANewConnection) {
+  // Postfix counts refused RCPTs per session (RSET does not clear them) and
+  // slows, then drops, a session with many: the prober moves on after 5.
+  for (int i = 0; i < 12; ++i) {
+    const auto got = run_one(server_route(), "nobody" + std::to_string(i) + "@customer.test");
+    ASSERT_EQ(got.verdict, probe_verdict::bad) << "probe " << i << ": got " << got.reply;
+  }
+  EXPECT_EQ(prober_->open_connections(), 1u) << "want the third connection pooled";
+  prober_->close_all();
+  // 5 + 5 + 2 refusals, each session ended with QUIT.
+  EXPECT_TRUE(wait_for_sessions(3, "mail=2 rcpt=0/2 rset=2 quit=1"))
+      << "got " << sessions() << " sessions, want 3, the last with mail=2 rcpt=0/2:\n"
+      << new_log();
+  EXPECT_EQ(log_lines({"disconnect from ", "mail=5 rcpt=0/5 rset=5 quit=1"}).size(), 2u)
+      << "want two sessions of 5 refused RCPTs each:\n"
+      << new_log();
+}
+
 TEST_F(RecipientProbe, ConcurrentProbesOfOneCustomerShareOneConnection) {
   const auto results = run_all({{server_route(), "alice@customer.test"},
                                 {server_route(), "bob@customer.test"},
