@@ -12,6 +12,7 @@
 #include <ctime>
 #include <map>
 #include <set>
+#include <utility>
 
 namespace flushgate::control {
 
@@ -33,7 +34,18 @@ struct snapshot {
   std::vector<queue::queue_stats> stats;
   std::vector<queue::link_record> links;
   std::vector<queue::retry_record> retries;
+  std::vector<queue::known_recipient> known;              // last seen since the previous read
+  std::map<std::int64_t, std::uint64_t> known_counts;     // rows per customer (every 12th)
 };
+
+// Known recipients are read by last_seen from where the previous read began,
+// less this much: a row is stamped up to a second before its batch commits,
+// and the nodes' clocks may differ a little.
+constexpr std::int64_t known_overlap_seconds = 120;
+// Every this many reconciles the counts are compared as well.
+constexpr std::uint64_t known_count_every = 12;
+
+std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
 std::map<std::int64_t, std::vector<queue::link_record>> links_by_customer(
     const std::vector<queue::link_record>& links) {
@@ -74,7 +86,8 @@ cluster_sync::cluster_sync(asio::io_context& io, daemon_context& ctx, cluster_se
              reconcile_asked_ = true;
              wake_.cancel();
            }),
-      wake_(io) {}
+      wake_(io),
+      known_since_(settings_.started - known_overlap_seconds) {}  // the book was loaded at start
 
 void cluster_sync::start() {
   bus_.start();
@@ -161,10 +174,12 @@ asio::awaitable<void> cluster_sync::apply(queue::cluster_signal s) {
       auto found = co_await ctx_.store.run([&name](queue::store& st) { return st.find_customer(name); });
       if (found) {
         ctx_.customers.upsert(*found);
+        co_await reload_known(found->id);  // `customer recipients forget` says so this way
         co_await refresh_queued(found->id);
         ctx_.scheduler.route_changed(found->id, "customer changed" + origin);
       } else if (found.error() == queue::errc::not_found) {
         ctx_.customers.remove(id);
+        if (ctx_.known != nullptr) ctx_.known->forget(id, "");
       } else {
         reconcile_asked_ = true;
       }
@@ -182,6 +197,34 @@ asio::awaitable<void> cluster_sync::apply(queue::cluster_signal s) {
   }
 }
 
+asio::awaitable<void> cluster_sync::reload_known(std::int64_t customer_id) {
+  if (ctx_.known == nullptr) co_return;
+  auto rows = co_await ctx_.store.run(
+      [customer_id](queue::store& s) { return s.list_known_recipients(customer_id); });
+  if (!rows) {
+    reconcile_asked_ = true;  // the counts will find it
+    co_return;
+  }
+  ctx_.known->replace_customer(customer_id, *rows);
+}
+
+asio::awaitable<void> cluster_sync::reload_known_that_differ(const std::map<std::int64_t, std::uint64_t>& counts) {
+  std::vector<std::pair<std::int64_t, std::string>> differ;
+  for (const auto* e : ctx_.customers.all()) {
+    const std::int64_t id = e->info.id;
+    const auto it = counts.find(id);
+    const std::uint64_t theirs = it == counts.end() ? 0 : it->second;
+    // What this node learned and has not written yet is not in the store's count.
+    if (ctx_.known->size(id) != theirs && !ctx_.known->has_pending(id)) differ.emplace_back(id, e->info.name);
+  }
+  for (const auto& [id, name] : differ) {
+    const auto before = ctx_.known->size(id);
+    co_await reload_known(id);
+    core::log_info("cluster sync: known recipients of customer {} read again ({} here, {} in the store)", name,
+                   before, ctx_.known->size(id));
+  }
+}
+
 asio::awaitable<bool> cluster_sync::reconcile() {
   const queue::node_record self{.name = settings_.node, .version = FLUSHGATE_VERSION,
                                 .started = settings_.started};
@@ -190,7 +233,11 @@ asio::awaitable<bool> cluster_sync::reconcile() {
   const auto customers_generation = ctx_.customers.generation();
   const auto links_generation = ctx_.router.generation();
   const auto retry_generation = ctx_.scheduler.retry_generation();
-  auto read = co_await ctx_.store.run([&self](queue::store& s) -> boost::system::result<snapshot> {
+  const bool read_known = ctx_.known != nullptr;
+  const bool count_known = read_known && state_.reconciles % known_count_every == 0;
+  const std::int64_t known_since = known_since_;
+  const std::int64_t read_began = unix_now();
+  auto read = co_await ctx_.store.run([&](queue::store& s) -> boost::system::result<snapshot> {
     if (auto ec = s.heartbeat(self)) return ec;
     snapshot out;
     auto customers = s.list_customers();
@@ -205,6 +252,16 @@ asio::awaitable<bool> cluster_sync::reconcile() {
     out.stats = std::move(*stats);
     out.links = std::move(*links);
     out.retries = std::move(*retries);
+    if (read_known) {
+      auto known = s.list_known_recipients_since(known_since);
+      if (!known) return known.error();
+      out.known = std::move(*known);
+    }
+    if (count_known) {
+      auto counts = s.count_known_recipients();
+      if (!counts) return counts.error();
+      out.known_counts = std::move(*counts);
+    }
     return out;
   });
   if (!read) {
@@ -232,7 +289,17 @@ asio::awaitable<bool> cluster_sync::reconcile() {
     for (const auto* e : ctx_.customers.all()) {
       if (present.count(e->info.id) == 0) gone.push_back(e->info.id);
     }
-    for (auto id : gone) ctx_.customers.remove(id);
+    for (auto id : gone) {
+      ctx_.customers.remove(id);
+      if (ctx_.known != nullptr) ctx_.known->forget(id, "");
+    }
+  }
+
+  // Known recipients other nodes learned.
+  if (read_known) {
+    ctx_.known->merge(snap.known);
+    known_since_ = read_began - known_overlap_seconds;
+    if (count_known) co_await reload_known_that_differ(snap.known_counts);
   }
 
   // Queue sizes as the store counts them (quota checks, "has mail").

@@ -16,7 +16,13 @@
 //   - the reconcile, every cluster_sync_interval and whenever the bus
 //     starts listening again: heartbeat; customers, queue sizes, links and
 //     retry state from the store; route changes for whatever differed; and
-//     every customer with queued mail marked for the scheduler. Whatever a
+//     every customer with queued mail marked for the scheduler. Known
+//     recipients (learn/verify) are read by their last_seen: the rows other
+//     nodes wrote since the last read are merged; every 12th reconcile the
+//     row counts per customer are compared too, and a customer whose count
+//     differs (another node forgot or expired addresses: no row is left to
+//     read) is read whole again. A customer signal reads that customer's
+//     known recipients whole. Whatever a
 //     lost signal missed is found here, at most one interval late. What this
 //     node changed itself while the store was read (a customer, a link:
 //     customer_directory and router count their changes) is newer than the
@@ -43,6 +49,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <string>
 
 namespace flushgate::control {
@@ -83,6 +90,10 @@ class cluster_sync {
   boost::asio::awaitable<void> apply(queue::cluster_signal s);
   boost::asio::awaitable<bool> reconcile();
   boost::asio::awaitable<void> refresh_queued(std::int64_t customer_id);
+  // Known recipients: one customer's again from the store; and every
+  // customer whose row count differs from this node's (see reconcile()).
+  boost::asio::awaitable<void> reload_known(std::int64_t customer_id);
+  boost::asio::awaitable<void> reload_known_that_differ(const std::map<std::int64_t, std::uint64_t>& counts);
 
   boost::asio::io_context& io_;
   daemon_context& ctx_;
@@ -93,6 +104,7 @@ class cluster_sync {
   bool reconcile_asked_ = true;
   bool stopped_ = false;
   bool failing_ = false;  // the last reconcile failed (logged once)
+  std::int64_t known_since_ = 0;  // unix seconds: known recipients are read from here on
   state state_;
 };
 

@@ -590,6 +590,7 @@ asio::awaitable<command_result> customer_recipients(daemon_context& ctx, const O
     auto gone = co_await ctx.store.run([&](queue::store& s) { return s.forget_known_recipients(id, one); });
     if (!gone) co_return store_failure(gone.error(), "known recipients of " + name);
     if (ctx.known != nullptr) ctx.known->forget(id, one);
+    announce_customer(ctx, id, name);  // other nodes read its known recipients again
     o->set("changed", *gone);
   } else if (action != "show") {
     co_return command_result::failure("recipients: show, add, remove, replace or forget");

@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <ctime>
 
 namespace flushgate::control {
@@ -66,6 +67,13 @@ asio::awaitable<gateway::known_state> recipient_checks::verify(std::int64_t cust
 asio::awaitable<void> recipient_checks::write_pending() {
   auto pending = book_.take_pending();
   if (pending.empty()) co_return;
+  // Other nodes of a cluster read the rows by last_seen from where their
+  // previous read began (cluster_sync): a batch that waited (the store was
+  // down) is stamped with the time it is written, so none is read too late.
+  const auto now = now_seconds();
+  for (auto& k : pending) {
+    if (k.last_seen > 0) k.last_seen = std::max(k.last_seen, now);
+  }
   auto ec = co_await store_.run([&pending](queue::store& s) { return s.save_known_recipients(pending); });
   if (ec) {
     core::log_warning("recipient checks: writing {} known addresses failed: {} (kept in memory, tried again)",

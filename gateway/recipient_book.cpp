@@ -10,8 +10,39 @@ void recipient_book::replace_all(const std::vector<queue::known_recipient>& rows
   by_customer_.clear();
   pending_.clear();
   for (const auto& r : rows) {
+    if (r.last_seen <= 0) continue;  // an eviction mark, removed by the next expiry
     by_customer_[r.customer_id][r.address] = {r.good, r.source, r.first_seen, r.last_seen, r.last_seen};
   }
+}
+
+void recipient_book::merge(const std::vector<queue::known_recipient>& rows) {
+  for (const auto& r : rows) {
+    if (r.last_seen <= 0) continue;  // an eviction mark, not an answer
+    auto& m = by_customer_[r.customer_id];
+    auto it = m.find(r.address);
+    if (it == m.end()) {
+      make_room(r.customer_id, m);
+      m.emplace(r.address, entry{r.good, r.source, r.first_seen, r.last_seen, r.last_seen});
+    } else if (r.last_seen >= it->second.last_seen) {
+      it->second = {r.good, r.source, std::min(r.first_seen, it->second.first_seen), r.last_seen, r.last_seen};
+    }
+  }
+}
+
+void recipient_book::replace_customer(std::int64_t customer_id,
+                                      const std::vector<queue::known_recipient>& rows) {
+  auto& m = by_customer_[customer_id];
+  m.clear();
+  for (const auto& r : rows) {
+    if (r.customer_id != customer_id || r.last_seen <= 0) continue;
+    if (m.size() >= max_per_customer_) break;
+    m[r.address] = {r.good, r.source, r.first_seen, r.last_seen, r.last_seen};
+  }
+}
+
+bool recipient_book::has_pending(std::int64_t customer_id) const {
+  return std::any_of(pending_.begin(), pending_.end(),
+                     [customer_id](const auto& k) { return k.customer_id == customer_id; });
 }
 
 known_state recipient_book::lookup(std::int64_t customer_id, std::string_view address) const {

@@ -39,6 +39,15 @@ class recipient_book {
 
   // Start-up (or a cluster reload): replaces everything with the store's rows.
   void replace_all(const std::vector<queue::known_recipient>& rows);
+  // A cluster node takes what other nodes wrote to the store: each row
+  // replaces this node's entry unless that one was seen later. Nothing is
+  // queued for the store (it came from there).
+  void merge(const std::vector<queue::known_recipient>& rows);
+  // Replaces one customer's addresses with the store's rows (another node
+  // forgot some, or expired them earlier than this node).
+  void replace_customer(std::int64_t customer_id, const std::vector<queue::known_recipient>& rows);
+  // True while something of the customer's waits to be written.
+  bool has_pending(std::int64_t customer_id) const;
   // What the customer's server said about `address` (lower-cased local@domain).
   known_state lookup(std::int64_t customer_id, std::string_view address) const;
   // Records an answer of the customer's server at unix time `now`. It is

@@ -263,6 +263,11 @@ inline constexpr const char* known_one =
 inline constexpr const char* known_all =
     "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
     "ORDER BY customer_id, address COLLATE \"C\"";
+inline constexpr const char* known_since =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "WHERE last_seen >= $1 ORDER BY customer_id, address COLLATE \"C\"";
+inline constexpr const char* count_known =
+    "SELECT customer_id, count(*) FROM known_recipients WHERE last_seen > 0 GROUP BY customer_id";
 inline constexpr const char* forget_known =
     "DELETE FROM known_recipients WHERE customer_id = $1 AND ($2::text = '' OR address = $2::text)";
 inline constexpr const char* expire_known =

@@ -1281,7 +1281,28 @@ boost::system::result<std::vector<known_recipient>> postgres_store::list_known_r
   auto r = customer_id > 0 ? run(pg_sql::known_one, params{customer_id}, "list known recipients")
                            : run(pg_sql::known_all, params{}, "list known recipients");
   if (!r) return r.error();
+  return known_rows(r->get());
+}
+
+boost::system::result<std::vector<known_recipient>> postgres_store::list_known_recipients_since(
+    std::int64_t since) {
+  auto r = run(pg_sql::known_since, params{since}, "list known recipients");
+  if (!r) return r.error();
+  return known_rows(r->get());
+}
+
+boost::system::result<std::map<std::int64_t, std::uint64_t>> postgres_store::count_known_recipients() {
+  auto r = run(pg_sql::count_known, params{}, "count known recipients");
+  if (!r) return r.error();
   pg_result* res = r->get();
+  std::map<std::int64_t, std::uint64_t> out;
+  for (int i = 0; i < PQntuples(res); ++i) {
+    out[to_int64(PQgetvalue(res, i, 0))] = static_cast<std::uint64_t>(to_int64(PQgetvalue(res, i, 1)));
+  }
+  return out;
+}
+
+std::vector<known_recipient> postgres_store::known_rows(pg_result* res) {
   std::vector<known_recipient> out;
   for (int i = 0; i < PQntuples(res); ++i) {
     auto text = [&](int col) { return std::string(PQgetvalue(res, i, col), PQgetlength(res, i, col)); };

@@ -164,6 +164,9 @@ class postgres_store final : public store {
   boost::system::error_code save_known_recipients(std::span<const known_recipient> items) override;
   boost::system::result<std::vector<known_recipient>> list_known_recipients(
       std::int64_t customer_id) override;
+  boost::system::result<std::vector<known_recipient>> list_known_recipients_since(
+      std::int64_t since) override;
+  boost::system::result<std::map<std::int64_t, std::uint64_t>> count_known_recipients() override;
   boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
                                                                std::string_view address) override;
   boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,
@@ -189,6 +192,8 @@ class postgres_store final : public store {
   boost::system::result<std::uint64_t> release_space(std::uint64_t max_bytes) override;
 
  private:
+  // The rows of a known_recipients SELECT (the columns of known_recipient, in order).
+  static std::vector<known_recipient> known_rows(pg_result* res);
   class params;
   class transaction;
   struct result_deleter {

@@ -370,6 +370,11 @@ constexpr const char* sql_known_one =
 constexpr const char* sql_known_all =
     "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
     "ORDER BY customer_id, address";
+constexpr const char* sql_known_since =
+    "SELECT customer_id, address, good, source, first_seen, last_seen FROM known_recipients "
+    "WHERE last_seen >= ?1 ORDER BY customer_id, address";
+constexpr const char* sql_count_known =
+    "SELECT customer_id, count(*) FROM known_recipients WHERE last_seen > 0 GROUP BY customer_id";
 constexpr const char* sql_forget_known =
     "DELETE FROM known_recipients WHERE customer_id = ?1 AND (?2 = '' OR address = ?2)";
 constexpr const char* sql_expire_known =
@@ -1658,9 +1663,30 @@ error_code sqlite_store::save_known_recipients(std::span<const known_recipient> 
 
 boost::system::result<std::vector<known_recipient>> sqlite_store::list_known_recipients(
     std::int64_t customer_id) {
-  statement s{prepare(customer_id > 0 ? sql_known_one : sql_known_all)};
+  if (customer_id > 0) return read_known_recipients(sql_known_one, customer_id);
+  return read_known_recipients(sql_known_all, std::nullopt);
+}
+
+boost::system::result<std::vector<known_recipient>> sqlite_store::list_known_recipients_since(
+    std::int64_t since) {
+  return read_known_recipients(sql_known_since, since);
+}
+
+boost::system::result<std::map<std::int64_t, std::uint64_t>> sqlite_store::count_known_recipients() {
+  statement s{prepare(sql_count_known)};
+  if (!s) return fail(last_rc_, "prepare count known recipients");
+  std::map<std::int64_t, std::uint64_t> out;
+  int rc = 0;
+  while ((rc = s.step()) == SQLITE_ROW) out[s.int64(0)] = static_cast<std::uint64_t>(s.int64(1));
+  if (rc != SQLITE_DONE) return fail(rc, "count known recipients");
+  return out;
+}
+
+boost::system::result<std::vector<known_recipient>> sqlite_store::read_known_recipients(
+    const char* sql, std::optional<std::int64_t> arg) {
+  statement s{prepare(sql)};
   if (!s) return fail(last_rc_, "prepare list known recipients");
-  if (customer_id > 0) s.bind(1, customer_id);
+  if (arg) s.bind(1, *arg);
   std::vector<known_recipient> out;
   int rc = 0;
   while ((rc = s.step()) == SQLITE_ROW) {

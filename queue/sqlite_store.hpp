@@ -122,6 +122,9 @@ class sqlite_store final : public store {
   boost::system::error_code save_known_recipients(std::span<const known_recipient> items) override;
   boost::system::result<std::vector<known_recipient>> list_known_recipients(
       std::int64_t customer_id) override;
+  boost::system::result<std::vector<known_recipient>> list_known_recipients_since(
+      std::int64_t since) override;
+  boost::system::result<std::map<std::int64_t, std::uint64_t>> count_known_recipients() override;
   boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
                                                                std::string_view address) override;
   boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,
@@ -162,6 +165,9 @@ class sqlite_store final : public store {
   static const char* age_bucket_sql(bool one_customer) noexcept;
 
  private:
+  // The rows of a known_recipients SELECT with at most one parameter.
+  boost::system::result<std::vector<known_recipient>> read_known_recipients(const char* sql,
+                                                                           std::optional<std::int64_t> arg);
   class statement;
   static void bind_customer_columns(statement& s, const customer& c, const std::string& networks);
   class transaction;

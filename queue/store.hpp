@@ -31,6 +31,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -397,6 +398,12 @@ class store {
   virtual boost::system::error_code save_known_recipients(std::span<const known_recipient> items) = 0;
   virtual boost::system::result<std::vector<known_recipient>> list_known_recipients(
       std::int64_t customer_id) = 0;
+  // For a cluster node keeping its copy in step (control/cluster_sync): the
+  // rows of every customer last seen at or after `since`, and the number of
+  // rows per customer (eviction marks, last_seen 0, not counted).
+  virtual boost::system::result<std::vector<known_recipient>> list_known_recipients_since(
+      std::int64_t since) = 0;
+  virtual boost::system::result<std::map<std::int64_t, std::uint64_t>> count_known_recipients() = 0;
   virtual boost::system::result<std::uint64_t> forget_known_recipients(std::int64_t customer_id,
                                                                        std::string_view address) = 0;
   virtual boost::system::result<std::uint64_t> expire_known_recipients(std::int64_t good_before,

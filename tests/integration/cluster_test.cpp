@@ -19,12 +19,16 @@
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
 #include "tests/integration/fetchmail_peer.hpp"
+#include "tests/integration/smtp_helpers.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/postfix_instance.hpp"
 #include "tests/support/postgres_instance.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wait.hpp"
 
+#include <Poco/Exception.h>
+#include <Poco/JSON/Object.h>
+#include <Poco/JSON/Parser.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -349,6 +353,80 @@ TEST_F(Cluster, KillingTheDeliveringNodeMidFlushHandsTheCustomerToAnotherNode) {
             << distinct.size() << " of " << acked.size() << " acknowledged messages arrived, "
             << duplicates << " duplicates\n";
   EXPECT_EQ(nodes_[survivor]->stop(), 0) << nodes_[survivor]->log_text();
+}
+
+// Known recipients (learn): the node that delivers learns from the
+// customer's server and writes what it learned; every other node reads it
+// from the store without a signal (none is sent for that), answers RCPT from
+// it while the server is away, and drops what was forgotten — by the CLI
+// (announced) or behind its back (found by the periodic count).
+std::set<std::string> known_on(daemon_fixture& node, const std::string& customer) {
+  std::set<std::string> out;
+  auto r = node.cli({"customer", "recipients", customer, "--json"});
+  if (r.exit_code != 0) return out;
+  try {
+    auto o = Poco::JSON::Parser().parse(r.out).extract<Poco::JSON::Object::Ptr>();
+    auto list = o->getArray("known");
+    for (std::size_t i = 0; list && i < list->size(); ++i) {
+      auto k = list->getObject(static_cast<unsigned>(i));
+      out.insert(k->getValue<std::string>("address") + "=" + k->getValue<std::string>("state"));
+    }
+  } catch (const Poco::Exception&) {
+  }
+  return out;
+}
+
+TEST_F(Cluster, RecipientsLearnedByTheDeliveringNodeAnswerOnEveryNode) {
+  auto postfix = postfix_instance::final_destination(
+      {"learn.test"}, "127.0.0.7:" + std::to_string(free_port_on("127.0.0.7")), {"alice"});
+  postfix.start();
+  add_node("gw-a", {{"cluster_sync_interval", "1s"}});
+  add_node("gw-b", {{"cluster_sync_interval", "1s"}});
+  auto added = nodes_[0]->add_customer("learnco", "learn.test",
+                                       {"--route", "127.0.0.7:" + std::to_string(postfix.port()),
+                                        "--recipient-check", "learn"});
+  ASSERT_EQ(added.exit_code, 0) << added.err;
+  ASSERT_TRUE(probe_accepted(1, "alice@learn.test", "first")) << all_logs();
+  ASSERT_TRUE(wait_until([&] { return postfix.message_files().size() >= 1; }, 30s))
+      << "alice's mail did not arrive at Postfix\n" << all_logs();
+
+  const std::set<std::string> alice_good = {"alice@learn.test=good"};
+  for (std::size_t n = 0; n < 2; ++n) {
+    EXPECT_TRUE(wait_until([&] { return known_on(*nodes_[n], "learnco") == alice_good; }, 10s))
+        << "node " << n << ": want alice known good\n" << all_logs();
+  }
+  // The customer's server gone, and the customer on verify (a callout finds
+  // the server down at once): both nodes answer from what was learned.
+  ASSERT_TRUE(postfix.stop());
+  auto verify = nodes_[0]->cli({"customer", "set", "learnco", "--recipient-check", "verify"});
+  ASSERT_EQ(verify.exit_code, 0) << verify.err;
+  for (std::size_t n = 0; n < 2; ++n) {
+    EXPECT_TRUE(wait_until([&] {
+      return reply_is(rcpt_reply(nodes_[n]->host(), nodes_[n]->port(), "carol@learn.test"), 450, "4.1.1");
+    }, 10s)) << "node " << n << ": carol (never seen) with the server down\n" << all_logs();
+    EXPECT_TRUE(reply_is(rcpt_reply(nodes_[n]->host(), nodes_[n]->port(), "alice@learn.test"), 250))
+        << "node " << n << ": alice (learned) with the server down";
+  }
+
+  // Forgotten through node a's CLI: node b hears of it.
+  auto forgot = nodes_[0]->cli({"customer", "recipients", "learnco", "forget", "alice@learn.test"});
+  ASSERT_EQ(forgot.exit_code, 0) << forgot.err;
+  EXPECT_TRUE(wait_until([&] { return known_on(*nodes_[1], "learnco").empty(); }, 10s))
+      << "node b still knows alice after node a forgot her\n" << all_logs();
+
+  // A row written and then deleted behind every node's back (no signal at
+  // all): read by last_seen, dropped after a count differs.
+  const auto id = customer_id("learnco");
+  ASSERT_TRUE(pg_.exec(db_, "INSERT INTO known_recipients (customer_id, address, good, source, first_seen, "
+                            "last_seen) VALUES (" + std::to_string(id) + ", 'bob@learn.test', true, "
+                            "'delivery', extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint)"));
+  const std::set<std::string> bob_good = {"bob@learn.test=good"};
+  EXPECT_TRUE(wait_until([&] { return known_on(*nodes_[1], "learnco") == bob_good; }, 10s))
+      << "node b did not read bob's row\n" << all_logs();
+  ASSERT_TRUE(pg_.exec(db_, "DELETE FROM known_recipients WHERE address = 'bob@learn.test'"));
+  EXPECT_TRUE(wait_until([&] { return known_on(*nodes_[1], "learnco").empty(); }, 30s))
+      << "node b still knows bob after the row went (want it gone within 12 reconciles)\n" << all_logs();
+  EXPECT_TRUE(reply_is(rcpt_reply(nodes_[1]->host(), nodes_[1]->port(), "bob@learn.test"), 450, "4.1.1"));
 }
 
 }  // namespace

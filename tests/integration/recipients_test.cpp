@@ -134,16 +134,7 @@ class Recipients : public ::testing::Test {
   }
 
   // MAIL FROM:<a@sender.test>, RCPT TO:<to> in a fresh session; the RCPT reply.
-  probe_result rcpt(const std::string& to) {
-    smtp_probe probe;
-    if (auto ec = probe.connect(daemon_->host(), daemon_->port())) return ec;
-    if (auto greeting = probe.read_reply(); !greeting) return greeting;
-    if (auto ehlo = probe.command("EHLO client.test"); !ehlo) return ehlo;
-    if (auto mail = probe.command("MAIL FROM:<a@sender.test>"); !mail || mail->code != 250) return mail;
-    auto r = probe.command("RCPT TO:<" + to + ">");
-    probe.command("QUIT");
-    return r;
-  }
+  probe_result rcpt(const std::string& to) { return rcpt_reply(daemon_->host(), daemon_->port(), to); }
 
   // The known address `address` of `customer`, or nullopt when it is not known.
   std::optional<known_address> known(const std::string& customer, const std::string& address) {

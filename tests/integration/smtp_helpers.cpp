@@ -11,6 +11,17 @@
 
 namespace flushgate::test {
 
+probe_result rcpt_reply(const std::string& host, std::uint16_t port, const std::string& to) {
+  smtp_probe probe;
+  if (auto ec = probe.connect(host, port)) return ec;
+  if (auto greeting = probe.read_reply(); !greeting || greeting->code != 220) return greeting;
+  if (auto ehlo = probe.command("EHLO client.test"); !ehlo || ehlo->code != 250) return ehlo;
+  if (auto mail = probe.command("MAIL FROM:<a@sender.test>"); !mail || mail->code != 250) return mail;
+  auto r = probe.command("RCPT TO:<" + to + ">");
+  probe.command("QUIT");
+  return r;
+}
+
 std::string describe(const probe_result& r) {
   if (!r) return "error: " + r.error().message();
   std::string out = std::to_string(r->code);

@@ -33,6 +33,11 @@ std::string describe(const probe_result& r);
 ::testing::AssertionResult reply_is(const probe_result& r, int code,
                                     std::string_view enhanced = {});
 
+// The reply to "RCPT TO:<to>" in a fresh session with host:port (EHLO
+// client.test, MAIL FROM:<a@sender.test>; QUIT after): the greeting's, EHLO's
+// or MAIL's reply instead when that one was not positive, or the error.
+probe_result rcpt_reply(const std::string& host, std::uint16_t port, const std::string& to);
+
 // Connects to 127.0.0.1:port, expects 220, then (unless `ehlo` is empty)
 // sends "EHLO ehlo" and expects 250.
 ::testing::AssertionResult open_session(smtp_probe& probe, std::uint16_t port,

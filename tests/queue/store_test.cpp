@@ -45,6 +45,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <set>
 #include <span>
@@ -1708,6 +1709,26 @@ TEST_P(StoreTest, KnownRecipientsAreUpsertedListedForgottenAndExpired) {
   ASSERT_TRUE(forgotten);
   EXPECT_EQ(*forgotten, 1u);
   EXPECT_TRUE(store_->list_known_recipients(0)->empty());
+}
+
+TEST_P(StoreTest, KnownRecipientsAreReadSinceATimeAndCountedPerCustomer) {
+  const auto acme = add("acme", {"acme.example"});
+  const auto bravo = add("bravo", {"bravo.example"});
+  std::vector<known_recipient> batch = {
+      {acme, "alice@acme.example", true, "delivery", 100, 100},
+      {acme, "mallory@acme.example", false, "callout", 110, 300},
+      {acme, "old@acme.example", true, "evicted", 0, 0},  // an eviction mark: neither read nor counted
+      {bravo, "bob@bravo.example", true, "callout", 120, 200},
+  };
+  ASSERT_FALSE(store_->save_known_recipients(batch));
+  auto since = store_->list_known_recipients_since(200);
+  ASSERT_TRUE(since) << "since: got " << since.error().message();
+  ASSERT_EQ(since->size(), 2u) << "want mallory (300) and bob (200), seen at or after 200";
+  EXPECT_EQ((*since)[0].address, "mallory@acme.example");
+  EXPECT_EQ((*since)[1].address, "bob@bravo.example");
+  auto counts = store_->count_known_recipients();
+  ASSERT_TRUE(counts) << "count: got " << counts.error().message();
+  EXPECT_EQ(*counts, (std::map<std::int64_t, std::uint64_t>{{acme, 2}, {bravo, 1}}));
 }
 
 TEST_P(StoreTest, AllowedRecipientsAreAddedAndRemovedWithoutRewritingTheCustomer) {
