@@ -1020,6 +1020,8 @@ constexpr std::string_view fallback_page =
 
 }  // namespace
 
+std::string_view status_page_css() noexcept { return page_css; }
+
 std::string html_escape(std::string_view text) {
   std::string out;
   out.reserve(text.size() + text.size() / 8);
