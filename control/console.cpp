@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 #include <sstream>
 
 namespace flushgate::control {
@@ -349,7 +350,11 @@ console_response console::login(const console_request& request) {
   std::string why;
   if (!parse_form(request.body, form, why)) return refusal(400, why);
   if (admin_token_.empty() || !same_secret(trimmed(field(form, "token")), admin_token_)) {
-    core::log_warning("console: login from {} refused: wrong token", request.remote);
+    // Logged at most once in 10 s: a guesser must not flood the log.
+    const auto now = static_cast<std::int64_t>(std::time(nullptr));
+    if (now - last_login_warning_.exchange(now) >= 10) {
+      core::log_warning("console: login from {} refused: wrong token", request.remote);
+    }
     return page(401, render_console_login("That is not the admin token."));
   }
   const console_session s = sessions_.open(request.remote);

@@ -36,6 +36,8 @@
 
 #include <Poco/JSON/Object.h>
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -112,6 +114,7 @@ class console {
 
   std::string admin_token_;
   console_sessions sessions_;
+  std::atomic<std::int64_t> last_login_warning_{0};  // wrong tokens are logged once in 10 s
 };
 
 }  // namespace flushgate::control
