@@ -339,6 +339,10 @@ console_response console::handle(const console_request& request, const command_r
   return r;
 }
 
+bool console::signed_in(std::string_view cookie_header) {
+  return sessions_.find(cookie_value(cookie_header, cookie_name)).has_value();
+}
+
 console_response console::login(const console_request& request) {
   // Login CSRF: a foreign page must not log the browser into a session it chose.
   if (!same_origin_post(request.origin, request.referer, request.host)) {

@@ -102,6 +102,10 @@ class console {
   // Answers one request under /console/.
   console_response handle(const console_request& request, const command_runner& run);
 
+  // True when the Cookie header carries a live session (the status page,
+  // GET / only, lets such a browser in without asking for the token).
+  bool signed_in(std::string_view cookie_header);
+
   console_sessions& sessions() noexcept { return sessions_; }
 
  private:

@@ -479,7 +479,11 @@ struct http_api::impl {
       return;
     }
     const std::string authorization = req.get("Authorization", "");
-    if (!authorized(authorization, settings.token)) {
+    // A browser logged in to the console may read the status page: a GET
+    // that changes nothing. Everything else still needs the token.
+    const bool console_reader = req.getMethod() == "GET" && req.getURI() == "/" &&
+                                console_ui->signed_in(req.get("Cookie", ""));
+    if (!console_reader && !authorized(authorization, settings.token)) {
       // Log at most one refusal in 10 s: a scanner must not flood the log.
       const auto now = static_cast<std::int64_t>(std::time(nullptr));
       if (now - last_auth_warning.exchange(now) >= 10) {

@@ -163,6 +163,13 @@ TEST_F(ConsoleHandler, LogoutEndsTheSession) {
   EXPECT_EQ(header(r, "Location"), "/console/login") << "got a page after logging out, want the login";
 }
 
+TEST_F(ConsoleHandler, SignedInOnlyWithALiveSessionCookie) {
+  EXPECT_FALSE(console_.signed_in("")) << "got signed in without a cookie";
+  EXPECT_FALSE(console_.signed_in("fg_console=" + std::string(64, 'a'))) << "got signed in with a made-up id";
+  const auto cookie = log_in();
+  EXPECT_TRUE(console_.signed_in("other=1; " + cookie)) << "got not signed in with the session's cookie";
+}
+
 TEST_F(ConsoleHandler, ACommandsErrorIsShownOnTheCustomerForm) {
   const auto cookie = log_in();
   const auto csrf = csrf_of(cookie);

@@ -24,6 +24,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 failures = []
 
@@ -55,9 +57,16 @@ def text_of(d, css):
 def log_in(d, base, token):
     d.get(base + "/console/login")
     d.find_element(By.ID, "token").send_keys(token)
-    d.find_element(By.ID, "login").click()
+    click(d, d.find_element(By.ID, "login"))
     return check(d.find_elements(By.ID, "customers") != [],
                  "got no customer list after logging in (at %s), want one" % d.current_url)
+
+
+def click(d, element):
+    """Clicks something that loads a new page, and waits (bounded) until the old one is gone."""
+    old = d.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(d, 20).until(expected_conditions.staleness_of(old))
 
 
 def wait_for(predicate, seconds):
@@ -78,7 +87,7 @@ def click_action(d, action, qid=None):
     css = "button[data-action='%s']" % action
     if qid:
         css += "[data-qid='%s']" % qid
-    d.find_element(By.CSS_SELECTOR, css).click()
+    click(d, d.find_element(By.CSS_SELECTOR, css))
 
 
 def step_suspend(d, args):
@@ -87,7 +96,7 @@ def step_suspend(d, args):
     check("Suspend customer " + args.customer in text_of(d, "#question"),
           "got question %r, want a confirmation of the suspend" % text_of(d, "#question"))
     shot(d, args, "console-confirm.png")
-    d.find_element(By.ID, "confirm").click()
+    click(d, d.find_element(By.ID, "confirm"))
     state = d.find_element(By.CSS_SELECTOR, "h2 .badge").get_attribute("data-state")
     check(state == "suspended", "got state %r after confirming, want suspended" % state)
     check("suspended" in text_of(d, "#note"), "got note %r, want the suspend noted" % text_of(d, "#note"))
@@ -103,10 +112,10 @@ def step_delete(d, args):
     check("Delete message " + args.qid in text_of(d, "#question"),
           "got question %r, want a confirmation of the delete" % text_of(d, "#question"))
     # Cancel first: nothing may happen.
-    d.find_element(By.ID, "cancel").click()
+    click(d, d.find_element(By.ID, "cancel"))
     check(text_of(d, "#qid") == args.qid, "got %s after cancel, want the message page again" % d.current_url)
     click_action(d, "delete", args.qid)
-    d.find_element(By.ID, "confirm").click()
+    click(d, d.find_element(By.ID, "confirm"))
     check("deleted" in text_of(d, "#note"), "got note %r, want the delete noted" % text_of(d, "#note"))
     rows = d.find_elements(By.CSS_SELECTOR, "tr[data-qid='%s']" % args.qid)
     check(rows == [], "got %s still in the queue listing, want it gone" % args.qid)
@@ -133,22 +142,27 @@ def step_add(d, args):
     d.get(args.url + "/console/new")
     d.find_element(By.ID, "f-name").send_keys("Not A Name!")
     d.find_element(By.ID, "f-domains").send_keys("beta.test")
-    d.find_element(By.ID, "save").click()
+    click(d, d.find_element(By.ID, "save"))
     check("customer name" in text_of(d, "#error"),
           "got error %r for a bad name, want the CLI's own message" % text_of(d, "#error"))
     name = d.find_element(By.ID, "f-name")
     name.clear()
     name.send_keys("beta")
     d.find_element(By.ID, "f-mode").send_keys("hold")
-    d.find_element(By.ID, "save").click()
+    click(d, d.find_element(By.ID, "save"))
     check(text_of(d, "#customer-name") == "beta", "got page %s, want customer beta's page" % d.current_url)
     check("added" in text_of(d, "#note"), "got note %r, want the add noted" % text_of(d, "#note"))
+    # The session also opens the read-only status page, without the token.
+    click(d, d.find_element(By.LINK_TEXT, "Status page"))
+    check(d.find_elements(By.ID, "t-messages") != [],
+          "got no status page from the console's link (at %s), want it shown" % d.current_url)
 
 
 class foreign_page(http.server.BaseHTTPRequestHandler):
     """Another origin (another port of 127.0.0.1) with a form aimed at the console."""
     target = ""
     customer = ""
+    timeout = 5
 
     def do_GET(self):
         body = ("<!DOCTYPE html><html><body><form id=f method=post action='%s/console/action'>"
@@ -182,12 +196,16 @@ def post(url, body, cookie, origin):
 def step_forged(d, args):
     foreign_page.target = args.url
     foreign_page.customer = args.customer
-    server = socketserver.TCPServer(("127.0.0.1", args.foreign_port), foreign_page)
+    # Threads, and a timeout per connection: Chromium opens spare connections
+    # it may never use, and one of those must not hold up the others or shutdown().
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", args.foreign_port), foreign_page)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         d.get("http://127.0.0.1:%d/" % args.foreign_port)
-        wait_for(lambda: d.current_url.startswith(args.url), 10)
+        # The foreign page submits its form by itself; wait (bounded) for the console's answer.
+        wait_for(lambda: "did not come from" in text_of(d, "#notice"), 15)
         check("did not come from a page of this console" in text_of(d, "#notice"),
               "got %r at %s for the cross-site POST, want it refused" % (text_of(d, "#notice"), d.current_url))
     finally:
