@@ -138,11 +138,54 @@ Object::Ptr object_result(const command_result& r) {
   }
 }
 
-bool is_customer_action(std::string_view a) {
-  return a == "enable" || a == "disable" || a == "suspend" || a == "flush";
+// What each button of the console does: the control command it runs (the
+// same as the CLI's), the state it sets, the notice after it, and whether
+// it asks first.
+struct action_rule {
+  std::string_view action;
+  bool on_message;          // takes qid=; otherwise name= (a customer)
+  std::string_view command;
+  std::string_view state;   // customer.set's state, "" for none
+  std::string_view note;    // key into `notes`
+  bool confirm;             // destructive: a confirmation page first
+};
+constexpr action_rule actions[] = {
+    {"enable", false, "customer.set", "enabled", "enabled", false},
+    {"disable", false, "customer.set", "disabled", "disabled", true},
+    {"suspend", false, "customer.set", "suspended", "suspended", true},
+    {"flush", false, "flush", "", "", false},
+    {"hold", true, "queue.hold", "", "held", false},
+    {"release", true, "queue.release", "", "released", false},
+    {"delete", true, "queue.delete", "", "deleted", true},
+};
+
+const action_rule* find_action(std::string_view action) {
+  for (const auto& a : actions) {
+    if (a.action == action) return &a;
+  }
+  return nullptr;
 }
-bool is_message_action(std::string_view a) { return a == "hold" || a == "release" || a == "delete"; }
-bool needs_confirmation(std::string_view a) { return a == "disable" || a == "suspend" || a == "delete"; }
+
+// The question asked before a destructive action, in the words of its effect.
+console_confirmation confirmation_for(const action_rule& rule, const std::string& name, const std::string& qid,
+                                      const std::string& owner) {
+  console_confirmation q;
+  if (rule.on_message) {
+    q.question = "Delete message " + qid + (owner.empty() ? "" : " of customer " + owner) +
+                 " from the queue? Its sender gets no notice and it cannot be brought back.";
+    q.cancel = "/console/message?" + query_of("qid", qid);
+    return q;
+  }
+  q.cancel = "/console/customer?" + query_of("name", name);
+  if (rule.action == "disable") {
+    q.question = "Disable customer " + name +
+                 "? Its mail is then refused (550) like any unknown domain's; queued mail stays queued.";
+  } else {
+    q.question = "Suspend customer " + name +
+                 "? New mail for it then gets 450 (senders retry); queued mail still goes out.";
+  }
+  return q;
+}
 
 }  // namespace
 
@@ -432,69 +475,51 @@ console_response console::get_page(const call& c, const command_runner& run) {
 }
 
 console_response console::post_action(const call& c, const command_runner& run) {
-  const std::string action = field(c.form, "action");
+  const action_rule* rule = find_action(field(c.form, "action"));
+  if (rule == nullptr) return refusal(400, "No such action.");
   const std::string name = field(c.form, "name");
   const std::string qid = field(c.form, "qid");
-  if (!is_customer_action(action) && !is_message_action(action)) return refusal(400, "No such action.");
-  const bool on_message = is_message_action(action);
-  if ((on_message ? qid : name).empty()) return refusal(400, on_message ? "Which message?" : "Which customer?");
+  if ((rule->on_message ? qid : name).empty()) {
+    return refusal(400, rule->on_message ? "Which message?" : "Which customer?");
+  }
 
   // The message's customer: for the question, and for where to go after a delete.
   std::string owner;
-  if (on_message) {
+  if (rule->on_message) {
     Object::Ptr args = new Object;
     args->set("qid", qid);
     if (Object::Ptr m = object_result(run("queue.show", args))) owner = m->optValue<std::string>("customer", "");
   }
-
-  if (needs_confirmation(action) && field(c.form, "confirm") != "yes") {
-    console_confirmation q;
-    if (action == "delete") {
-      q.question = "Delete message " + qid + (owner.empty() ? "" : " of customer " + owner) +
-                   " from the queue? Its sender gets no notice and it cannot be brought back.";
-      q.cancel = "/console/message?" + query_of("qid", qid);
-    } else if (action == "disable") {
-      q.question = "Disable customer " + name +
-                   "? Its mail is then refused (550) like any unknown domain's; queued mail stays queued.";
-      q.cancel = "/console/customer?" + query_of("name", name);
-    } else {
-      q.question = "Suspend customer " + name + "? New mail for it then gets 450 (senders retry); queued mail still goes out.";
-      q.cancel = "/console/customer?" + query_of("name", name);
-    }
+  if (rule->confirm && field(c.form, "confirm") != "yes") {
+    console_confirmation q = confirmation_for(*rule, name, qid, owner);
     q.fields = c.form;
     return page(200, render_console_confirm(c.view(), q));
   }
 
   Object::Ptr args = new Object;
-  std::string command;
-  if (on_message) {
+  if (rule->on_message) {
     Array::Ptr qids = new Array;
     qids->add(qid);
     args->set("qids", qids);
-    command = action == "hold" ? "queue.hold" : action == "release" ? "queue.release" : "queue.delete";
-  } else if (action == "flush") {
-    args->set("name", name);
-    command = "flush";
   } else {
     args->set("name", name);
-    args->set("state", action == "enable" ? "enabled" : action == "disable" ? "disabled" : "suspended");
-    command = "customer.set";
+    if (!rule->state.empty()) args->set("state", std::string(rule->state));
   }
-  const command_result result = run(command, args);
-  const std::string object = on_message ? "message " + qid : "customer " + name;
+  const command_result result = run(std::string(rule->command), args);
+  const std::string action(rule->action);
+  const std::string object = rule->on_message ? "message " + qid : "customer " + name;
   if (!result.ok) {
     core::log_warning("console: {}: {} {} failed: {}", c.who(), action, object, result.error);
     return page(http_status_of(result.status), render_console_notice("The " + action + " failed", result.error));
   }
   core::log_info("console: {}: {} {}", c.who(), action, object);
+  const std::string note = "&note=" + std::string(rule->note);
   if (action == "flush") return redirect("/console/flush?" + query_of("name", name));
   if (action == "delete") {
-    return redirect(owner.empty() ? "/console/?note=deleted"
-                                  : "/console/customer?" + query_of("name", owner) + "&note=deleted");
+    return redirect(owner.empty() ? "/console/?note=deleted" : "/console/customer?" + query_of("name", owner) + note);
   }
-  if (on_message) return redirect("/console/message?" + query_of("qid", qid) + "&note=" + (action == "hold" ? "held" : "released"));
-  return redirect("/console/customer?" + query_of("name", name) + "&note=" +
-                  (action == "enable" ? "enabled" : action == "disable" ? "disabled" : "suspended"));
+  if (rule->on_message) return redirect("/console/message?" + query_of("qid", qid) + note);
+  return redirect("/console/customer?" + query_of("name", name) + note);
 }
 
 console_response console::post_customer(const call& c, const command_runner& run) {

@@ -4,6 +4,7 @@
 // refused (no session, foreign origin, missing or wrong CSRF token, no
 // confirmation), plus the form parser's bounds and the customer form.
 #include "control/console.hpp"
+#include "control/console_pages.hpp"
 
 #include <Poco/JSON/Array.h>
 #include <gtest/gtest.h>
@@ -182,6 +183,52 @@ TEST_F(ConsoleHandler, ACommandsErrorIsShownOnTheCustomerForm) {
   EXPECT_NE(r.body.find("customer name &quot;Bad!&quot;: use 1-63"), std::string::npos)
       << "got no error on the form, want the command's own text (escaped)";
   EXPECT_NE(r.body.find("value=\"Bad!\""), std::string::npos) << "got the form without what was typed";
+}
+
+TEST_F(ConsoleHandler, AFailedActionShowsTheCommandsReasonAndChangesNothing) {
+  const auto cookie = log_in();
+  const auto csrf = csrf_of(cookie);
+  console_request req{"POST", "/console/action", "action=flush&name=acme&csrf=" + csrf, cookie, origin, "",
+                      host, "127.0.0.1:1"};
+  auto r = console_.handle(req, [](const std::string&, Object::Ptr) {
+    return command_result::failure("customer acme has no route now", command_status::conflict);
+  });
+  EXPECT_EQ(r.status, 409) << "got " << r.status << " for a refused flush, want the command's 409";
+  EXPECT_NE(r.body.find("customer acme has no route now"), std::string::npos) << "got no reason on the page";
+  EXPECT_EQ(header(r, "Location"), "") << "got a redirect after a failure, want the reason shown";
+}
+
+TEST_F(ConsoleHandler, TheConfirmationPostsTheSameActionOnceMore) {
+  const auto cookie = log_in();
+  const auto csrf = csrf_of(cookie);
+  auto r = request("POST", "/console/action", "action=suspend&name=acme&csrf=" + csrf, cookie);
+  for (const std::string& want : std::vector<std::string>{"name=\"action\" value=\"suspend\"", "name=\"name\" value=\"acme\"",
+                                 "name=\"csrf\" value=\"" + csrf + "\"", "href=\"/console/customer?name=acme\""}) {
+    EXPECT_NE(r.body.find(want), std::string::npos) << "got a confirmation page without " << want;
+  }
+  EXPECT_EQ(r.body.find("name=\"csrf\"", r.body.find("name=\"csrf\"", r.body.find("<main")) + 1),
+            std::string::npos)
+      << "got the CSRF token twice in the confirmation form, want once";
+}
+
+TEST(ConsolePages, PeerSuppliedTextIsEscaped) {
+  Object::Ptr m = new Object;
+  m->set("qid", "Q<1>");
+  m->set("customer", "acme\"><script>");
+  m->set("sender", "<img src=x onerror=alert(1)>@evil.test");
+  Poco::JSON::Array::Ptr rcpts = new Poco::JSON::Array;
+  Object::Ptr r = new Object;
+  r->set("address", "bob@acme.test");
+  r->set("last_reply", "451 <script>alert(2)</script>");
+  rcpts->add(r);
+  m->set("recipients", rcpts);
+  const std::string html = render_console_message({"t", "", ""}, m);
+  EXPECT_EQ(html.find("<script"), std::string::npos) << "got a script element from peer text";
+  EXPECT_EQ(html.find("<img"), std::string::npos) << "got an img element from peer text";
+  EXPECT_NE(html.find("451 &lt;script&gt;alert(2)&lt;/script&gt;"), std::string::npos)
+      << "got the last reply not shown as text";
+  EXPECT_NE(html.find("/console/customer?name=acme%22%3E%3Cscript%3E"), std::string::npos)
+      << "got the customer's link not percent-encoded";
 }
 
 TEST(ConsoleForm, ParsesAndBoundsUrlEncodedBodies) {

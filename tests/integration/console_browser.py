@@ -24,8 +24,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.common.exceptions import WebDriverException
 
 failures = []
 
@@ -63,10 +62,27 @@ def log_in(d, base, token):
 
 
 def click(d, element):
-    """Clicks something that loads a new page, and waits (bounded) until the old one is gone."""
+    """Clicks something that loads a new page; waits (bounded) until the old
+    page is gone and the new one has loaded."""
     old = d.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(d, 20).until(expected_conditions.staleness_of(old))
+
+    def old_gone():
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            # Stale, or (mid-navigation) "node does not belong to the document": gone.
+            return True
+
+    def loaded():
+        try:
+            return d.execute_script("return document.readyState") == "complete"
+        except WebDriverException:
+            return False
+
+    if not (wait_for(old_gone, 20) and wait_for(loaded, 20)):
+        raise TimeoutError("no new page 20 s after the click (at %s)" % d.current_url)
 
 
 def wait_for(predicate, seconds):
