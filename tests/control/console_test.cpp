@@ -231,6 +231,34 @@ TEST(ConsolePages, PeerSuppliedTextIsEscaped) {
       << "got the customer's link not percent-encoded";
 }
 
+TEST(ConsoleForm, ACustomerShownInTheFormComesBackUnchanged) {
+  Object::Ptr c = new Object;
+  c->set("name", "acme");
+  Poco::JSON::Array::Ptr domains = new Poco::JSON::Array;
+  domains->add("acme.test");
+  domains->add("acme-gmbh.test");
+  c->set("domains", domains);
+  c->set("subdomains", true);
+  c->set("queue_lifetime", 432000);
+  Poco::JSON::Array::Ptr links = new Poco::JSON::Array;
+  Object::Ptr l = new Object;
+  l->set("user", "acme-dial");
+  l->set("kind", "dialup");
+  l->set("net", "192.0.2.0/24");
+  links->add(l);
+  c->set("links", links);
+  const form_fields f = customer_form_fields(c);
+  EXPECT_EQ(f.at("domains"), "acme.test, acme-gmbh.test");
+  EXPECT_EQ(f.at("subdomains"), "yes");
+  EXPECT_EQ(f.at("queue_lifetime"), "432000s") << "got a duration without its unit, want seconds with s";
+  Object::Ptr args;
+  std::string why;
+  ASSERT_TRUE(customer_args_of(f, args, why)) << why;
+  EXPECT_EQ(args->getArray("domains")->size(), 2u);
+  EXPECT_TRUE(args->getValue<bool>("subdomains"));
+  EXPECT_EQ(args->getArray("links")->getObject(0)->getValue<std::string>("net"), "192.0.2.0/24");
+}
+
 TEST(ConsoleForm, ParsesAndBoundsUrlEncodedBodies) {
   form_fields f;
   std::string why;

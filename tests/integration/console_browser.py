@@ -168,6 +168,15 @@ def step_add(d, args):
     click(d, d.find_element(By.ID, "save"))
     check(text_of(d, "#customer-name") == "beta", "got page %s, want customer beta's page" % d.current_url)
     check("added" in text_of(d, "#note"), "got note %r, want the add noted" % text_of(d, "#note"))
+    # Change it: every field comes back filled in and must be accepted as it is.
+    click(d, d.find_element(By.ID, "edit"))
+    quota = d.find_element(By.ID, "f-quota")
+    quota.clear()
+    quota.send_keys("10M")
+    click(d, d.find_element(By.ID, "save"))
+    check("changed" in text_of(d, "#note"),
+          "got note %r error %r after changing the quota, want the change noted"
+          % (text_of(d, "#note"), text_of(d, "#error")))
     # The session also opens the read-only status page, without the token.
     click(d, d.find_element(By.LINK_TEXT, "Status page"))
     check(d.find_elements(By.ID, "t-messages") != [],

@@ -10,7 +10,7 @@
 // token) is refused and changes nothing; suspend after confirming, then
 // SMTP answers 450; delete a message after confirming; flush now and the
 // mail arrives at Postfix; add a customer through the form, the CLI's
-// validation error shown on it first. Screenshots go to the build dir.
+// validation error shown on it first, then change it through the form. Screenshots go to the build dir.
 #include "tests/integration/daemon_fixture.hpp"
 #include "tests/integration/delivery_peers.hpp"
 #include "tests/support/chromium.hpp"
@@ -78,16 +78,18 @@ class ConsoleBrowser : public ::testing::Test {
     return run_command(argv, 120s);
   }
 
-  std::string state_of(const std::string& customer) {
+  // One field of `customer show --json`, as text.
+  std::string field_of(const std::string& customer, const std::string& key) {
     auto r = daemon_->cli({"--json", "customer", "show", customer});
     if (r.exit_code != 0) return "(no customer: " + r.err + ")";
     try {
       Poco::JSON::Parser parser;
-      return parser.parse(r.out).extract<Poco::JSON::Object::Ptr>()->optValue<std::string>("state", "");
+      return parser.parse(r.out).extract<Poco::JSON::Object::Ptr>()->get(key).convert<std::string>();
     } catch (const std::exception&) {
       return "(unreadable: " + r.out + ")";
     }
   }
+  std::string state_of(const std::string& customer) { return field_of(customer, "state"); }
 
   std::optional<postfix_instance> postfix_;
   std::optional<daemon_fixture> daemon_;
@@ -144,6 +146,7 @@ TEST_F(ConsoleBrowser, OperatorSuspendsDeletesAndFlushesThroughTheConsole) {
   auto added = step({"--step", "add"});
   EXPECT_STEP_OK(added, "add");
   EXPECT_EQ(state_of("beta"), "enabled") << "got no customer beta after the form, want it added";
+  EXPECT_EQ(field_of("beta", "quota"), "10485760") << "got beta's quota after the change form, want 10M";
 }
 
 }  // namespace
