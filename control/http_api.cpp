@@ -3,6 +3,8 @@
 // server whose handler runs each request's command on the io thread.
 #include "control/http_api.hpp"
 
+#include "control/console.hpp"
+#include "control/console_session.hpp"
 #include "control/status_page.hpp"
 #include "control/status_report.hpp"
 #include "core/log.hpp"
@@ -24,8 +26,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
-
-#include <openssl/rand.h>
 
 #include <fcntl.h>
 #include <grp.h>
@@ -318,16 +318,12 @@ bool load_admin_token(const std::string& path, const std::string& group, std::st
       error = "admin_token_file " + path + ": " + std::strerror(errno);
       return false;
     }
-    unsigned char raw[32];
-    if (RAND_bytes(raw, sizeof raw) != 1) {
+    std::string fresh;
+    try {
+      fresh = random_token();
+    } catch (const std::exception&) {
       error = "admin_token_file: no random bytes for a new token";
       return false;
-    }
-    static const char hex[] = "0123456789abcdef";
-    std::string fresh;
-    for (unsigned char b : raw) {
-      fresh += hex[b >> 4];
-      fresh += hex[b & 15];
     }
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0) {
@@ -387,6 +383,7 @@ struct http_api::impl {
   std::atomic<std::int64_t> last_auth_warning{0};
 
   std::atomic<bool> stopping{false};
+  std::unique_ptr<console> console_ui;  // the operator console under /console/
 
   // Runs a coroutine on the io thread and waits for it, bounded by the
   // timeout — and by stop(), which may itself be running on the io thread.
@@ -424,9 +421,69 @@ struct http_api::impl {
     send(resp, status, "application/json", to_json_line(command_result::failure(why, code)));
   }
 
+  // The body of a request that has one, bounded: Content-Length first,
+  // then what actually arrives. False when it is longer than `limit`.
+  static bool read_body(Poco::Net::HTTPServerRequest& req, std::size_t limit, std::string& body) {
+    if (req.hasContentLength() && req.getContentLength64() > static_cast<Poco::Int64>(limit)) return false;
+    if (req.getMethod() == "GET" || req.getMethod() == "DELETE") return true;
+    std::istream& in = req.stream();
+    char buf[8192];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      body.append(buf, static_cast<std::size_t>(in.gcount()));
+      if (body.size() > limit) return false;
+    }
+    return true;
+  }
+
+  // The operator console (console.hpp): its own login and sessions instead
+  // of the Authorization header, its commands on the io thread like ours.
+  void serve_console(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp) {
+    console_request in;
+    in.method = req.getMethod();
+    in.target = req.getURI();
+    in.cookie = req.get("Cookie", "");
+    in.origin = req.get("Origin", "");
+    in.referer = req.get("Referer", "");
+    in.host = req.get("Host", "");
+    in.remote = req.clientAddress().toString();
+    if (!read_body(req, console_max_body, in.body)) {
+      send(resp, 413, "text/plain; charset=utf-8", "the form is larger than 64 KiB\n");
+      return;
+    }
+    daemon_context* c = ctx;
+    auto run = [this, c](const std::string& name, Object::Ptr args) {
+      command_result result;
+      auto make = [c, name, args]() -> asio::awaitable<command_result> {
+        command_result r = co_await run_command(*c, name, args);
+        co_return r;
+      };
+      if (!on_io(make, result)) {
+        return command_result::failure("the daemon did not answer in time", command_status::unavailable);
+      }
+      return result;
+    };
+    const console_response out = console_ui->handle(in, run);
+    for (const auto& [name, value] : out.headers) {
+      if (name == "Set-Cookie") {
+        resp.add(name, value);
+      } else {
+        resp.set(name, value);
+      }
+    }
+    send(resp, out.status, out.content_type, out.body);
+  }
+
   void handle(Poco::Net::HTTPServerRequest& req, Poco::Net::HTTPServerResponse& resp) {
+    if (is_console_target(req.getURI())) {
+      serve_console(req, resp);
+      return;
+    }
     const std::string authorization = req.get("Authorization", "");
-    if (!authorized(authorization, settings.token)) {
+    // A browser logged in to the console may read the status page: a GET
+    // that changes nothing. Everything else still needs the token.
+    const bool console_reader = req.getMethod() == "GET" && req.getURI() == "/" &&
+                                console_ui->signed_in(req.get("Cookie", ""));
+    if (!console_reader && !authorized(authorization, settings.token)) {
       // Log at most one refusal in 10 s: a scanner must not flood the log.
       const auto now = static_cast<std::int64_t>(std::time(nullptr));
       if (now - last_auth_warning.exchange(now) >= 10) {
@@ -439,22 +496,10 @@ struct http_api::impl {
       return;
     }
 
-    // The body, bounded: Content-Length first, then what actually arrives.
     std::string body;
-    if (req.hasContentLength() && req.getContentLength64() > static_cast<Poco::Int64>(settings.max_body)) {
+    if (!read_body(req, settings.max_body, body)) {
       send_error(resp, 413, "the body is larger than 1 MiB", command_status::bad_request);
       return;
-    }
-    if (req.getMethod() != "GET" && req.getMethod() != "DELETE") {
-      std::istream& in = req.stream();
-      char buf[8192];
-      while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-        body.append(buf, static_cast<std::size_t>(in.gcount()));
-        if (body.size() > settings.max_body) {
-          send_error(resp, 413, "the body is larger than 1 MiB", command_status::bad_request);
-          return;
-        }
-      }
     }
 
     api_route route = route_request(req.getMethod(), req.getURI(), body);
@@ -550,7 +595,9 @@ class api_handler_factory : public Poco::Net::HTTPRequestHandlerFactory {
 }  // namespace
 
 http_api::http_api(asio::io_context& io, http_api_settings settings)
-    : impl_(new impl{io, nullptr, std::move(settings), {}, {}, {}, {}, {}}) {}
+    : impl_(new impl{io, nullptr, std::move(settings), {}, {}, {}, {}, {}, {}}) {
+  impl_->console_ui = std::make_unique<console>(impl_->settings.token);
+}
 
 http_api::~http_api() { stop(); }
 

@@ -7,11 +7,15 @@
 //   GET /                 the status page (HTML, refreshes itself)
 //   GET /metrics          Prometheus text format
 //   /api/v1/...           customers, links, queue, flush, config, events, doctor
+//   /console/...          the operator console (console.hpp): its own login
 // A request runs on one of a few Poco threads; the command itself runs on
 // the daemon's io thread (co_spawn + future), like a control-socket request.
 // Security: every request needs the token from admin_token_file, as
 // "Authorization: Bearer TOKEN" or as the password of HTTP Basic (so a
-// browser can open the page); compared in constant time. Bodies are
+// browser can open the page); compared in constant time. Two exceptions:
+// /console/ checks its own sessions (login with the same token, CSRF
+// token and Origin on every POST), and GET / is shown to a browser with a
+// live console session. Bodies are
 // limited to 1 MiB, requests and keep-alive to admin_timeout, threads and
 // queued connections bounded. Malformed requests get 4xx with a JSON error,
 // never a crash.

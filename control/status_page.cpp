@@ -396,6 +396,7 @@ box-shadow:0 -5px 0 #fff,0 5px 0 rgba(255,255,255,.6)}
 .host .meta,.stamp{color:var(--headmuted);font-size:12.5px}
 .stamp{margin-left:auto;text-align:right}
 .stamp b{color:var(--headink);font-weight:600}
+.stamp a.console{color:var(--headink)}
 main{max-width:1600px;margin:0 auto;padding:16px 24px 4px}
 .tiles{display:grid;grid-template-columns:repeat(5,minmax(0,1fr));gap:12px;margin-bottom:16px}
 .tile{background:var(--panel);border:1px solid var(--line);border-top:3px solid var(--blue);border-radius:10px;padding:8px 14px 9px}
@@ -544,7 +545,8 @@ void put_header(std::string& out, const page_context& ctx) {
   // The script replaces this text once a second ("updated N s ago").
   out += fmt::format("<span id=\"fg-age\" data-refresh=\"{}\">updated just now", ctx.refresh);
   if (ctx.refresh > 0) out += fmt::format(" \xC2\xB7 reloads every {} s", ctx.refresh);
-  out += "</span></div>\n</header>\n";
+  // Acting (flush, suspend, ...) happens in the console, behind its own login.
+  out += "</span><br><a class=\"console\" href=\"/console/\">operator console</a></div>\n</header>\n";
 }
 
 void put_tile(std::string& out, std::string_view css, std::string_view id, std::string_view key,
@@ -1019,6 +1021,8 @@ constexpr std::string_view fallback_page =
     "</body></html>\n";
 
 }  // namespace
+
+std::string_view status_page_css() noexcept { return page_css; }
 
 std::string html_escape(std::string_view text) {
   std::string out;

@@ -41,6 +41,9 @@ namespace flushgate::control {
 // The whole page (text/html; charset=utf-8) for `snapshot`; a null pointer gives an empty page.
 std::string render_status_page(const Poco::JSON::Object::Ptr& snapshot);
 
+// The page's inline stylesheet (the operator console uses it too).
+std::string_view status_page_css() noexcept;
+
 // `text` with & < > " ' replaced by character references: safe in element text and quoted attributes.
 std::string html_escape(std::string_view text);
 
