@@ -628,10 +628,7 @@ int run_daemon(core::config& cfg) {
   for (auto& sniffer : sniffers) asio::co_spawn(io, sniffer->run(), asio::detached);
   core::log_info("flushgated started: myhostname={}, store {}, {} customers, {} messages queued{}",
                  hostname, describe_store(cfg), customers.size(), queued, tls ? ", STARTTLS offered" : "");
-  // Every listener listens now (the kernel queues connections until io.run()).
   control::service_notifier service(io);
-  service.ready(fmt::format("serving: {} customers, {} messages queued", customers.size(), queued));
-  service.start_watchdog();
 
   // Disk headroom (and the room inside the store) is re-read once a second,
   // not per command; freed store pages go back to the file system in steps.
@@ -681,6 +678,12 @@ int run_daemon(core::config& cfg) {
   });
   ::signal(SIGPIPE, SIG_IGN);
 
+  // Every listener listens (the kernel queues connections until io.run())
+  // and every signal has its handler: a SIGTERM or SIGHUP right after
+  // READY=1 (systemctl stop, logrotate) must not meet the default action,
+  // which ends the process without a graceful shutdown.
+  service.ready(fmt::format("serving: {} customers, {} messages queued", customers.size(), queued));
+  service.start_watchdog();
   io.run();
   core::recent_events().set_sink(nullptr);
   core::log_info("flushgated stopped");
