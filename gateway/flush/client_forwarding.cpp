@@ -54,8 +54,13 @@ std::vector<std::string> client_forwarding_commands(std::string_view verb,
                                                     const queue::client_origin& origin,
                                                     const std::vector<std::string>& offered,
                                                     std::size_t max_line) {
+  // XFORWARD knows only [UNAVAILABLE]: Postfix 3.7 answers "501 5.5.4 Bad
+  // NAME syntax" to NAME=[TEMPUNAVAIL], which only XCLIENT takes.
+  const bool xforward = verb == "XFORWARD";
+  const std::string client_name =
+      xforward && origin.name == "[TEMPUNAVAIL]" ? std::string("[UNAVAILABLE]") : origin.name;
   const std::pair<const char*, std::string> known[] = {
-      {"NAME", origin.name},
+      {"NAME", client_name},
       {"ADDR", origin.address.empty() ? std::string() : address_value(origin.address)},
       {"PORT", origin.port == 0 ? std::string() : std::to_string(origin.port)},
       {"PROTO", origin.proto},

@@ -14,7 +14,9 @@
 // Only attributes the peer offered are sent, and only those we know (an
 // empty value, port 0: unknown, left out — the peer then keeps its own
 // idea). Values are xtext (RFC 3461 §4), as XFORWARD_README requires; an
-// IPv6 address gets the "IPv6:" prefix Postfix expects. Lines are split so
+// IPv6 address gets the "IPv6:" prefix Postfix expects; a name that was
+// "[TEMPUNAVAIL]" goes as "[UNAVAILABLE]" in XFORWARD (Postfix refuses the
+// former there with 501; XCLIENT takes both). Lines are split so
 // that none exceeds the 512 octets of RFC 5321 §4.5.3.1.4 (CRLF included).
 //
 // Security: the origin comes from our queue, but every value — the HELO

@@ -78,6 +78,17 @@ TEST(ClientForwarding, SplitsLinesToStayWithinTheLimit) {
   for (const auto& l : tight) EXPECT_LE(l.size(), 40u) << l;
 }
 
+TEST(ClientForwarding, TempunavailNameIsUnavailableForXforwardOnly) {
+  // Postfix 3.7 answers XFORWARD NAME=[TEMPUNAVAIL] with "501 5.5.4 Bad NAME
+  // syntax" (seen in scripts/bench/slowlink); XCLIENT takes it.
+  queue::client_origin o = spammer();
+  o.name = "[TEMPUNAVAIL]";
+  EXPECT_EQ(joined(client_forwarding_commands("XFORWARD", o, {"NAME"})),
+            "XFORWARD NAME=[UNAVAILABLE]\r\n");
+  EXPECT_EQ(joined(client_forwarding_commands("XCLIENT", o, {"NAME"})),
+            "XCLIENT NAME=[TEMPUNAVAIL]\r\n");
+}
+
 TEST(ClientForwarding, DropsAnAttributeThatCannotFitALine) {
   queue::client_origin o = spammer();
   o.helo = std::string(600, 'h');
