@@ -437,8 +437,8 @@ asio::awaitable<boost::system::result<session_info>> smtp_client::open() {
 }
 
 asio::awaitable<error_code> smtp_client::say_hello(std::string_view name) {
-  const std::string our_name(name.empty() ? std::string_view(settings_.helo_name) : name);
-  queue_line(fmt::format("EHLO {}\r\n", our_name));
+  const std::string ehlo_name(name.empty() ? std::string_view(settings_.helo_name) : name);
+  queue_line(fmt::format("EHLO {}\r\n", ehlo_name));
   if (!co_await write_out(settings_.helo_timeout)) co_return client_errc::connection_lost;
   auto ehlo = co_await read_reply(settings_.helo_timeout);
   if (!ehlo) {
@@ -483,7 +483,7 @@ asio::awaitable<error_code> smtp_client::say_hello(std::string_view name) {
     co_return fail_open(client_errc::helo_refused, "EHLO refused: " + ehlo->line(), true);
   }
   // RFC 5321 §3.2: a server that does not know EHLO answers 5xx; fall back.
-  queue_line(fmt::format("HELO {}\r\n", our_name));
+  queue_line(fmt::format("HELO {}\r\n", ehlo_name));
   if (!co_await write_out(settings_.helo_timeout)) co_return client_errc::connection_lost;
   auto helo = co_await read_reply(settings_.helo_timeout);
   if (!helo) {

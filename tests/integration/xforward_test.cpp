@@ -177,7 +177,7 @@ class ForwardClient : public ::testing::Test {
   std::string good_qid_;
 };
 
-TEST_F(ForwardClient, AuthorizedPostfixLogsAndStampsTheOriginalClient) {
+TEST_F(ForwardClient, AuthorizedPostfixLogsTheOriginalClientButJudgesTheGateway) {
   auto postfix = customer_server({{"smtpd_authorized_xforward_hosts", "127.0.0.0/8"}});
   postfix.start();
   queue_both_and_flush(postfix);
