@@ -12,6 +12,7 @@
 #include "core/units.hpp"
 #include "gateway/inbound/address.hpp"
 #include "gateway/dns/dns_doctor.hpp"
+#include "gateway/flush/client_forwarding.hpp"
 #include "gateway/inbound/sasl.hpp"
 #include "queue/store_checks.hpp"
 
@@ -215,6 +216,15 @@ bool apply_customer_args(const Object::Ptr& args, queue::customer& c, std::strin
     }
     c.unknown_recipients = answer;
   }
+  if (args->has("forward_client")) {
+    std::string how = args->getValue<std::string>("forward_client");
+    if (!gateway::parse_client_forwarding(how)) {
+      error = "forward_client: xforward, xclient or none";
+      return false;
+    }
+    if (how == "xforward") how.clear();  // the default, kept as ""
+    c.forward_client = how;
+  }
   if (args->has("prefer_family")) {
     std::string family = args->getValue<std::string>("prefer_family");
     if (family == "ipv6") family.clear();  // the default, kept as ""
@@ -315,6 +325,7 @@ Object::Ptr to_json(const queue::customer& c, const queue::queue_stats* stats) {
   o->set("prefer_family", c.prefer_family.empty() ? std::string("ipv6") : c.prefer_family);
   o->set("recipient_check", std::string(gateway::recipient_policy(c)));
   o->set("unknown_recipients", c.unknown_recipients.empty() ? std::string("tempfail") : c.unknown_recipients);
+  o->set("forward_client", c.forward_client.empty() ? std::string("xforward") : c.forward_client);
   Array::Ptr links = new Array;
   for (const auto& u : c.link_users) {
     Object::Ptr l = new Object;
@@ -362,6 +373,14 @@ Object::Ptr to_json(const queue::message_info& m, bool with_recipients) {
     o->set("ret", m.ret);
     o->set("body_type", m.body_type);
     o->set("client", m.client);
+    // What XFORWARD tells the customer's server ("" / 0: unknown, not sent).
+    Object::Ptr origin = new Object;
+    origin->set("address", m.origin.address);
+    origin->set("name", m.origin.name);
+    origin->set("helo", m.origin.helo);
+    origin->set("proto", m.origin.proto);
+    origin->set("port", static_cast<int>(m.origin.port));
+    o->set("client_origin", origin);
     Array::Ptr rs = new Array;
     for (const auto& r : m.recipients) {
       Object::Ptr ro = new Object;

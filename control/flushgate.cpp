@@ -56,6 +56,7 @@ Customers:
                [--ipv6-server framed|none|::OFFSET] [--prefer-family ipv6|ipv4]
                [--recipient-check any|list|learn|verify]
                [--unknown-recipients tempfail|accept|reject]
+               [--forward-client xforward|xclient|none]
   customer set NAME [the options of add; --no-recipients drops the list]
   customer enable|disable|suspend NAME
   customer passwd NAME          (reads the ETRN/ODMR password from stdin)
@@ -207,6 +208,7 @@ Object::Ptr customer_options(const std::vector<std::string>& args, std::size_t f
     else if (a == "--recipient-check") o->set("recipient_check", value());
     else if (a == "--unknown-recipients") o->set("unknown_recipients", value());
     else if (a == "--prefer-family") o->set("prefer_family", value());
+    else if (a == "--forward-client") o->set("forward_client", value());
     else if (a == "--etrn-net") {
       if (!etrn_nets) etrn_nets = new Array;
       etrn_nets->add(value());
@@ -271,6 +273,7 @@ void print_customer(const Object::Ptr& c) {
   rows.push_back({"ETRN from:", etrn.empty() ? "its live links" : etrn + " and its live links"});
   std::string tls = c->optValue<std::string>("tls", "");
   rows.push_back({"tls:", tls.empty() ? "(smtp_tls)" : tls});
+  rows.push_back({"forward client:", c->optValue<std::string>("forward_client", "xforward")});
   auto lifetime = c->optValue<std::int64_t>("queue_lifetime", 0);
   auto warning = c->optValue<std::int64_t>("delay_warning", 0);
   rows.push_back({"queue lifetime:", lifetime ? core::format_duration(std::chrono::seconds(lifetime)) : "(queue_lifetime)"});

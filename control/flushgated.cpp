@@ -541,6 +541,7 @@ int run_daemon(core::config& cfg) {
   intake.routes = &router;
   intake.flushes = &sched;
   intake.known = &known;
+  intake.reverse_name = [&mx](asio::ip::address client) { return mx.reverse_name(client); };
   intake.server_reachable = [&checks](std::int64_t id) { return checks.server_reachable(id); };
   intake.verify_recipient = [&checks](std::int64_t id, std::string address) {
     return checks.verify(id, std::move(address));

@@ -182,6 +182,13 @@ const std::vector<param>& parameter_table() {
        .kind = k::count,
        .default_value = "1024",
        .doc = "Bytes/s a client must average during DATA; slower DATA is cut off; 0 disables."},
+      {.name = "smtpd_reverse_lookup_timeout",
+       .kind = k::duration,
+       .default_value = "5s",
+       .doc = "How long after connect a message waits at most for the client's reverse name "
+              "(forwarded with XFORWARD); it is looked up while the session goes on. 0 = no "
+              "lookup.",
+       .min = 0},
       {.name = "smtpd_command_line_limit",
        .kind = k::count,
        .default_value = "512",

@@ -182,8 +182,26 @@ CREATE TABLE known_recipients (
 CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
 )sql";
 
+// Version 5 -> 6: the original client of each message, field by field, and
+// each customer's forward_client, as SQLite's version 11 (old rows: address
+// and HELO parsed from client "helo[address]", the rest unknown).
+inline constexpr const char* schema_v6 = R"sql(
+ALTER TABLE messages ADD COLUMN client_address text NOT NULL DEFAULT '',
+                     ADD COLUMN client_name text NOT NULL DEFAULT '',
+                     ADD COLUMN client_helo text NOT NULL DEFAULT '',
+                     ADD COLUMN client_proto text NOT NULL DEFAULT '',
+                     ADD COLUMN client_port integer NOT NULL DEFAULT 0;
+UPDATE messages SET
+  client_address = substring(client from '\[([^][]*)\]$'),
+  client_helo = rtrim(substring(client from '^(.*)\[[^][]*\]$'), ' ')
+WHERE client ~ '\[[^][]*\]$';
+UPDATE messages SET client_helo = '' WHERE client_helo = 'unknown';
+ALTER TABLE customers ADD COLUMN forward_client text NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
+inline constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3,
+                                             schema_v4, schema_v5, schema_v6};
 
 // Serialises migrations and node registration between nodes (any constant
 // that nothing else on the server uses; "flushgat" in ASCII).
@@ -211,7 +229,7 @@ inline constexpr const char* show_encoding = "SHOW server_encoding";
 #define FLUSHGATE_PG_CUSTOMER_COLUMNS                                                          \
   "id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, quota, " \
   "queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, prefer_family, " \
-  "recipient_check, unknown_recipients"
+  "recipient_check, unknown_recipients, forward_client"
 inline constexpr const char* customer_by_name =
     "SELECT " FLUSHGATE_PG_CUSTOMER_COLUMNS " FROM customers WHERE name = $1";
 inline constexpr const char* customers_all =
@@ -228,18 +246,20 @@ inline constexpr const char* domain_owner =
     "SELECT 1 FROM domains WHERE domain = $1 AND customer_id <> $2";
 inline constexpr const char* user_owner =
     "SELECT 1 FROM link_users WHERE user_name = $1 AND customer_id <> $2";
-// $1..$18 in the order of postgres_store's customer_params; the id is $19.
+// $1..$19 in the order of postgres_store's customer_params; the id is $20.
 inline constexpr const char* insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
     "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
-    "ipv6_server, prefer_family, recipient_check, unknown_recipients) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) "
+    "ipv6_server, prefer_family, recipient_check, unknown_recipients, forward_client) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+    "$19) "
     "RETURNING id";
 inline constexpr const char* update_customer =
     "UPDATE customers SET name = $1, subdomains = $2, state = $3, mode = $4, route = $5, "
     "link_port = $6, has_recipients = $7, max_size = $8, quota = $9, queue_lifetime = $10, "
     "delay_warning = $11, tls = $12, credential = $13, etrn_networks = $14, ipv6_server = $15, "
-    "prefer_family = $16, recipient_check = $17, unknown_recipients = $18 WHERE id = $19";
+    "prefer_family = $16, recipient_check = $17, unknown_recipients = $18, "
+    "forward_client = $19 WHERE id = $20";
 // Recipient lists managed live, and known recipients (store.hpp).
 inline constexpr const char* set_has_recipients =
     "UPDATE customers SET has_recipients = true WHERE id = $1";
@@ -312,7 +332,9 @@ inline constexpr const char* delete_customer = "DELETE FROM customers WHERE id =
 // $1..$10 the envelope and body, $11..$13 the recipients as parallel arrays.
 inline constexpr const char* insert_message =
     "WITH m AS (INSERT INTO messages (qid, customer_id, sender, arrival, size, envid, ret, "
-    "body_type, client, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id) "
+    "body_type, client, content, client_address, client_name, client_helo, client_proto, "
+    "client_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $14, $15, $16, $17, $18) "
+    "RETURNING id) "
     "INSERT INTO recipients (message_id, address, orcpt, notify) "
     "SELECT m.id, r.a, r.o, r.n FROM m, unnest($11::text[], $12::text[], $13::text[]) "
     "WITH ORDINALITY AS r(a, o, n, i) ORDER BY r.i";
@@ -322,7 +344,8 @@ inline constexpr const char* insert_message =
 // come as text and are cast.
 inline constexpr const char* import_message =
     "WITH m AS (INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
-    "body_type, client, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+    "body_type, client, content, client_address, client_name, client_helo, client_proto, "
+    "client_port) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $19, $20, $21, $22, $23) "
     "RETURNING id) "
     "INSERT INTO recipients (message_id, address, orcpt, notify, attempts, next_attempt, "
     "last_reply, delay_notified) "
@@ -332,7 +355,8 @@ inline constexpr const char* import_message =
 
 #define FLUSHGATE_PG_MESSAGE_COLUMNS                                                           \
   "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, m.envid, " \
-  "m.ret, m.body_type, m.client FROM messages m JOIN customers c ON c.id = m.customer_id "
+  "m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "              \
+  "m.client_proto, m.client_port FROM messages m JOIN customers c ON c.id = m.customer_id "
 // LIMIT NULL is no limit (the store's limit 0).
 inline constexpr const char* messages_of_customer =
     FLUSHGATE_PG_MESSAGE_COLUMNS "WHERE m.customer_id = $1 ORDER BY m.arrival, m.id LIMIT $2";

@@ -472,7 +472,7 @@ error_code postgres_store::write_customer_details(std::int64_t id, const custome
 
 namespace {
 
-// $1..$18 of insert_customer and update_customer (one list: they cannot drift).
+// $1..$19 of insert_customer and update_customer (one list: they cannot drift).
 void add_customer_columns(auto& p, const customer& c) {
   p.add(c.name)
       .add(c.subdomains)
@@ -491,7 +491,8 @@ void add_customer_columns(auto& p, const customer& c) {
       .add(c.ipv6_server)
       .add(c.prefer_family)
       .add(c.recipient_check)
-      .add(c.unknown_recipients);
+      .add(c.unknown_recipients)
+      .add(c.forward_client);
 }
 
 }  // namespace
@@ -595,6 +596,7 @@ boost::system::result<std::vector<customer>> postgres_store::read_customers(cons
     c.prefer_family = text(16);
     c.recipient_check = text(17);
     c.unknown_recipients = text(18);
+    c.forward_client = text(19);
     out.push_back(std::move(c));
   }
   if (out.empty()) return out;
@@ -659,7 +661,14 @@ boost::system::result<std::vector<customer>> postgres_store::list_customers() {
 
 namespace {
 
-// The 13 parameters of pg_sql::insert_message; the body is referenced, not copied.
+// The message's client field by field: the last five parameters of
+// insert_message and import_message.
+template <typename Params>
+void add_origin_params(Params& p, const client_origin& o) {
+  p.add(o.address).add(o.name).add(o.helo).add(o.proto).add(std::int64_t{o.port});
+}
+
+// The 18 parameters of pg_sql::insert_message; the body is referenced, not copied.
 template <typename Params>
 void add_message_params(Params& p, const std::string& qid, const new_message& m) {
   std::vector<std::string_view> addresses, orcpts, notifies;
@@ -681,6 +690,7 @@ void add_message_params(Params& p, const std::string& qid, const new_message& m)
       .add(text_array(addresses))
       .add(text_array(orcpts))
       .add(text_array(notifies));
+  add_origin_params(p, m.origin);
 }
 
 }  // namespace
@@ -840,6 +850,11 @@ boost::system::result<std::vector<message_info>> postgres_store::read_messages(
     m.ret = text(9);
     m.body_type = text(10);
     m.client = text(11);
+    m.origin.address = text(12);
+    m.origin.name = text(13);
+    m.origin.helo = text(14);
+    m.origin.proto = text(15);
+    m.origin.port = static_cast<std::uint16_t>(to_int64(PQgetvalue(res, i, 16)));
     out.push_back(std::move(m));
   }
   if (out.empty()) return out;
@@ -949,6 +964,7 @@ error_code postgres_store::import_message(const message_info& m, std::string_vie
       .add(text_array(next))
       .add(text_array(replies))
       .add(text_array(notified));
+  add_origin_params(p, m.origin);
   // One statement: its own transaction, durable when it returns (synchronous_commit).
   auto r = run(pg_sql::import_message, p, "import message", {.foreign_key = errc::not_found});
   return r ? error_code{} : r.error();

@@ -99,7 +99,7 @@ struct postgres_violation {
 class postgres_store final : public store {
  public:
   // Schema version this build writes (table flushgate_schema).
-  static constexpr int schema_version = 5;
+  static constexpr int schema_version = 6;
 
   // Connects, migrates the schema and registers the node. Fails (io_error)
   // when the server cannot be reached: the daemon does not start without

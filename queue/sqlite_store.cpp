@@ -1,7 +1,7 @@
 // sqlite_store.cpp — see sqlite_store.hpp.
 //
-// Schema, version 10 (PRAGMA user_version = 10): version 1 below, then the
-// migrations schema_v2 ... schema_v10. A released version is never edited: an
+// Schema, version 11 (PRAGMA user_version = 11): version 1 below, then the
+// migrations schema_v2 ... schema_v11. A released version is never edited: an
 // existing database only ever moves forward through migrations[].
 //
 // Version 1:
@@ -79,6 +79,10 @@
 //                       node; goes with its customer
 //   events              the recent-events list, id AUTOINCREMENT; each
 //                       insert drops what falls beyond max_stored_events
+//
+// Version 11 adds the original client of each message field by field
+// (messages.client_address, client_name, client_helo, client_proto,
+// client_port; XFORWARD at flush time) and customers.forward_client.
 //
 // Version 10 adds recipient checks: customers.recipient_check and
 // customers.unknown_recipients, and
@@ -319,9 +323,31 @@ CREATE TABLE known_recipients (
 CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
 )sql";
 
+// v10 -> v11: the original client of each message, field by field, for
+// XFORWARD/XCLIENT at flush time, and each customer's choice of which. Old
+// rows get the address and HELO parsed from client ("helo[address]", the
+// address after the last '['; "unknown" was the HELO before any was given);
+// name, protocol and port stay unknown (nothing is forwarded for them).
+// rtrim(client, <every character but '['>) keeps client up to its last '['.
+constexpr const char* schema_v11 = R"sql(
+ALTER TABLE messages ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN client_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN client_helo TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN client_proto TEXT NOT NULL DEFAULT '';
+ALTER TABLE messages ADD COLUMN client_port INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET
+  client_address = substr(client, length(rtrim(client, replace(client, '[', ''))) + 1,
+                          length(client) - length(rtrim(client, replace(client, '[', ''))) - 1),
+  client_helo = rtrim(substr(client, 1, length(rtrim(client, replace(client, '[', ''))) - 1), ' ')
+WHERE client LIKE '%[%]';
+UPDATE messages SET client_helo = '' WHERE client_helo = 'unknown';
+ALTER TABLE customers ADD COLUMN forward_client TEXT NOT NULL DEFAULT '';
+)sql";
+
 // migrations[k] takes the schema from version k to version k + 1.
-constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5,
-                                      schema_v6, schema_v7, schema_v8, schema_v9, schema_v10};
+constexpr const char* migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4,
+                                      schema_v5, schema_v6, schema_v7, schema_v8,
+                                      schema_v9, schema_v10, schema_v11};
 static_assert(std::size(migrations) == sqlite_store::schema_version);
 
 // Statements, prepared once per connection and kept in the cache.
@@ -333,11 +359,11 @@ constexpr const char* sql_rollback = "ROLLBACK";
 constexpr const char* sql_customer_by_name =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
     "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
-    "prefer_family, recipient_check, unknown_recipients FROM customers WHERE name = ?1";
+    "prefer_family, recipient_check, unknown_recipients, forward_client FROM customers WHERE name = ?1";
 constexpr const char* sql_customers_all =
     "SELECT id, name, subdomains, state, mode, route, link_port, has_recipients, max_size, "
     "quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, ipv6_server, "
-    "prefer_family, recipient_check, unknown_recipients FROM customers ORDER BY name";
+    "prefer_family, recipient_check, unknown_recipients, forward_client FROM customers ORDER BY name";
 constexpr const char* sql_customer_id_by_name = "SELECT id FROM customers WHERE name = ?1";
 constexpr const char* sql_customer_exists = "SELECT 1 FROM customers WHERE id = ?1";
 constexpr const char* sql_name_owner = "SELECT id FROM customers WHERE name = ?1 AND id <> ?2";
@@ -345,18 +371,20 @@ constexpr const char* sql_domain_owner =
     "SELECT customer_id FROM domains WHERE domain = ?1 AND customer_id <> ?2";
 constexpr const char* sql_user_owner =
     "SELECT customer_id FROM link_users WHERE user = ?1 AND customer_id <> ?2";
-constexpr int customer_columns = 18;  // bound by bind_customer_columns
+constexpr int customer_columns = 19;  // bound by bind_customer_columns
 constexpr const char* sql_insert_customer =
     "INSERT INTO customers (name, subdomains, state, mode, route, link_port, has_recipients, "
     "max_size, quota, queue_lifetime, delay_warning, tls, credential, etrn_networks, "
-    "ipv6_server, prefer_family, recipient_check, unknown_recipients) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
-// The same ?1..?18 as sql_insert_customer (bind_customer_columns), the id last.
+    "ipv6_server, prefer_family, recipient_check, unknown_recipients, forward_client) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+    "?19)";
+// The same ?1..?19 as sql_insert_customer (bind_customer_columns), the id last.
 constexpr const char* sql_update_customer =
     "UPDATE customers SET name = ?1, subdomains = ?2, state = ?3, mode = ?4, route = ?5, "
     "link_port = ?6, has_recipients = ?7, max_size = ?8, quota = ?9, queue_lifetime = ?10, "
     "delay_warning = ?11, tls = ?12, credential = ?13, etrn_networks = ?14, ipv6_server = ?15, "
-    "prefer_family = ?16, recipient_check = ?17, unknown_recipients = ?18 WHERE id = ?19";
+    "prefer_family = ?16, recipient_check = ?17, unknown_recipients = ?18, "
+    "forward_client = ?19 WHERE id = ?20";
 constexpr const char* sql_set_has_recipients = "UPDATE customers SET has_recipients = 1 WHERE id = ?1";
 constexpr const char* sql_delete_allowed_one =
     "DELETE FROM allowed_recipients WHERE customer_id = ?1 AND address = ?2";
@@ -411,24 +439,28 @@ constexpr const char* sql_delete_customer = "DELETE FROM customers WHERE id = ?1
 // (held 0, fresh recipient state) and imported mail (store copy) alike.
 constexpr const char* sql_insert_message =
     "INSERT INTO messages (qid, customer_id, sender, arrival, size, held, envid, ret, "
-    "body_type, client, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    "body_type, client, content, client_address, client_name, client_helo, client_proto, "
+    "client_port) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 constexpr const char* sql_insert_recipient =
     "INSERT INTO recipients (message_id, address, orcpt, notify, attempts, next_attempt, "
     "last_reply, delay_notified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 // The three message queries select the columns read_messages expects.
 constexpr const char* sql_messages_of_customer =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client "
+    "m.envid, m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "
+    "m.client_proto, m.client_port "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.customer_id = ?1 ORDER BY m.arrival, m.id LIMIT ?2";
 constexpr const char* sql_messages_all =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client "
+    "m.envid, m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "
+    "m.client_proto, m.client_port "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "ORDER BY m.arrival, m.id LIMIT ?2";
 constexpr const char* sql_message_by_qid =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client "
+    "m.envid, m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "
+    "m.client_proto, m.client_port "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.qid = ?1";
 // held = 0 as an equality keeps the whole WHERE on messages_deliverable, so
@@ -436,7 +468,8 @@ constexpr const char* sql_message_by_qid =
 // the walk.
 constexpr const char* sql_deliverable =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client "
+    "m.envid, m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "
+    "m.client_proto, m.client_port "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.customer_id = ?1 AND m.held = 0 AND m.qid > ?2 ORDER BY m.qid LIMIT ?3";
 // ?2 is the later of the two thresholds: the range on messages_by_customer
@@ -446,7 +479,8 @@ constexpr const char* sql_deliverable =
 // cheap term first.
 constexpr const char* sql_due_notices =
     "SELECT m.id, m.qid, m.customer_id, c.name, m.sender, m.arrival, m.size, m.held, "
-    "m.envid, m.ret, m.body_type, m.client "
+    "m.envid, m.ret, m.body_type, m.client, m.client_address, m.client_name, m.client_helo, "
+    "m.client_proto, m.client_port "
     "FROM messages m JOIN customers c ON c.id = m.customer_id "
     "WHERE m.customer_id = ?1 AND m.arrival <= ?2 AND (m.arrival <= ?3 OR EXISTS "
     "(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.delay_notified = 0)) "
@@ -972,6 +1006,7 @@ void sqlite_store::bind_customer_columns(statement& s, const customer& c,
   s.bind(16, c.prefer_family);
   s.bind(17, c.recipient_check);
   s.bind(18, c.unknown_recipients);
+  s.bind(19, c.forward_client);
 }
 
 error_code sqlite_store::add_customer(customer& c) {
@@ -1083,6 +1118,7 @@ boost::system::result<std::vector<customer>> sqlite_store::read_customers(sqlite
     c.prefer_family = s.text(16);
     c.recipient_check = s.text(17);
     c.unknown_recipients = s.text(18);
+    c.forward_client = s.text(19);
     out.push_back(std::move(c));
   }
   if (rc != SQLITE_DONE) return fail(rc, "read customers");
@@ -1189,6 +1225,7 @@ error_code sqlite_store::insert_messages(std::span<const new_message> batch, err
     m.ret = n.ret;
     m.body_type = n.body_type;
     m.client = n.client;
+    m.origin = n.origin;
     for (const auto& r : n.recipients) {
       recipient_info ri;
       ri.address = r.address;
@@ -1227,6 +1264,11 @@ error_code sqlite_store::insert_message_row(const message_info& m, std::string_v
     s.bind(9, m.body_type);
     s.bind(10, m.client);
     s.bind_blob(11, content);
+    s.bind(12, m.origin.address);
+    s.bind(13, m.origin.name);
+    s.bind(14, m.origin.helo);
+    s.bind(15, m.origin.proto);
+    s.bind(16, std::int64_t{m.origin.port});
     if (const int rc = s.step(); rc != SQLITE_DONE) return insert_failed(rc, "insert message");
     message_id = sqlite3_last_insert_rowid(db_);
   }
@@ -1289,6 +1331,11 @@ boost::system::result<std::vector<message_info>> sqlite_store::read_messages(
       m.ret = s.text(9);
       m.body_type = s.text(10);
       m.client = s.text(11);
+      m.origin.address = s.text(12);
+      m.origin.name = s.text(13);
+      m.origin.helo = s.text(14);
+      m.origin.proto = s.text(15);
+      m.origin.port = static_cast<std::uint16_t>(s.int64(16));
       out.push_back(std::move(m));
     }
     if (rc != SQLITE_DONE) return fail(rc, what);

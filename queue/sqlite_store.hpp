@@ -64,7 +64,7 @@ namespace flushgate::queue {
 class sqlite_store final : public store {
  public:
   // Schema version this build writes (PRAGMA user_version).
-  static constexpr int schema_version = 10;
+  static constexpr int schema_version = 11;
 
   // Opens (creating if needed) DIR and DIR/queue.db, migrating the schema.
   static boost::system::result<std::unique_ptr<sqlite_store>> open(const std::string& dir);

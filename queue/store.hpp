@@ -107,7 +107,27 @@ struct customer {
   // learn/verify: what an address not known yet gets while the customer's
   // server cannot be asked: "" = "tempfail" (450 4.1.1), "accept", "reject" (550 5.1.1).
   std::string unknown_recipients;
+  // Whether its server is told the original client of each message at
+  // flush time: "" = "xforward" (when the server offers XFORWARD), "xclient"
+  // (XCLIENT when offered), "none".
+  std::string forward_client;
   bool operator==(const customer&) const = default;
+};
+
+// The client a message came from, as the next hop's XFORWARD/XCLIENT wants
+// it (www.postfix.org/XFORWARD_README.html). An empty field (0 for port) is
+// unknown: nothing is sent for it. Messages queued before these fields
+// existed have the address and HELO parsed from `client`, nothing else.
+struct client_origin {
+  std::string address;  // "192.0.2.1" or "2001:db8::1" (no "IPv6:" prefix)
+  // The reverse name as looked up at arrival, forward-confirmed; or
+  // "[UNAVAILABLE]" (no name, or it did not confirm) or "[TEMPUNAVAIL]"
+  // (the lookup failed or took too long).
+  std::string name;
+  std::string helo;     // the HELO/EHLO argument as the client sent it
+  std::string proto;    // "SMTP" (HELO) or "ESMTP" (EHLO)
+  std::uint16_t port = 0;
+  bool operator==(const client_origin&) const = default;
 };
 
 // One RCPT of an incoming message, DSN parameters as received (RFC 3461).
@@ -127,7 +147,8 @@ struct new_message {
   std::string envid;    // ENVID xtext as received, "" when absent
   std::string ret;      // "FULL", "HDRS" or ""
   std::string body_type;  // "7BIT", "8BITMIME" or "" (not given)
-  std::string client;   // "helo-name [address]" for logs and DSNs
+  std::string client;   // "helo-name[address]" for logs and DSNs
+  client_origin origin; // the same client, field by field (XFORWARD)
   std::int64_t arrival = 0;  // unix seconds
   std::string content;  // the message: CRLF lines, Received: prepended, not dot-stuffed
 };
@@ -156,6 +177,7 @@ struct message_info {
   std::string ret;
   std::string body_type;
   std::string client;
+  client_origin origin;
   std::vector<recipient_info> recipients;
 };
 

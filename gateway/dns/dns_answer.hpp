@@ -21,6 +21,7 @@ namespace flushgate::gateway {
 constexpr int dns_class_in = 1;
 constexpr int dns_type_a = 1;
 constexpr int dns_type_cname = 5;
+constexpr int dns_type_ptr = 12;
 constexpr int dns_type_mx = 15;
 constexpr int dns_type_aaaa = 28;
 constexpr unsigned dns_rcode_nxdomain = 3;

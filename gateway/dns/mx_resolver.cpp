@@ -646,4 +646,63 @@ asio::awaitable<boost::system::result<std::vector<address>>> mx_resolver::resolv
   co_return mx_errc::no_usable_hosts;
 }
 
+namespace {
+
+// The PTR question for an address (RFC 1035 §3.5, RFC 3596 §2.5).
+std::string reverse_query_name(const address& a) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string name;
+  if (a.is_v4()) {
+    const auto b = a.to_v4().to_bytes();
+    for (auto i = b.size(); i-- > 0;) name += std::to_string(b[i]) + ".";
+    return name + "in-addr.arpa";
+  }
+  const auto b = a.to_v6().to_bytes();
+  for (auto i = b.size(); i-- > 0;) {
+    name += hex[b[i] & 0x0f];
+    name += '.';
+    name += hex[b[i] >> 4];
+    name += '.';
+  }
+  return name + "ip6.arpa";
+}
+
+}  // namespace
+
+asio::awaitable<std::string> mx_resolver::reverse_name(address client) {
+  const auto self = impl_;
+  if (client.is_v6() && client.to_v6().is_v4_mapped()) {
+    client = asio::ip::make_address_v4(asio::ip::v4_mapped, client.to_v6());
+  }
+  std::vector<dns_question> questions;
+  questions.push_back({reverse_query_name(client), dns_type_ptr});
+  const auto answers = co_await self->query(std::move(questions));
+  const dns_answer& a = answers[0];
+  if (a.status == ARES_ENOTFOUND || a.status == ARES_ENODATA) co_return unavailable_name;
+  if (a.status != ARES_SUCCESS) co_return tempunavail_name;
+  hostent* host = nullptr;
+  const auto v4 = client.is_v4() ? client.to_v4().to_bytes() : asio::ip::address_v4::bytes_type{};
+  const auto v6 = client.is_v6() ? client.to_v6().to_bytes() : asio::ip::address_v6::bytes_type{};
+  const int rc = client.is_v4()
+      ? ares_parse_ptr_reply(a.message.data(), static_cast<int>(a.message.size()), v4.data(),
+                             static_cast<int>(v4.size()), AF_INET, &host)
+      : ares_parse_ptr_reply(a.message.data(), static_cast<int>(a.message.size()), v6.data(),
+                             static_cast<int>(v6.size()), AF_INET6, &host);
+  if (rc == ARES_ENODATA || rc == ARES_ENOTFOUND) co_return unavailable_name;
+  if (rc != ARES_SUCCESS || host == nullptr || host->h_name == nullptr) {
+    if (host != nullptr) ares_free_hostent(host);
+    co_return tempunavail_name;
+  }
+  std::string name = host->h_name;
+  ares_free_hostent(host);
+  if (!normalise_host_name(name)) co_return unavailable_name;
+  // Forward confirmation: anyone can put any name in their own PTR records.
+  auto forward = co_await resolve_host(name);
+  if (!forward) {
+    co_return forward.error() == mx_errc::temporary ? tempunavail_name : unavailable_name;
+  }
+  const bool confirmed = std::find(forward->begin(), forward->end(), client) != forward->end();
+  co_return confirmed ? name : std::string(unavailable_name);
+}
+
 }  // namespace flushgate::gateway

@@ -112,6 +112,10 @@ struct mx_options {
   bool holds_self_address(const std::vector<boost::asio::ip::address>& addresses) const;
 };
 
+// What reverse_name() gives when there is no name to give.
+inline constexpr const char* unavailable_name = "[UNAVAILABLE]";
+inline constexpr const char* tempunavail_name = "[TEMPUNAVAIL]";
+
 class mx_resolver {
  public:
   // Sets up c-ares (reads resolv.conf); throws std::invalid_argument / std::runtime_error.
@@ -128,6 +132,13 @@ class mx_resolver {
   // A/AAAA of one host (IP literals, also "[v6]", without a query), or an mx_errc.
   boost::asio::awaitable<boost::system::result<std::vector<boost::asio::ip::address>>>
   resolve_host(std::string host);
+
+  // The client's name as Postfix's smtpd would give it (XFORWARD NAME): the
+  // PTR name of `client` when one of that name's addresses is `client`
+  // again (forward-confirmed), lower case, no trailing dot; else
+  // unavailable_name (no PTR, or it does not confirm) or tempunavail_name
+  // (a lookup failed or ran out of time). Bounded like resolve(): two rounds.
+  boost::asio::awaitable<std::string> reverse_name(boost::asio::ip::address client);
 
  private:
   class impl;

@@ -135,6 +135,31 @@ queue::new_message delivery_agent::make_notice(const queue::message_info& m,
   return notice;
 }
 
+namespace {
+
+// How many messages at the front of a send_batch answer were tried: the
+// rest (no MAIL reply, no recipient answered) never went out.
+std::size_t attempted(const std::vector<message_result>& results) {
+  std::size_t n = 0;
+  for (const auto& r : results) {
+    const bool untouched =
+        r.status == message_status::connection_lost && r.mail_reply.code == 0 &&
+        std::all_of(r.recipients.begin(), r.recipients.end(),
+                    [](const recipient_result& x) { return x.reply.code == 0; });
+    if (untouched) break;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+client_forwarding delivery_agent::forwarding_of(std::int64_t customer_id) const {
+  const customer_entry* e = customers_.find_by_id(customer_id);
+  if (e == nullptr) return client_forwarding::xforward;
+  return parse_client_forwarding(e->info.forward_client).value_or(client_forwarding::xforward);
+}
+
 asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::connect(
     const destination& d, run_control& control, std::string& error,
     boost::system::error_code& dns_error, smtp_stream* turned_around) {
@@ -150,6 +175,9 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
     client_settings cs = settings_.client;
     cs.tls = tls_policy::none;
     cs.one_line_per_write = turned_around->tls_active();
+    // The same rule as on any connection: what the EHLO seen here offers
+    // (with fetchmail relaying, the customer's own MTA's EHLO).
+    cs.forward_client = forwarding_of(d.customer_id);
     conn->client = std::make_unique<smtp_client>(*turned_around, cs);
     control.cancel = [turned_around] { turned_around->close(); };
     auto opened = co_await conn->client->open();
@@ -244,6 +272,7 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
     if (const customer_entry* e = customers_.find_by_id(d.customer_id); e && !e->info.tls.empty()) {
       cs.tls = parse_tls_policy(e->info.tls);
     }
+    cs.forward_client = forwarding_of(d.customer_id);
     conn->client = std::make_unique<smtp_client>(*conn->stream, cs);
     smtp_stream* stream = conn->stream;
     control.cancel = [stream] { stream->close(); };
@@ -630,6 +659,7 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
         om.envid = w.message->envid;
         om.ret = w.message->ret;
         om.body_type = w.message->body_type;
+        om.origin = w.message->origin;
         om.content = &contents[w.message->qid];
         for (const auto* rc : w.recipients) {
           om.recipients.push_back({rc->id, rc->address, rc->orcpt, rc->notify});
@@ -640,6 +670,25 @@ asio::awaitable<run_outcome> delivery_agent::run_lane(std::int64_t customer_id, 
       const std::string relay = conn->peer_name;
       const bool peer_dsn = conn->client->info().dsn;
       bool lost = false;
+      // XCLIENT: a session that took one client's identity serves no other
+      // (the customer's server authorizes only us, and re-checks): the rest
+      // go on in new sessions. Never over ODMR (one connection).
+      for (std::size_t sent = attempted(results); sent < outgoing.size() && turned_around == nullptr &&
+                                                 conn->client->usable() && conn->client->identity_locked();) {
+        co_await conn->client->quit();
+        std::string error;
+        boost::system::error_code dns_error;
+        conn = co_await connect(dest, control, error, dns_error, nullptr);
+        if (!conn) {
+          lost = true;  // the rest stays queued ("connection lost")
+          break;
+        }
+        auto more = co_await conn->client->send_batch(std::span(outgoing).subspan(sent));
+        const std::size_t n = attempted(more);
+        for (std::size_t k = 0; k < more.size(); ++k) results[sent + k] = std::move(more[k]);
+        if (n == 0) break;
+        sent += n;
+      }
       for (std::size_t i = 0; i < items.size(); ++i) {
         const auto& w = items[i];
         const message_result& res = results[i];

@@ -88,6 +88,8 @@ class delivery_agent {
   struct destination;
   struct work_item;
 
+  // The customer's --forward-client (xforward for an unknown customer or value).
+  client_forwarding forwarding_of(std::int64_t customer_id) const;
   // Connects to the first answering address of `d`. On failure: nullptr, a
   // human reason in `error`, and the resolver's error (if DNS failed) in dns_error.
   boost::asio::awaitable<std::unique_ptr<connection>> connect(const destination& d,

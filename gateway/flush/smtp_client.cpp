@@ -238,6 +238,7 @@ struct smtp_client::flight {
   bool eight_bit = false;
   std::vector<char> valid;        // recipient goes on the wire
   std::vector<char> accepted;     // recipient got 2xx to RCPT
+  std::vector<std::string> forward_lines;  // XFORWARD commands before its MAIL
   std::size_t valid_count = 0;
   std::size_t accepted_count = 0;
   std::size_t window_bytes = 0;   // counted in inflight_bytes_ while unfinished
@@ -435,8 +436,9 @@ asio::awaitable<boost::system::result<session_info>> smtp_client::open() {
   co_return info_;
 }
 
-asio::awaitable<error_code> smtp_client::say_hello() {
-  queue_line(fmt::format("EHLO {}\r\n", settings_.helo_name));
+asio::awaitable<error_code> smtp_client::say_hello(std::string_view name) {
+  const std::string ehlo_name(name.empty() ? std::string_view(settings_.helo_name) : name);
+  queue_line(fmt::format("EHLO {}\r\n", ehlo_name));
   if (!co_await write_out(settings_.helo_timeout)) co_return client_errc::connection_lost;
   auto ehlo = co_await read_reply(settings_.helo_timeout);
   if (!ehlo) {
@@ -465,6 +467,8 @@ asio::awaitable<error_code> smtp_client::say_hello() {
       else if (iequals(keyword, "CHUNKING")) info_.chunking = true;
       else if (iequals(keyword, "STARTTLS")) info_.starttls = true;
       else if (iequals(keyword, "ENHANCEDSTATUSCODES")) info_.enhanced_status_codes = true;
+      else if (iequals(keyword, "XFORWARD")) info_.xforward = parse_offered_attributes(args);
+      else if (iequals(keyword, "XCLIENT")) info_.xclient = parse_offered_attributes(args);
       else if (iequals(keyword, "SIZE")) {
         // RFC 1870 §3: "SIZE [n]", 0 or absent means no fixed limit.
         info_.size_offered = true;
@@ -479,7 +483,7 @@ asio::awaitable<error_code> smtp_client::say_hello() {
     co_return fail_open(client_errc::helo_refused, "EHLO refused: " + ehlo->line(), true);
   }
   // RFC 5321 §3.2: a server that does not know EHLO answers 5xx; fall back.
-  queue_line(fmt::format("HELO {}\r\n", settings_.helo_name));
+  queue_line(fmt::format("HELO {}\r\n", ehlo_name));
   if (!co_await write_out(settings_.helo_timeout)) co_return client_errc::connection_lost;
   auto helo = co_await read_reply(settings_.helo_timeout);
   if (!helo) {
@@ -591,6 +595,9 @@ bool smtp_client::prepare(flight& f, bool chunking) {
   }
   f.size = enc.size;
   f.eight_bit = enc.eight_bit;
+  if (settings_.forward_client == client_forwarding::xforward && !info_.xforward.empty()) {
+    f.forward_lines = client_forwarding_commands("XFORWARD", m.origin, info_.xforward);
+  }
   f.body = std::move(enc.wire);
   if (!chunking) f.body += ".\r\n";
   return true;
@@ -602,6 +609,13 @@ void smtp_client::queue_envelope(flight& f, std::size_t index, bool rset_first, 
   if (rset_first) {
     queue_line("RSET\r\n");
     expect(step::rset, index, 0, settings_.mail_timeout);
+  }
+  // XFORWARD belongs to the next transaction only, and RSET would clear it:
+  // after any RSET, right before MAIL, in the same group (Postfix pipelines
+  // it the same way).
+  for (const std::string& line : f.forward_lines) {
+    queue_line(line);
+    expect(step::xforward, index, 0, settings_.mail_timeout);
   }
   std::string mail = fmt::format("MAIL FROM:<{}>", m.sender);
   if (info_.size_offered) mail += fmt::format(" SIZE={}", f.size);
@@ -651,7 +665,7 @@ asio::awaitable<bool> smtp_client::read_next(std::vector<flight>& flights, expec
   auto reply = co_await read_reply(done.timeout);
   if (!reply) {
     static constexpr const char* names[] = {"RSET", "MAIL", "RCPT", "DATA", "end of data",
-                                            "end of data", "BDAT"};
+                                            "end of data", "BDAT", "XFORWARD"};
     lose(reply.error(), fmt::format("waiting for the {} reply", names[static_cast<int>(done.what)]));
     co_return false;
   }
@@ -667,6 +681,19 @@ void smtp_client::apply(flight& f, const expected_reply& e, const peer_reply& r)
     }
   };
   switch (e.what) {
+    case step::xforward:
+      // The MAIL behind it is already on its way: the transaction goes on
+      // without the original client — as it would to a peer without
+      // XFORWARD — rather than leave a half-sent group behind.
+      if (!r.positive()) {
+        if (f.result.forward_reply.code == 0) f.result.forward_reply = r;
+        f.result.client_forwarded = false;
+        core::log_warning("{}: XFORWARD answered {}; sent without the original client",
+                          f.message->qid, r.line());
+      } else if (f.result.forward_reply.code == 0) {
+        f.result.client_forwarded = true;
+      }
+      break;
     case step::rset:
       if (r.positive()) {
         needs_rset_ = false;
@@ -811,7 +838,7 @@ asio::awaitable<void> smtp_client::run_pipelined(std::vector<flight>& flights, b
         continue;
       }
       if (awaiting_354) break;  // DATA must be last in a group (RFC 2920 §3.1)
-      const std::size_t replies = f.valid_count + 3;
+      const std::size_t replies = f.valid_count + 3 + f.forward_lines.size();
       const std::size_t bytes = f.body.size() + command_estimate * replies;
       if (!expected_.empty() && (inflight_bytes_ + bytes > settings_.pipeline_window ||
                                  expected_.size() + replies > settings_.max_pipelined_replies)) {
@@ -851,6 +878,112 @@ asio::awaitable<void> smtp_client::run_pipelined(std::vector<flight>& flights, b
   }
 }
 
+// The messages through the pipelined or the lock-step driver, whichever the
+// peer allows.
+asio::awaitable<void> smtp_client::run_transactions(std::vector<flight>& flights) {
+  const bool pipelined = info_.pipelining && !settings_.one_line_per_write;
+  const bool chunking = pipelined && info_.chunking && settings_.use_chunking;
+  inflight_bytes_ = 0;
+  if (pipelined) {
+    co_await run_pipelined(flights, chunking);
+  } else {
+    co_await run_lockstep(flights);
+  }
+}
+
+// XCLIENT changes who the peer thinks we are for the rest of the session,
+// and it answers with a new greeting: so one message at a time, each after
+// its own XCLIENT and a fresh EHLO (XCLIENT_README), and never pipelined
+// across it. A message whose client is unknown is not sent under the
+// identity an earlier XCLIENT set: the batch ends there, and the rest stays
+// queued (code 0) for a fresh session.
+asio::awaitable<void> smtp_client::run_with_xclient(std::vector<flight>& flights) {
+  for (std::size_t k = 0; k < flights.size() && state_ == state::ready; ++k) {
+    flight& f = flights[k];
+    if (identity_locked()) break;
+    const auto lines = client_forwarding_commands("XCLIENT", f.message->origin, info_.xclient);
+    if (lines.empty() && identity_changed_) break;
+    if (!lines.empty()) {
+      const xclient_outcome o = co_await send_xclient(f, lines);
+      if (o == xclient_outcome::broken) break;
+      // Refused after an earlier XCLIENT: the session is someone else's now.
+      if (o == xclient_outcome::refused && identity_changed_) {
+        xclient_refused_ = true;
+        break;
+      }
+    }
+    // This message alone through the usual drivers (the identity is per session).
+    std::vector<flight> one;
+    one.push_back(std::move(f));
+    co_await run_transactions(one);
+    f = std::move(one.front());
+  }
+}
+
+// XCLIENT lines in lock step (each one answers 220 as a new greeting), then
+// EHLO again. A refusal is logged (the caller decides whether the message
+// may still go: only under our own identity); broken when the session broke.
+asio::awaitable<smtp_client::xclient_outcome> smtp_client::send_xclient(
+    flight& f, const std::vector<std::string>& lines) {
+  if (needs_rset_) {
+    // XCLIENT is refused inside a transaction.
+    queue_line("RSET\r\n");
+    if (!co_await write_out(settings_.mail_timeout)) co_return xclient_outcome::broken;
+    auto reply = co_await read_reply(settings_.mail_timeout);
+    if (!reply) {
+      lose(reply.error(), "waiting for the RSET reply");
+      co_return xclient_outcome::broken;
+    }
+    needs_rset_ = !reply->positive();
+  }
+  bool greeted = false;
+  for (const std::string& line : lines) {
+    queue_line(line);
+    if (!co_await write_out(settings_.mail_timeout)) co_return xclient_outcome::broken;
+    auto reply = co_await read_reply(settings_.helo_timeout);
+    if (!reply) {
+      lose(reply.error(), "waiting for the XCLIENT reply");
+      co_return xclient_outcome::broken;
+    }
+    if (reply->code == 220) {
+      greeted = true;
+      identity_changed_ = true;
+      continue;
+    }
+    if (f.result.forward_reply.code == 0) f.result.forward_reply = *reply;
+    core::log_warning("{}: XCLIENT answered {}; sent without the original client", f.message->qid,
+                      reply->line());
+    if (reply->code == 421) {
+      last_error_ = reply->line();
+      lose(client_errc::connection_lost, "waiting for the XCLIENT reply");
+      co_return xclient_outcome::broken;
+    }
+  }
+  f.result.client_forwarded = greeted && f.result.forward_reply.code == 0;
+  const xclient_outcome outcome =
+      f.result.forward_reply.code == 0 ? xclient_outcome::accepted : xclient_outcome::refused;
+  if (!greeted) co_return outcome;
+  // A new greeting: forget the peer's extensions and say EHLO again (TLS stays).
+  session_info fresh;
+  fresh.tls_active = info_.tls_active;
+  fresh.tls_verified = info_.tls_verified;
+  fresh.tls_description = info_.tls_description;
+  fresh.peer_greeting = info_.peer_greeting;
+  info_ = std::move(fresh);
+  // The server takes the name of this EHLO as the client's HELO, over
+  // XCLIENT's: say the original one when it can stand on a command line.
+  const std::string& original = f.message->origin.helo;
+  const bool plain = !original.empty() && original.size() <= 255 &&
+                     std::all_of(original.begin(), original.end(), [](char c) {
+                       return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+                     });
+  if (const error_code ec = co_await say_hello(plain ? std::string_view(original) : std::string_view())) {
+    if (state_ == state::refused) state_ = state::lost;  // no transaction without a greeting
+    co_return xclient_outcome::broken;
+  }
+  co_return outcome;
+}
+
 asio::awaitable<std::vector<message_result>> smtp_client::send_batch(
     std::span<const outgoing_message> messages) {
   std::vector<flight> flights(messages.size());
@@ -863,13 +996,10 @@ asio::awaitable<std::vector<message_result>> smtp_client::send_batch(
     for (const auto& r : messages[i].recipients) f.result.recipients.push_back({r.id, {}});
   }
   if (state_ == state::ready) {
-    const bool pipelined = info_.pipelining && !settings_.one_line_per_write;
-    const bool chunking = pipelined && info_.chunking && settings_.use_chunking;
-    inflight_bytes_ = 0;
-    if (pipelined) {
-      co_await run_pipelined(flights, chunking);
+    if (settings_.forward_client == client_forwarding::xclient && !info_.xclient.empty()) {
+      co_await run_with_xclient(flights);
     } else {
-      co_await run_lockstep(flights);
+      co_await run_transactions(flights);
     }
   }
   // Whatever has no verdict now lost its connection (or never had one):

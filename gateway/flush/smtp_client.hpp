@@ -32,6 +32,18 @@
 //     group), else lock-step (no RCPT after a refused MAIL). The RSET ends
 //     the transaction, so the session stays usable for the next probe or
 //     message; no DATA is ever sent.
+//   - XFORWARD (client_forwarding.hpp): when the peer's EHLO offers it and
+//     the settings want it, each message's original client goes before its
+//     MAIL, in the same group (after any RSET, which would clear it). A
+//     refusal is logged and the transaction goes on without it (the MAIL is
+//     already on its way): the message is judged as coming from us, as
+//     without XFORWARD; message_result.forward_reply keeps the refusal.
+//   - XCLIENT (settings xclient, when offered): before each message, in lock
+//     step: RSET if needed, XCLIENT (the peer answers 220), EHLO again —
+//     with the original client's HELO name when it is a plain word, since
+//     the server takes the new EHLO's name over XCLIENT's HELO; then the
+//     message alone. A message without a known client never goes under
+//     an identity an earlier XCLIENT set: the batch ends before it.
 // Content goes out dot-stuffed (DATA), never with a bare CR or LF (a stray
 // one becomes CRLF, with a warning), and always ending in CRLF before the
 // final ".".
@@ -88,6 +100,7 @@
 // smtp_stream.hpp.
 #pragma once
 
+#include "gateway/flush/client_forwarding.hpp"
 #include "gateway/smtp_stream.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -149,6 +162,9 @@ struct client_settings {
   bool use_chunking = true;                   // BDAT when offered with PIPELINING
   std::size_t pipeline_window = 64 * 1024;    // octets written but not yet answered
   std::size_t max_pipelined_replies = 256;    // replies outstanding at most
+  // Whether the peer is told each message's original client
+  // (client_forwarding.hpp); only ever when its EHLO offers the command.
+  client_forwarding forward_client = client_forwarding::xforward;
 };
 
 // One reply from the peer. code 0: no reply (connection lost, or not sent).
@@ -176,6 +192,7 @@ struct outgoing_message {
   std::string ret;        // "FULL", "HDRS" or ""
   std::string body_type;  // "7BIT", "8BITMIME" or ""
   const std::string* content = nullptr;  // CRLF lines, not dot-stuffed
+  queue::client_origin origin;  // the client it came from (XFORWARD); empty: unknown
 };
 
 enum class message_status {
@@ -200,6 +217,10 @@ struct message_result {
   std::vector<recipient_result> recipients;  // one per outgoing recipient, same order
   peer_reply mail_reply;  // the reply to MAIL (code 0: not sent / not answered)
   peer_reply data_reply;  // the reply to DATA if not 354, else to "."/BDAT
+  // The first reply to XFORWARD/XCLIENT that was not the expected one
+  // (code 0: none sent, or all accepted); the message went on without it.
+  peer_reply forward_reply;
+  bool client_forwarded = false;  // XFORWARD/XCLIENT sent and accepted
 };
 
 struct session_info {
@@ -216,6 +237,8 @@ struct session_info {
   bool tls_verified = false;   // chain and name verified (only meaningful with TLS)
   std::string tls_description; // e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
   std::string peer_greeting;   // text of the 220 greeting
+  std::vector<std::string> xforward;  // attributes the EHLO's XFORWARD line offered
+  std::vector<std::string> xclient;   // attributes the EHLO's XCLIENT line offered
 };
 
 // Content as it goes on the wire: stray CR/LF made CRLF, a final CRLF added
@@ -264,10 +287,15 @@ class smtp_client {
   const std::string& last_error() const { return last_error_; }
   // True after a successful open() while the connection is in step.
   bool usable() const { return state_ == state::ready; }
+  // True when an XCLIENT gave this session another client's identity and it
+  // cannot be changed again (Postfix re-checks smtpd_authorized_xclient_hosts
+  // against the new identity and stops offering XCLIENT): a message of
+  // another client needs a new session.
+  bool identity_locked() const { return identity_changed_ && (info_.xclient.empty() || xclient_refused_); }
 
  private:
   enum class state { fresh, ready, refused, lost, closed };
-  enum class step { rset, mail, rcpt, data, dot, lone_dot, bdat };
+  enum class step { rset, mail, rcpt, data, dot, lone_dot, bdat, xforward };
   struct expected_reply {
     step what;
     std::size_t flight;
@@ -279,7 +307,7 @@ class smtp_client {
   boost::asio::awaitable<boost::system::result<peer_reply>> read_reply(
       std::chrono::seconds timeout);
   boost::asio::awaitable<bool> write_out(std::chrono::seconds command_timeout);
-  boost::asio::awaitable<boost::system::error_code> say_hello();
+  boost::asio::awaitable<boost::system::error_code> say_hello(std::string_view name = {});
   boost::asio::awaitable<boost::system::error_code> start_tls();
   boost::system::error_code fail_open(client_errc e, std::string reason, bool in_step);
   void lose(const boost::system::error_code& ec, std::string_view what);
@@ -296,6 +324,11 @@ class smtp_client {
   void finish(flight& f);
   boost::asio::awaitable<void> run_pipelined(std::vector<flight>& flights, bool chunking);
   boost::asio::awaitable<void> run_lockstep(std::vector<flight>& flights);
+  boost::asio::awaitable<void> run_transactions(std::vector<flight>& flights);
+  boost::asio::awaitable<void> run_with_xclient(std::vector<flight>& flights);
+  enum class xclient_outcome { accepted, refused, broken };
+  boost::asio::awaitable<xclient_outcome> send_xclient(flight& f,
+                                                       const std::vector<std::string>& lines);
 
   smtp_stream& stream_;
   client_settings settings_;
@@ -308,6 +341,8 @@ class smtp_client {
   bool needs_rset_ = false;  // a transaction may still be open at the peer
   std::deque<expected_reply> expected_;
   std::size_t inflight_bytes_ = 0;
+  bool identity_changed_ = false;  // an XCLIENT took effect in this session
+  bool xclient_refused_ = false;   // and a later one was refused
 };
 
 }  // namespace flushgate::gateway

@@ -41,6 +41,7 @@ smtpd_settings smtpd_settings::from_config(const core::config& cfg, const std::s
   s.max_hops = static_cast<std::size_t>(cfg.count("max_hops"));
   s.etrn_min_interval = cfg.duration("etrn_min_interval");
   s.etrn_report_empty = cfg.flag("etrn_report_empty");
+  s.reverse_lookup_timeout = cfg.duration("smtpd_reverse_lookup_timeout");
   return s;
 }
 

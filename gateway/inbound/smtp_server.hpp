@@ -65,6 +65,9 @@ struct smtpd_settings {
   std::size_t max_hops = 100;
   std::chrono::seconds etrn_min_interval{30};
   bool etrn_report_empty = false;
+  // How long after connect a message may wait at commit for the client's
+  // reverse name (XFORWARD NAME); 0: no lookup (the name stays unknown).
+  std::chrono::milliseconds reverse_lookup_timeout{5000};
 
   static smtpd_settings from_config(const core::config& cfg, const std::string& hostname);
 };
@@ -87,6 +90,9 @@ struct intake_services {
   // gets the customer's unknown_recipients answer.
   recipient_book* known = nullptr;
   std::function<bool(std::int64_t customer_id)> server_reachable;
+  // The client's reverse name, forward-confirmed, or "[UNAVAILABLE]" /
+  // "[TEMPUNAVAIL]" (mx_resolver::reverse_name). Unset: no lookup.
+  std::function<boost::asio::awaitable<std::string>(boost::asio::ip::address client)> reverse_name;
   std::function<boost::asio::awaitable<known_state>(std::int64_t customer_id, std::string address)>
       verify_recipient;
 };

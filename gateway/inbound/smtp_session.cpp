@@ -11,6 +11,7 @@
 #include "core/time_format.hpp"
 #include "gateway/inbound/address.hpp"
 #include "gateway/customer_directory.hpp"
+#include "gateway/dns/mx_resolver.hpp"
 #include "gateway/inbound/data_reader.hpp"
 #include "gateway/gateway_metrics.hpp"
 #include "gateway/inbound/sasl.hpp"
@@ -19,6 +20,8 @@
 #include "queue/store_worker.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -66,7 +69,66 @@ std::string bracketed(std::string_view path) {
 smtp_session::smtp_session(smtp_server& server, asio::ip::tcp::socket socket, std::uint64_t id)
     : server_(server), stream_(std::move(socket)), id_(id), reader_(stream_) {
   client_address_ = stream_.remote_endpoint().address().to_string();
+  client_port_ = stream_.remote_endpoint().port();
   client_ = "unknown[" + client_address_ + "]";
+}
+
+// ---------------------------------------------------------------- the client's name
+
+struct smtp_session::reverse_lookup {
+  explicit reverse_lookup(const asio::any_io_executor& ex) : wake(ex) {}
+  asio::steady_timer wake;  // cancelled when the answer is in
+  clock_type::time_point deadline;
+  bool done = false;
+  std::string name;
+};
+
+// Starts the lookup at connect, so that by the time a message is committed
+// the answer is usually in and intake waits for nothing.
+void smtp_session::start_reverse_lookup() {
+  const auto& services = server_.services();
+  const auto timeout = server_.settings().reverse_lookup_timeout;
+  if (!services.reverse_name || timeout <= std::chrono::milliseconds::zero()) return;
+  const auto address = stream_.remote_endpoint().address();
+  auto state = std::make_shared<reverse_lookup>(stream_.socket().get_executor());
+  state->deadline = clock_type::now() + timeout;
+  reverse_ = state;
+  asio::co_spawn(
+      stream_.socket().get_executor(),
+      [state, lookup = services.reverse_name, address]() -> asio::awaitable<void> {
+        try {
+          state->name = co_await lookup(address);
+        } catch (const std::exception& e) {
+          core::log_warning("reverse lookup of {}: {}", address.to_string(), e.what());
+          state->name = tempunavail_name;
+        }
+        state->done = true;
+        state->wake.cancel();
+      },
+      asio::detached);
+}
+
+// The client field by field for the queue (XFORWARD at flush time). A
+// lookup not answered by its deadline gives "[TEMPUNAVAIL]", as Postfix
+// says for a name it could not learn in time.
+asio::awaitable<queue::client_origin> smtp_session::collect_origin() {
+  queue::client_origin o;
+  o.address = client_address_;
+  if (o.address.rfind("::ffff:", 0) == 0 && o.address.find('.') != std::string::npos) {
+    o.address.erase(0, 7);  // a v4-mapped listener: the IPv4 client it is
+  }
+  o.port = client_port_;
+  o.helo = helo_;
+  o.proto = esmtp_ ? "ESMTP" : "SMTP";
+  if (reverse_) {
+    if (!reverse_->done && clock_type::now() < reverse_->deadline) {
+      const auto state = reverse_;  // the wait keeps it alive
+      state->wake.expires_at(state->deadline);
+      co_await state->wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    o.name = reverse_->done ? reverse_->name : std::string(tempunavail_name);
+  }
+  co_return o;
 }
 
 // ---------------------------------------------------------------- I/O
@@ -147,6 +209,7 @@ asio::awaitable<void> smtp_session::run() {
   const auto& settings = server_.settings();
   deadline_ = clock_type::now() + settings.session_timeout;
   core::log_info("session {}: connect from [{}]", id_, client_address_);
+  start_reverse_lookup();
   reply(220, "", settings.banner);
 
   struct command_spec {
@@ -511,6 +574,7 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     by_customer[r.customer_id].push_back({r.args.path, r.args.orcpt, r.args.notify});
   }
   std::vector<queue::new_message> batch;
+  const queue::client_origin origin = co_await collect_origin();
   const auto arrival = static_cast<std::int64_t>(std::time(nullptr));
   for (auto& [customer_id, recipients] : by_customer) {
     queue::new_message m;
@@ -521,6 +585,7 @@ asio::awaitable<smtp_session::reply_text> smtp_session::commit_message(std::stri
     m.ret = mail_.ret;
     m.body_type = mail_.body;
     m.client = client_;
+    m.origin = origin;
     m.arrival = arrival;
     m.content = by_customer.size() == 1 ? std::move(content) : content;
     batch.push_back(std::move(m));

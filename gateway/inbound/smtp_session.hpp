@@ -24,6 +24,7 @@
 #include "gateway/inbound/line_reader.hpp"
 #include "gateway/inbound/smtp_command.hpp"
 #include "gateway/smtp_stream.hpp"
+#include "queue/store.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -103,12 +104,19 @@ class smtp_session : public std::enable_shared_from_this<smtp_session> {
   bool in_transaction() const { return have_mail_; }
   const char* protocol_name() const;
   bool etrn_offered() const;
+  void start_reverse_lookup();
+  boost::asio::awaitable<queue::client_origin> collect_origin();
 
   smtp_server& server_;
   smtp_stream stream_;
   std::uint64_t id_;
   std::string client_address_;  // textual IP
   std::string client_;          // "helo [ip]" for logs and Received:
+  std::uint16_t client_port_ = 0;
+  // The client's reverse name, looked up while the session goes on
+  // (started at connect, awaited at the first commit, bounded in time).
+  struct reverse_lookup;
+  std::shared_ptr<reverse_lookup> reverse_;
 
   line_reader reader_;      // command lines in, replies out (pipelining)
   std::chrono::steady_clock::time_point deadline_;

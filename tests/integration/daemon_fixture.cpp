@@ -47,6 +47,9 @@ daemon_fixture::settings base_settings(const std::filesystem::path& dir) {
       {"smtpd_shutdown_grace", "5s"},
       // Off unless a test asks: parallel daemons would share the default port.
       {"admin_listen", ""},
+      // The machine's resolver is not on loopback: no reverse lookups of
+      // clients unless a test gives a DNS server of its own.
+      {"smtpd_reverse_lookup_timeout", "0s"},
   };
 }
 

@@ -536,6 +536,28 @@ TEST_F(Odmr, FetchmailPullsTheMailOfOneDomain) {
   }
 }
 
+TEST_F(Odmr, TurnedAroundConnectionCarriesXforwardToTheLocalPostfix) {
+  // fetchmail relays the turned connection to the customer's local MTA: the
+  // EHLO flushgate sees there is that Postfix's, and when it offers XFORWARD
+  // (authorized for fetchmail's address) each message names its client.
+  NEEDS_FETCHMAIL_AND_POSTFIX();
+  auto local = postfix_instance::final_destination(
+      {"a.test"}, "127.0.0.1:" + std::to_string(free_port_on("127.0.0.1")));
+  local.add_main_cf("smtpd_authorized_xforward_hosts", "127.0.0.1");
+  local.start();
+  queue_mail("bob@a.test");
+  auto r = fetch({.domains = "a.test", .smtphost = "127.0.0.1/" + std::to_string(local.port())});
+  EXPECT_EQ(r.exit_code, 0) << describe(r);
+  ASSERT_TRUE(wait_until([&] { return local.message_files().size() == 1; }, 20s, 50ms))
+      << "got " << local.message_files().size() << " messages at the local Postfix, want 1; "
+      << describe(r) << "\ndaemon log:\n" << daemon_->log_text();
+  const std::string log = local.log_text();
+  EXPECT_NE(log.find("orig_client=unknown[127.0.0.1]"), std::string::npos)
+      << "got no orig_client= in the local Postfix's log, want the XFORWARDed client:\n" << log;
+  EXPECT_EQ(daemon_->log_text().find("XFORWARD answered"), std::string::npos)
+      << "got a refused XFORWARD:\n" << daemon_->log_text();
+}
+
 TEST_F(Odmr, FetchmailPullsSeveralDomainsByteForByte) {
   NEEDS_FETCHMAIL_AND_POSTFIX();
   receiver();

@@ -190,6 +190,8 @@ class store_fixture : public ::testing::Test {
     m.ret = "HDRS";
     m.body_type = "8BITMIME";
     m.client = "mail.example.org [192.0.2.1]";
+    m.origin = {.address = "192.0.2.1", .name = "mail.example.org", .helo = "mail.example.org",
+                .proto = "ESMTP", .port = 49152};
     m.arrival = arrival;
     m.content = std::move(content);
     return m;
@@ -335,6 +337,7 @@ TEST_P(StoreTest, CustomerRoundTripKeepsEveryField) {
   c.etrn_networks = {"192.0.2.0/24", "2001:db8::/32"};
   c.ipv6_server = "::25";
   c.prefer_family = "ipv4";
+  c.forward_client = "xclient";
   ASSERT_FALSE(store_->add_customer(c));
   EXPECT_GT(c.id, 0);
 
@@ -365,6 +368,7 @@ TEST_P(StoreTest, CustomerRoundTripKeepsEveryField) {
   EXPECT_EQ(found->tls, "verify");
   EXPECT_EQ(found->credential, "hmac-md5:0123");
   EXPECT_EQ(found->etrn_networks, c.etrn_networks);
+  EXPECT_EQ(found->forward_client, "xclient");
 
   auto missing = store_->find_customer("nobody");
   ASSERT_FALSE(missing);
@@ -554,6 +558,11 @@ TEST_P(StoreTest, CommitAndReadBackIsBinarySafe) {
   EXPECT_EQ(m->ret, "HDRS");
   EXPECT_EQ(m->body_type, "8BITMIME");
   EXPECT_EQ(m->client, "mail.example.org [192.0.2.1]");
+  EXPECT_EQ(m->origin.address, "192.0.2.1");
+  EXPECT_EQ(m->origin.name, "mail.example.org");
+  EXPECT_EQ(m->origin.helo, "mail.example.org");
+  EXPECT_EQ(m->origin.proto, "ESMTP");
+  EXPECT_EQ(m->origin.port, 49152);
   ASSERT_EQ(m->recipients.size(), 2u);
   EXPECT_EQ(m->recipients[0].address, "Bob@customer.example");
   EXPECT_EQ(m->recipients[0].orcpt, "rfc822;bob@customer.example");
@@ -1036,6 +1045,13 @@ TEST_P(StoreTest, ReopenedStoreFindsEverything) {
   EXPECT_EQ(store_->add_customer(c), errc::name_taken);
 }
 
+// What schema_v11 adds, dropped to take a spool back to version 10.
+#define SQLITE_DROP_V11                                                                    \
+  "ALTER TABLE messages DROP COLUMN client_address; "                                      \
+  "ALTER TABLE messages DROP COLUMN client_name; ALTER TABLE messages DROP COLUMN client_helo; " \
+  "ALTER TABLE messages DROP COLUMN client_proto; ALTER TABLE messages DROP COLUMN client_port; " \
+  "ALTER TABLE customers DROP COLUMN forward_client; "
+
 // The released version-1 schema, frozen here as a fixture: a database
 // written by the first flushgate release must keep opening (migrated)
 // whatever later versions change. Never edit it.
@@ -1229,7 +1245,7 @@ TEST_F(SqliteStoreTest, MigratesVersionEightLinksMovingIpv6AddressesToTheirColum
                                 "ALTER TABLE customers DROP COLUMN prefer_family; "
                                 "ALTER TABLE customers DROP COLUMN recipient_check; "
                                 "ALTER TABLE customers DROP COLUMN unknown_recipients; "
-                                "DROP TABLE known_recipients; "
+                                "DROP TABLE known_recipients; " SQLITE_DROP_V11
                                 "PRAGMA user_version = 8; COMMIT;",
                                 nullptr, nullptr, &err);
     EXPECT_EQ(rc, SQLITE_OK) << "back to v8: " << (err != nullptr ? err : "");
@@ -1274,7 +1290,7 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
                                 "ALTER TABLE customers DROP COLUMN prefer_family; "
                                 "ALTER TABLE customers DROP COLUMN recipient_check; "
                                 "ALTER TABLE customers DROP COLUMN unknown_recipients; "
-                                "DROP TABLE known_recipients; "
+                                "DROP TABLE known_recipients; " SQLITE_DROP_V11
                                 "PRAGMA user_version = 5; COMMIT;",
                                 nullptr, nullptr, &err);
     EXPECT_EQ(rc, SQLITE_OK) << "back to v5: " << (err != nullptr ? err : "");
@@ -1305,6 +1321,69 @@ TEST_F(SqliteStoreTest, MigratesVersionFiveDatabaseFillingQueueTotals) {
   EXPECT_EQ(stats->messages, 2u);
   EXPECT_EQ(stats->bytes, 9u);
   EXPECT_EQ(stats->oldest_arrival, 1700000200);
+}
+
+// A queue from before the per-field client (SQLite 10, PostgreSQL 5): the
+// migration parses address and HELO out of client and leaves name,
+// protocol and port unknown, so nothing is forwarded for them.
+TEST_P(StoreTest, MigrationSplitsTheOldClientIntoItsFields) {
+  const auto acme = add("acme", {"acme.example"});
+  struct old_row {
+    std::string client;
+    client_origin want;
+  };
+  const std::vector<old_row> rows = {
+      {"mail.example.org[192.0.2.1]", {.address = "192.0.2.1", .helo = "mail.example.org"}},
+      {"mail.example.org [192.0.2.2]", {.address = "192.0.2.2", .helo = "mail.example.org"}},
+      {"unknown[192.0.2.3]", {.address = "192.0.2.3"}},
+      {"[192.0.2.4][2001:db8::4]", {.address = "2001:db8::4", .helo = "[192.0.2.4]"}},
+      {"", {}},
+      {"garbage", {}},
+  };
+  std::vector<std::string> qids;
+  for (const auto& row : rows) {
+    new_message m = message(acme, "x");
+    m.client = row.client;
+    m.origin = {};
+    qids.push_back(commit_one(m));
+  }
+  customer c = *store_->find_customer("acme");
+  c.forward_client = "none";
+  ASSERT_FALSE(store_->update_customer(c));
+  store_.reset();
+  if (backend_ == backend::postgresql) {
+    ASSERT_TRUE(pg_->exec(database_,
+                          "ALTER TABLE messages DROP COLUMN client_address, DROP COLUMN client_name, "
+                          "DROP COLUMN client_helo, DROP COLUMN client_proto, "
+                          "DROP COLUMN client_port; "
+                          "ALTER TABLE customers DROP COLUMN forward_client; "
+                          "UPDATE flushgate_schema SET version = 5"))
+        << "back to v5: " << pg_->log_text();
+  } else {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((spool_ + "/queue.db").c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    const int rc = sqlite3_exec(db, "BEGIN; " SQLITE_DROP_V11 "PRAGMA user_version = 10; COMMIT;",
+                                nullptr, nullptr, &err);
+    EXPECT_EQ(rc, SQLITE_OK) << "back to v10: " << (err != nullptr ? err : "");
+    sqlite3_free(err);
+    sqlite3_close_v2(db);
+    ASSERT_EQ(rc, SQLITE_OK);
+  }
+  open_store();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    auto m = store_->find_message(qids[i]);
+    ASSERT_TRUE(m) << "find_message after migration: got " << m.error().message();
+    EXPECT_EQ(m->client, rows[i].client);
+    EXPECT_EQ(m->origin.address, rows[i].want.address) << "client " << rows[i].client;
+    EXPECT_EQ(m->origin.helo, rows[i].want.helo) << "client " << rows[i].client;
+    EXPECT_EQ(m->origin.name, "") << "client " << rows[i].client;
+    EXPECT_EQ(m->origin.proto, "") << "client " << rows[i].client;
+    EXPECT_EQ(m->origin.port, 0) << "client " << rows[i].client;
+  }
+  auto migrated = store_->find_customer("acme");
+  ASSERT_TRUE(migrated);
+  EXPECT_EQ(migrated->forward_client, "") << "got a value for a column that did not exist";
 }
 
 TEST_P(StoreTest, NoticesCustomerNeedsNoDomains) {

@@ -79,7 +79,15 @@ class MxResolverTest : public ::testing::Test {
     if (!test::nsd_server::available()) return;
     nsd_ = std::make_unique<test::nsd_server>(std::vector<test::nsd_zone>{
         {"mx.test",
-         test::read_text_file(FLUSHGATE_SOURCE_DIR "/tests/data/dns/mx.test.zone")}});
+         test::read_text_file(FLUSHGATE_SOURCE_DIR "/tests/data/dns/mx.test.zone")},
+        // Reverse names for reverse_name(): 11 confirms (a.mx.test is
+        // 127.0.0.11), 12 names a host that is another address, 13 has none.
+        {"0.0.127.in-addr.arpa",
+         "$ORIGIN 0.0.127.in-addr.arpa.\n$TTL 300\n"
+         "@  IN SOA ns.mx.test. hostmaster.mx.test. 1 3600 900 604800 300\n"
+         "@  IN NS  ns.mx.test.\n"
+         "11 IN PTR A.mx.test.\n"
+         "12 IN PTR a.mx.test.\n"}});
   }
   static void TearDownTestSuite() { nsd_.reset(); }
 
@@ -111,6 +119,12 @@ class MxResolverTest : public ::testing::Test {
     auto r = run_task(io_, resolver.resolve_host(host));
     if (!r) return boost::system::error_code(ETIMEDOUT, boost::system::generic_category());
     return *r;
+  }
+
+  std::string reverse_name(const std::string& client, const mx_options& o = nsd_options()) {
+    mx_resolver resolver(io_.get_executor(), o);
+    auto r = run_task(io_, resolver.reverse_name(make_address(client)));
+    return r ? *r : std::string("(no completion)");
   }
 
   static std::unique_ptr<test::nsd_server> nsd_;
@@ -259,6 +273,15 @@ TEST_F(MxResolverTest, NamesAreCaseInsensitiveAndMayEndInDot) {
 TEST_F(MxResolverTest, RefusedQueryIsTemporary) {
   // nsd is not authoritative for example.org and answers REFUSED.
   expect_error(resolve("example.org"), mx_errc::temporary);
+}
+
+TEST_F(MxResolverTest, ReverseNameIsForwardConfirmed) {
+  EXPECT_EQ(reverse_name("127.0.0.11"), "a.mx.test") << "PTR whose name resolves back";
+  EXPECT_EQ(reverse_name("::ffff:127.0.0.11"), "a.mx.test") << "a v4-mapped client";
+  EXPECT_EQ(reverse_name("127.0.0.12"), unavailable_name) << "PTR naming another address";
+  EXPECT_EQ(reverse_name("127.0.0.13"), unavailable_name) << "no PTR";
+  // nsd is not authoritative for 1.0.0.10.in-addr.arpa: REFUSED, temporary.
+  EXPECT_EQ(reverse_name("10.0.0.1"), tempunavail_name);
 }
 
 TEST_F(MxResolverTest, SelfNameDropsItsLevelAndWorse) {
@@ -425,6 +448,14 @@ class silent_dns_server {
   std::string address() const {
     return "127.0.0.1:" + std::to_string(socket_.local_endpoint().port());
   }
+  // Resolver options that ask only this server, each try cut off after 200ms.
+  mx_options options(int tries) const {
+    mx_options o;
+    o.servers = {address()};
+    o.timeout = 200ms;
+    o.tries = tries;
+    return o;
+  }
 
  private:
   asio::ip::udp::socket socket_;
@@ -433,10 +464,7 @@ class silent_dns_server {
 TEST(MxResolverTimeout, SilentServerIsTemporaryWithinTimeout) {
   asio::io_context io;
   silent_dns_server silent(io);
-  mx_options o;
-  o.servers = {silent.address()};
-  o.timeout = 200ms;
-  o.tries = 2;
+  const mx_options o = silent.options(2);
   const auto bound = o.timeout * o.tries;  // one server
   mx_resolver resolver(io.get_executor(), o);
   const auto start = std::chrono::steady_clock::now();
@@ -458,6 +486,21 @@ TEST(MxResolverTimeout, SilentServerIsTemporaryWithinTimeout) {
   EXPECT_GE(elapsed, o.timeout) << "got " << elapsed.count() << "ms";
   EXPECT_LE(elapsed, bound + 1500ms) << "got " << elapsed.count() << "ms, want about "
                                      << bound.count() << "ms";
+}
+
+TEST(MxResolverTimeout, SilentServerGivesTempunavailReverseName) {
+  asio::io_context io;
+  silent_dns_server silent(io);
+  mx_resolver resolver(io.get_executor(), silent.options(1));
+  std::optional<std::string> name;
+  asio::co_spawn(io, resolver.reverse_name(make_address("127.0.0.9")),
+                 [&](std::exception_ptr e, std::string got) {
+                   if (e) std::rethrow_exception(e);
+                   name = std::move(got);
+                 });
+  io.run_for(20s);
+  ASSERT_TRUE(name.has_value()) << "got no completion";
+  EXPECT_EQ(*name, tempunavail_name);
 }
 
 TEST(MxResolverTimeout, ResolveHostReturnsLiteralsWithoutQuery) {

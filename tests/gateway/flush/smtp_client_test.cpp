@@ -466,6 +466,131 @@ TEST(SmtpClient, PipelinedGroupMatchesRepliesByCount) {
             "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n");
 }
 
+// The original client of a message (client_forwarding.hpp).
+queue::client_origin spammer_origin() {
+  return {.address = "127.0.0.9", .name = "[UNAVAILABLE]", .helo = "spammer.example",
+          .proto = "ESMTP", .port = 40001};
+}
+
+TEST(SmtpClient, XforwardRidesInTheMailGroupWithOfferedAttributesOnly) {
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  fake_server server(with_quit({
+      say("220 mx.test\r\n"),
+      lines(1), say(ehlo_reply({"PIPELINING", "XFORWARD NAME ADDR PROTO HELO"})),
+      // XFORWARD, MAIL, RCPT and DATA arrive before any reply goes out.
+      lines(4), say("250 2.0.0 Ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+      until("\r\n.\r\n"), say("250 2.0.0 queued\r\n"),
+  }));
+  auto m = make_message(content, {"b@y.test"});
+  m.origin = spammer_origin();
+  const auto out = run_session(server.port(), plain_settings(), {m});
+  ASSERT_TRUE(server.wait()) << server.failure();
+  ASSERT_FALSE(out.open_error) << "got " << out.open_error.message() << ", want success";
+  const std::vector<std::string> offered = {"NAME", "ADDR", "PROTO", "HELO"};
+  EXPECT_EQ(out.info.xforward, offered);
+  const message_result& r = out.results.at(0);
+  EXPECT_EQ(r.status, message_status::sent) << "got " << status_name(r.status) << ", want sent";
+  EXPECT_TRUE(r.client_forwarded);
+  EXPECT_EQ(r.forward_reply.code, 0);
+  EXPECT_EQ(server.received(),
+            "EHLO client.test\r\n"
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=127.0.0.9 PROTO=ESMTP HELO=spammer.example\r\n"
+            "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+            "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+}
+
+TEST(SmtpClient, RefusedXforwardLosesNoMail) {
+  // Each message gets its own XFORWARD; a refused one is logged and the
+  // message goes on without it.
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  fake_server server(with_quit({
+      say("220 mx.test\r\n"),
+      lines(1), say(ehlo_reply({"PIPELINING", "CHUNKING", "XFORWARD ADDR HELO"})),
+      bdat(2),
+      say("550 5.7.0 Error: insufficient XFORWARD authorization\r\n250 ok\r\n250 ok\r\n"
+          "250 first queued\r\n"
+          "250 reset\r\n250 2.0.0 Ok\r\n250 ok\r\n250 ok\r\n250 second queued\r\n"),
+  }));
+  auto first = make_message(content, {"b@y.test"}, "Q1");
+  first.origin = spammer_origin();
+  auto second = make_message(content, {"c@y.test"}, "Q2");
+  second.origin = {.address = "192.0.2.7", .helo = "friend.example"};
+  const auto out = run_session(server.port(), plain_settings(), {first, second}, true);
+  ASSERT_TRUE(server.wait()) << server.failure();
+  ASSERT_EQ(out.results.size(), 2u);
+  EXPECT_EQ(out.results[0].status, message_status::sent)
+      << "got " << status_name(out.results[0].status) << ", want sent despite the refusal";
+  EXPECT_EQ(out.results[0].forward_reply.code, 550);
+  EXPECT_FALSE(out.results[0].client_forwarded);
+  EXPECT_EQ(out.results[1].status, message_status::sent);
+  EXPECT_TRUE(out.results[1].client_forwarded);
+  const std::string& wire = server.received();
+  EXPECT_NE(wire.find("XFORWARD ADDR=127.0.0.9 HELO=spammer.example\r\nMAIL FROM:<a@x.test>"),
+            std::string::npos) << wire;
+  // After the RSET that guards a written-ahead message: RSET would clear it.
+  EXPECT_NE(wire.find("RSET\r\nXFORWARD ADDR=192.0.2.7 HELO=friend.example\r\nMAIL FROM:<a@x.test>"),
+            std::string::npos) << wire;
+}
+
+TEST(SmtpClient, NoXforwardUnlessOfferedAndWanted) {
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  struct variant {
+    const char* name;
+    std::vector<std::string> keywords;
+    client_forwarding setting;
+  };
+  for (const variant& v : {variant{"not offered", {"PIPELINING"}, client_forwarding::xforward},
+                           variant{"customer says none", {"PIPELINING", "XFORWARD ADDR HELO"},
+                                   client_forwarding::none},
+                           variant{"xclient wanted, only XFORWARD offered",
+                                   {"PIPELINING", "XFORWARD ADDR HELO"}, client_forwarding::xclient}}) {
+    fake_server server(with_quit({
+        say("220 mx.test\r\n"),
+        lines(1), say(ehlo_reply(v.keywords)),
+        lines(3), say("250 ok\r\n250 ok\r\n354 go\r\n"),
+        until("\r\n.\r\n"), say("250 queued\r\n"),
+    }));
+    auto m = make_message(content, {"b@y.test"});
+    m.origin = spammer_origin();
+    client_settings settings = plain_settings();
+    settings.forward_client = v.setting;
+    const auto out = run_session(server.port(), settings, {m});
+    ASSERT_TRUE(server.wait()) << v.name << ": " << server.failure();
+    EXPECT_EQ(out.results.at(0).status, message_status::sent) << v.name;
+    EXPECT_FALSE(out.results.at(0).client_forwarded) << v.name;
+    EXPECT_EQ(server.received(),
+              "EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+              "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        << v.name;
+  }
+}
+
+TEST(SmtpClient, XclientGetsANewGreetingAndEhloBeforeEachMessage) {
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  fake_server server(with_quit({
+      say("220 mx.test\r\n"),
+      lines(1), say(ehlo_reply({"PIPELINING", "XCLIENT NAME ADDR PROTO HELO"})),
+      lines(1), say("220 mx.test ESMTP again\r\n"),
+      lines(1), say(ehlo_reply({"PIPELINING", "XCLIENT NAME ADDR PROTO HELO"})),
+      lines(3), say("250 ok\r\n250 ok\r\n354 go\r\n"),
+      until("\r\n.\r\n"), say("250 queued\r\n"),
+  }));
+  auto m = make_message(content, {"b@y.test"});
+  m.origin = spammer_origin();
+  client_settings settings = plain_settings();
+  settings.forward_client = client_forwarding::xclient;
+  const auto out = run_session(server.port(), settings, {m});
+  ASSERT_TRUE(server.wait()) << server.failure();
+  EXPECT_EQ(out.results.at(0).status, message_status::sent);
+  EXPECT_TRUE(out.results.at(0).client_forwarded);
+  EXPECT_EQ(server.received(),
+            "EHLO client.test\r\n"
+            "XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.9 PROTO=ESMTP HELO=spammer.example\r\n"
+            "EHLO spammer.example\r\n"
+            "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+            "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+}
+
 TEST(SmtpClient, AllRecipientsRefusedBut354SendsLoneDot) {
   const std::string content = "Subject: t\r\n\r\nsecret body\r\n";
   fake_server server(with_quit({
