@@ -4,6 +4,7 @@
 //   flushgated --config FILE --check   validate the configuration (and load the
 //                                      TLS key pair and radius_clients_file) and exit
 //   flushgated --params          print the parameter table (Markdown) and exit
+//   flushgated --params-man      print the flushgated.cf(5) man page (roff) and exit
 //
 // Start-up order: read and validate the configuration (refuse to start on any
 // error, naming file and line); bind every listener (SMTP and ODMR bound, not
@@ -78,7 +79,8 @@ namespace {
 
 int usage() {
   std::cerr << "usage: flushgated --config FILE [--check]\n"
-               "       flushgated --params\n";
+               "       flushgated --params\n"
+               "       flushgated --params-man\n";
   return 2;
 }
 
@@ -707,6 +709,9 @@ int main(int argc, char** argv) {
       check_only = true;
     } else if (arg == "--params") {
       std::cout << core::render_parameter_table_markdown();
+      return 0;
+    } else if (arg == "--params-man") {
+      std::cout << core::render_parameter_man_page(FLUSHGATE_VERSION);
       return 0;
     } else {
       return usage();

@@ -306,6 +306,13 @@ asio::awaitable<command_result> collect_status(daemon_context& ctx, std::int64_t
     o->set("messages", messages);
     o->set("bytes", bytes);
     o->set("oldest_age_seconds", arrival > 0 ? now - arrival : 0);
+    // When its senders get a delay notice: the customer's own time, else
+    // delay_warning_time (0: never). /metrics exports it next to the oldest
+    // age so one alert rule can compare the two per customer.
+    o->set("delay_warning_seconds", c.delay_warning > 0 || ctx.config == nullptr
+                                        ? c.delay_warning
+                                        : static_cast<std::int64_t>(
+                                              ctx.config->duration("delay_warning_time").count()));
     Array::Ptr domains = new Array;
     for (const auto& d : c.domains) domains->add(d);
     o->set("domains", domains);
@@ -375,6 +382,9 @@ std::string render_metrics(const daemon_context& ctx, const Object::Ptr& status)
       {"flushgate_queue_bytes", "Bytes queued, per customer.", "bytes"},
       {"flushgate_queue_oldest_age_seconds", "Age of the oldest queued message, per customer.",
        "oldest_age_seconds"},
+      {"flushgate_queue_delay_warning_seconds",
+       "Queue age at which senders get a delay notice, per customer (0: never).",
+       "delay_warning_seconds"},
   };
   Array::Ptr customers = status ? status->getArray("customers") : nullptr;
   for (const auto& f : families) {

@@ -4,8 +4,9 @@
 // Purpose: every parameter is defined once, in parameter_table()
 // (config_table.cpp): name, kind, default with its unit, a one-line doc and its
 // validator (kind, bounds, choices). The README's parameter table
-// (render_parameter_table_markdown) and `flushgate config show` (render_config)
-// are both rendered from it. The file format is Postfix main.cf's:
+// (render_parameter_table_markdown), the flushgated.cf(5) man page
+// (render_parameter_man_page) and `flushgate config show` (render_config)
+// are all rendered from it. The file format is Postfix main.cf's:
 //   # a comment line (only whole lines are comments; '#' inside a value is text)
 //   smtpd_timeout = 300s
 //   smtpd_listen = 0.0.0.0:25,
@@ -126,6 +127,10 @@ class config {
 
 // Markdown table | Parameter | Default | Meaning | for the README, one row per parameter.
 std::string render_parameter_table_markdown();
+
+// The whole flushgated.cf(5) man page (roff): the file syntax, then one
+// paragraph per parameter from the same table; `version` goes in the header.
+std::string render_parameter_man_page(std::string_view version);
 
 // The value of p in c as shown to people: expanded, secrets masked (param::shown).
 std::string shown_value(const config& c, const param& p);

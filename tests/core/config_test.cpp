@@ -568,6 +568,40 @@ TEST(RenderParameterTable, HasOneRowPerParameterInTableOrder) {
   EXPECT_NE(md.find("| `smtpd_tls_cert_file` | `\"\"` | "), std::string::npos);
 }
 
+TEST(RenderParameterManPage, HasOneTaggedParagraphPerParameterInTableOrder) {
+  const auto lines = lines_of(render_parameter_man_page("9.8.7"));
+  ASSERT_GT(lines.size(), 3u);
+  EXPECT_EQ(lines[2], ".TH FLUSHGATED.CF 5 \"\" \"flushgate 9.8.7\" \"File Formats\"");
+  // Each parameter: a .TP line, then "\fBname\fR (kind, default ...)".
+  std::vector<std::string> tagged;
+  for (std::size_t i = 0; i + 1 < lines.size(); ++i) {
+    if (lines[i] == ".TP" && lines[i + 1].starts_with("\\fB")) {
+      const std::string& tag = lines[i + 1];
+      tagged.push_back(tag.substr(3, tag.find("\\fR") - 3));
+    }
+  }
+  const auto& table = parameter_table();
+  ASSERT_EQ(tagged.size(), table.size()) << "got " << tagged.size() << " tagged paragraphs, want "
+                                         << table.size();
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    // Names carry '_' only, never '-', so they read the same in roff.
+    EXPECT_EQ(tagged[i], table[i].name) << "paragraph " << i;
+  }
+  // Text lines never start with a roff control character by accident.
+  for (const auto& line : lines) {
+    if (line.empty() || (line[0] != '.' && line[0] != '\'')) continue;
+    const bool request = line.starts_with(".\\\"") || line.starts_with(".TH ") ||
+                         line.starts_with(".SH ") || line == ".TP" || line == ".PP" ||
+                         line.starts_with(".IP ") || line.starts_with(".B ") ||
+                         line.starts_with(".BR ") || line.starts_with(".I ");
+    EXPECT_TRUE(request) << "got a text line read as a roff request: " << line;
+  }
+  const std::string page = render_parameter_man_page("1");
+  EXPECT_NE(page.find("\\fBsmtpd_timeout\\fR (duration, default \\fB300s\\fR)\n"), std::string::npos);
+  EXPECT_NE(page.find("One of \\fBdebug\\fR, \\fBinfo\\fR, \\fBwarning\\fR, \\fBerror\\fR."),
+            std::string::npos);
+}
+
 TEST(RenderConfig, ShowsExpandedValuesAllOrOnlyChanged) {
   const config c = parse_ok(
       "data_dir = /srv/fg\n"
