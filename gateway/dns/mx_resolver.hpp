@@ -138,6 +138,8 @@ class mx_resolver {
   // again (forward-confirmed), lower case, no trailing dot; else
   // unavailable_name (no PTR, or it does not confirm) or tempunavail_name
   // (a lookup failed or ran out of time). Bounded like resolve(): two rounds.
+  // A loopback client is asked only of `servers`: with resolv.conf's servers
+  // it is unavailable_name at once, without a query.
   boost::asio::awaitable<std::string> reverse_name(boost::asio::ip::address client);
 
  private:

@@ -503,6 +503,20 @@ TEST(MxResolverTimeout, SilentServerGivesTempunavailReverseName) {
   EXPECT_EQ(*name, tempunavail_name);
 }
 
+TEST(MxResolverTimeout, LoopbackClientIsNotAskedOfTheSystemsResolver) {
+  asio::io_context io;
+  mx_resolver resolver(io.get_executor(), mx_options{});  // no servers: resolv.conf's
+  std::optional<std::string> name;
+  asio::co_spawn(io, resolver.reverse_name(make_address("127.0.0.9")),
+                 [&](std::exception_ptr e, std::string got) {
+                   if (e) std::rethrow_exception(e);
+                   name = std::move(got);
+                 });
+  io.poll();  // no waiting: only an answer given without a query is there now
+  ASSERT_TRUE(name.has_value()) << "got no answer without waiting, want unavailable_name without a query";
+  EXPECT_EQ(*name, unavailable_name);
+}
+
 TEST(MxResolverTimeout, ResolveHostReturnsLiteralsWithoutQuery) {
   // Any query to the silent server would end in `temporary`.
   asio::io_context io;
