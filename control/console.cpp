@@ -398,8 +398,7 @@ console_response console::login(const console_request& request) {
   if (!parse_form(request.body, form, why)) return refusal(400, why);
   if (admin_token_.empty() || !same_secret(trimmed(field(form, "token")), admin_token_)) {
     // Logged at most once in 10 s: a guesser must not flood the log.
-    const auto now = static_cast<std::int64_t>(std::time(nullptr));
-    if (now - last_login_warning_.exchange(now) >= 10) {
+    if (once_per(last_login_warning_, static_cast<std::int64_t>(std::time(nullptr)), 10)) {
       core::log_warning("console: login from {} refused: wrong token", request.remote);
     }
     return page(401, render_console_login("That is not the admin token."));

@@ -35,6 +35,14 @@ bool same_secret(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+bool once_per(std::atomic<std::int64_t>& last, std::int64_t now, std::int64_t seconds) {
+  std::int64_t previous = last.load();
+  while (now - previous >= seconds) {
+    if (last.compare_exchange_weak(previous, now)) return true;
+  }
+  return false;
+}
+
 bool console_sessions::expired(const console_session& s, clock::time_point now) const {
   return now - s.last_used >= limits_.idle || now - s.created >= limits_.lifetime;
 }

@@ -20,7 +20,9 @@
 // token, origin verification), RFC 6454 (origins).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <map>
 #include <mutex>
@@ -76,6 +78,12 @@ std::string random_token();
 
 // True when `a` and `b` are equal; the time taken depends only on their lengths.
 bool same_secret(std::string_view a, std::string_view b);
+
+// True at most once per `seconds` (unix time `now`; `last` is the time it
+// was last true): for a log line a peer can trigger at will. Later calls in
+// the quiet time do not move it on, so a steady guesser is logged every
+// `seconds`, not once ever.
+bool once_per(std::atomic<std::int64_t>& last, std::int64_t now, std::int64_t seconds);
 
 // The value of cookie `name` in a Cookie header ("" when absent).
 std::string cookie_value(std::string_view cookie_header, std::string_view name);

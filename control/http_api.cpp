@@ -301,13 +301,7 @@ bool authorized(std::string_view authorization, std::string_view token) {
     return false;
   }
   while (!presented.empty() && (presented.back() == ' ' || presented.back() == '\t')) presented.pop_back();
-  // Constant time in the token's length: every byte is compared.
-  unsigned char diff = presented.size() == token.size() ? 0 : 1;
-  for (std::size_t i = 0; i < token.size(); ++i) {
-    const char c = i < presented.size() ? presented[i] : '\0';
-    diff |= static_cast<unsigned char>(c ^ token[i]);
-  }
-  return diff == 0;
+  return same_secret(presented, token);
 }
 
 bool load_admin_token(const std::string& path, const std::string& group, std::string& token,
@@ -485,8 +479,7 @@ struct http_api::impl {
                                 console_ui->signed_in(req.get("Cookie", ""));
     if (!console_reader && !authorized(authorization, settings.token)) {
       // Log at most one refusal in 10 s: a scanner must not flood the log.
-      const auto now = static_cast<std::int64_t>(std::time(nullptr));
-      if (now - last_auth_warning.exchange(now) >= 10) {
+      if (once_per(last_auth_warning, static_cast<std::int64_t>(std::time(nullptr)), 10)) {
         core::log_warning("admin: {} {} from {} refused: {} token", req.getMethod(), req.getURI(),
                           req.clientAddress().host().toString(), authorization.empty() ? "no" : "wrong");
       }

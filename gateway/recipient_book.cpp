@@ -21,7 +21,7 @@ void recipient_book::merge(const std::vector<queue::known_recipient>& rows) {
     auto& m = by_customer_[r.customer_id];
     auto it = m.find(r.address);
     if (it == m.end()) {
-      make_room(r.customer_id, m);
+      make_room(r.customer_id, m, false);
       m.emplace(r.address, entry{r.good, r.source, r.first_seen, r.last_seen, r.last_seen});
     } else if (r.last_seen >= it->second.last_seen) {
       it->second = {r.good, r.source, std::min(r.first_seen, it->second.first_seen), r.last_seen, r.last_seen};
@@ -72,7 +72,7 @@ void recipient_book::learn(std::int64_t customer_id, std::string_view address, b
   }
 }
 
-void recipient_book::make_room(std::int64_t customer_id, customer_map& m) {
+void recipient_book::make_room(std::int64_t customer_id, customer_map& m, bool mark) {
   if (m.size() < max_per_customer_) return;
   // The oldest known-bad first (an attack's addresses), else the oldest known-good.
   auto oldest = m.end();
@@ -85,7 +85,7 @@ void recipient_book::make_room(std::int64_t customer_id, customer_map& m) {
   if (oldest == m.end()) return;
   // The store forgets it too: a pending "forget" is a row with last_seen 0,
   // which the next expiry removes (the daemon writes it with the batch).
-  pending_.push_back({customer_id, oldest->first, oldest->second.good, "evicted", 0, 0});
+  if (mark) pending_.push_back({customer_id, oldest->first, oldest->second.good, "evicted", 0, 0});
   m.erase(oldest);
 }
 

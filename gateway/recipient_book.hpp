@@ -78,7 +78,9 @@ class recipient_book {
     std::int64_t written = 0;  // last_seen as last queued for the store
   };
   using customer_map = std::unordered_map<std::string, entry>;
-  void make_room(std::int64_t customer_id, customer_map& m);
+  // Evicts one address when the customer is full; `mark` queues its removal
+  // for the store (not for rows that came from the store: other nodes hold them).
+  void make_room(std::int64_t customer_id, customer_map& m, bool mark = true);
 
   std::size_t max_per_customer_;
   std::unordered_map<std::int64_t, customer_map> by_customer_;

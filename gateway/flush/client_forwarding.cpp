@@ -59,12 +59,16 @@ std::vector<std::string> client_forwarding_commands(std::string_view verb,
   const bool xforward = verb == "XFORWARD";
   const std::string client_name =
       xforward && origin.name == "[TEMPUNAVAIL]" ? std::string("[UNAVAILABLE]") : origin.name;
+  // XCLIENT leaves HELO to the EHLO that must follow it (the server takes
+  // that name over XCLIENT's): what is left always fits one line, so one
+  // XCLIENT, answered by one 220, sets the whole identity. A second line
+  // would meet a session that is no longer ours to change.
   const std::pair<const char*, std::string> known[] = {
       {"NAME", client_name},
       {"ADDR", origin.address.empty() ? std::string() : address_value(origin.address)},
       {"PORT", origin.port == 0 ? std::string() : std::to_string(origin.port)},
       {"PROTO", origin.proto},
-      {"HELO", origin.helo},
+      {"HELO", xforward ? origin.helo : std::string()},
   };
   std::vector<std::string> lines;
   std::string line;

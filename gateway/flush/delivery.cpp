@@ -176,8 +176,11 @@ asio::awaitable<std::unique_ptr<delivery_agent::connection>> delivery_agent::con
     cs.tls = tls_policy::none;
     cs.one_line_per_write = turned_around->tls_active();
     // The same rule as on any connection: what the EHLO seen here offers
-    // (with fetchmail relaying, the customer's own MTA's EHLO).
+    // (with fetchmail relaying, the customer's own MTA's EHLO). But never
+    // XCLIENT: a session that took one client's identity serves no other,
+    // and this connection is the only one there is (XFORWARD instead).
     cs.forward_client = forwarding_of(d.customer_id);
+    if (cs.forward_client == client_forwarding::xclient) cs.forward_client = client_forwarding::xforward;
     conn->client = std::make_unique<smtp_client>(*turned_around, cs);
     control.cancel = [turned_around] { turned_around->close(); };
     auto opened = co_await conn->client->open();

@@ -902,13 +902,16 @@ asio::awaitable<void> smtp_client::run_with_xclient(std::vector<flight>& flights
     flight& f = flights[k];
     if (identity_locked()) break;
     const auto lines = client_forwarding_commands("XCLIENT", f.message->origin, info_.xclient);
-    if (lines.empty() && identity_changed_) break;
+    if (lines.empty() && identity_changed_) {
+      identity_spent_ = true;  // it goes under our own identity, in a new session
+      break;
+    }
     if (!lines.empty()) {
       const xclient_outcome o = co_await send_xclient(f, lines);
       if (o == xclient_outcome::broken) break;
       // Refused after an earlier XCLIENT: the session is someone else's now.
       if (o == xclient_outcome::refused && identity_changed_) {
-        xclient_refused_ = true;
+        identity_spent_ = true;
         break;
       }
     }

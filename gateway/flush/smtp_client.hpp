@@ -291,7 +291,7 @@ class smtp_client {
   // cannot be changed again (Postfix re-checks smtpd_authorized_xclient_hosts
   // against the new identity and stops offering XCLIENT): a message of
   // another client needs a new session.
-  bool identity_locked() const { return identity_changed_ && (info_.xclient.empty() || xclient_refused_); }
+  bool identity_locked() const { return identity_changed_ && (info_.xclient.empty() || identity_spent_); }
 
  private:
   enum class state { fresh, ready, refused, lost, closed };
@@ -342,7 +342,7 @@ class smtp_client {
   std::deque<expected_reply> expected_;
   std::size_t inflight_bytes_ = 0;
   bool identity_changed_ = false;  // an XCLIENT took effect in this session
-  bool xclient_refused_ = false;   // and a later one was refused
+  bool identity_spent_ = false;    // and the next message cannot go under it (refused, or no client known)
 };
 
 }  // namespace flushgate::gateway

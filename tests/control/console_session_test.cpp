@@ -117,4 +117,12 @@ TEST(ConsoleOrigin, AcceptsOnlyThisServersOrigin) {
   EXPECT_FALSE(same_origin_post("ftp://127.0.0.1:8025", "", host));
 }
 
+TEST(OncePer, CallsInTheQuietTimeDoNotMoveItOn) {
+  std::atomic<std::int64_t> last{0};
+  EXPECT_TRUE(once_per(last, 100, 10));
+  EXPECT_FALSE(once_per(last, 105, 10));
+  EXPECT_FALSE(once_per(last, 109, 10)) << "got the quiet time restarted by a call in it";
+  EXPECT_TRUE(once_per(last, 110, 10)) << "got a steady caller silenced, want it logged every 10 s";
+}
+
 }  // namespace

@@ -57,6 +57,16 @@ TEST(RecipientBook, MergeTakesRowsOtherNodesWroteWithoutWritingThemBack) {
   EXPECT_EQ(book.lookup(1, "alice@acme.example"), known_state::bad);
 }
 
+TEST(RecipientBook, MergeIntoAFullCustomerEvictsWithoutWritingAMark) {
+  recipient_book book(1);
+  book.learn(1, "alice@acme.example", true, "delivery", 100);
+  (void)book.take_pending();
+  book.merge({{1, "bob@acme.example", true, "delivery", 100, 200}});
+  EXPECT_EQ(book.size(1), 1u);
+  EXPECT_TRUE(book.take_pending().empty())
+      << "got an eviction mark written for a merge, want none (other nodes still hold the row)";
+}
+
 TEST(RecipientBook, ReplaceCustomerDropsWhatTheStoreNoLongerHas) {
   recipient_book book;
   book.learn(1, "alice@acme.example", true, "delivery", 100);

@@ -51,9 +51,21 @@ TEST(ClientForwarding, EncodesValuesAsXtextAndPrefixesIpv6) {
   queue::client_origin o;
   o.address = "2001:db8::9";
   o.helo = "evil ADDR=10.0.0.1+x=y\r\nRSET";
-  const auto lines = client_forwarding_commands("XCLIENT", o, {"ADDR", "HELO"});
+  const auto lines = client_forwarding_commands("XFORWARD", o, {"ADDR", "HELO"});
   ASSERT_EQ(lines.size(), 1u);
-  EXPECT_EQ(lines[0], "XCLIENT ADDR=IPv6:2001:db8::9 HELO=evil+20ADDR+3D10.0.0.1+2Bx+3Dy+0D+0ARSET\r\n");
+  EXPECT_EQ(lines[0], "XFORWARD ADDR=IPv6:2001:db8::9 HELO=evil+20ADDR+3D10.0.0.1+2Bx+3Dy+0D+0ARSET\r\n");
+}
+
+TEST(ClientForwarding, XclientLeavesHeloToTheEhloAndFitsOneLine) {
+  // A sender's HELO may be 500 octets (tripled by xtext): XCLIENT must still
+  // be one line, or its second line meets a session no longer ours.
+  queue::client_origin o = spammer();
+  o.helo = std::string(500, '+');
+  o.name = std::string(250, 'n');
+  const auto lines = client_forwarding_commands("XCLIENT", o, {"NAME", "ADDR", "PORT", "PROTO", "HELO"});
+  ASSERT_EQ(lines.size(), 1u) << "got " << lines.size() << " XCLIENT lines, want 1";
+  EXPECT_EQ(lines[0].find("HELO="), std::string::npos) << "got HELO in XCLIENT, want it left to the EHLO";
+  EXPECT_LE(lines[0].size(), 512u);
 }
 
 TEST(ClientForwarding, SplitsLinesToStayWithinTheLimit) {

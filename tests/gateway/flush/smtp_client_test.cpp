@@ -283,6 +283,7 @@ struct session_outcome {
   error_code open_error;
   session_info info;
   std::vector<message_result> results;
+  bool identity_locked = false;  // the client's word after the last message
 };
 
 session_outcome run_session(std::uint16_t port, const client_settings& settings,
@@ -300,6 +301,7 @@ session_outcome run_session(std::uint16_t port, const client_settings& settings,
       } else {
         for (const auto& m : messages) out.results.push_back(co_await client.send(m));
       }
+      out.identity_locked = client.identity_locked();
     }
     co_await client.quit();
   });
@@ -565,16 +567,21 @@ TEST(SmtpClient, NoXforwardUnlessOfferedAndWanted) {
   }
 }
 
-TEST(SmtpClient, XclientGetsANewGreetingAndEhloBeforeEachMessage) {
-  const std::string content = "Subject: t\r\n\r\nbody\r\n";
-  fake_server server(with_quit({
+// A server that offers XCLIENT, takes one (a new 220), then one message.
+std::vector<act> one_message_under_xclient() {
+  return {
       say("220 mx.test\r\n"),
       lines(1), say(ehlo_reply({"PIPELINING", "XCLIENT NAME ADDR PROTO HELO"})),
       lines(1), say("220 mx.test ESMTP again\r\n"),
       lines(1), say(ehlo_reply({"PIPELINING", "XCLIENT NAME ADDR PROTO HELO"})),
       lines(3), say("250 ok\r\n250 ok\r\n354 go\r\n"),
       until("\r\n.\r\n"), say("250 queued\r\n"),
-  }));
+  };
+}
+
+TEST(SmtpClient, XclientGetsANewGreetingAndEhloBeforeEachMessage) {
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  fake_server server(with_quit(one_message_under_xclient()));
   auto m = make_message(content, {"b@y.test"});
   m.origin = spammer_origin();
   client_settings settings = plain_settings();
@@ -585,10 +592,31 @@ TEST(SmtpClient, XclientGetsANewGreetingAndEhloBeforeEachMessage) {
   EXPECT_TRUE(out.results.at(0).client_forwarded);
   EXPECT_EQ(server.received(),
             "EHLO client.test\r\n"
-            "XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.9 PROTO=ESMTP HELO=spammer.example\r\n"
+            "XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.9 PROTO=ESMTP\r\n"
             "EHLO spammer.example\r\n"
             "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
             "Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+}
+
+TEST(SmtpClient, XclientBatchStopsBeforeAMessageWithoutAKnownClient) {
+  // Mail queued before the client was kept (or a DSN) must not go under the
+  // identity an XCLIENT gave the session: the batch ends, and the session
+  // says so (identity_locked) so that delivery opens a fresh one for it.
+  const std::string content = "Subject: t\r\n\r\nbody\r\n";
+  fake_server server(with_quit(one_message_under_xclient()));
+  auto first = make_message(content, {"b@y.test"});
+  first.origin = spammer_origin();
+  auto second = make_message(content, {"c@y.test"});  // no client known
+  client_settings settings = plain_settings();
+  settings.forward_client = client_forwarding::xclient;
+  const auto out = run_session(server.port(), settings, {first, second}, true);
+  ASSERT_TRUE(server.wait()) << server.failure();
+  ASSERT_EQ(out.results.size(), 2u);
+  EXPECT_EQ(out.results.at(0).status, message_status::sent);
+  EXPECT_EQ(out.results.at(1).recipients.at(0).reply.code, 0)
+      << "got the second message tried under the spammer's identity, want it left for a new session";
+  EXPECT_TRUE(out.identity_locked) << "got the session still offered for other clients, want it spent";
+  EXPECT_EQ(server.received().find("c@y.test"), std::string::npos) << server.received();
 }
 
 TEST(SmtpClient, AllRecipientsRefusedBut354SendsLoneDot) {
