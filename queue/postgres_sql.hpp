@@ -183,19 +183,14 @@ CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
 )sql";
 
 // Version 5 -> 6: the original client of each message, field by field, and
-// each customer's forward_client, as SQLite's version 11 (old rows: address
-// and HELO parsed from client "helo[address]", the rest unknown).
+// each customer's forward_client, as SQLite's version 11 (messages queued
+// before stay without it: no rewrite of every row at the upgrade).
 inline constexpr const char* schema_v6 = R"sql(
 ALTER TABLE messages ADD COLUMN client_address text NOT NULL DEFAULT '',
                      ADD COLUMN client_name text NOT NULL DEFAULT '',
                      ADD COLUMN client_helo text NOT NULL DEFAULT '',
                      ADD COLUMN client_proto text NOT NULL DEFAULT '',
                      ADD COLUMN client_port integer NOT NULL DEFAULT 0;
-UPDATE messages SET
-  client_address = substring(client from '\[([^][]*)\]$'),
-  client_helo = rtrim(substring(client from '^(.*)\[[^][]*\]$'), ' ')
-WHERE client ~ '\[[^][]*\]$';
-UPDATE messages SET client_helo = '' WHERE client_helo = 'unknown';
 ALTER TABLE customers ADD COLUMN forward_client text NOT NULL DEFAULT '';
 )sql";
 

@@ -324,23 +324,17 @@ CREATE INDEX known_recipients_by_last_seen ON known_recipients(last_seen);
 )sql";
 
 // v10 -> v11: the original client of each message, field by field, for
-// XFORWARD/XCLIENT at flush time, and each customer's choice of which. Old
-// rows get the address and HELO parsed from client ("helo[address]", the
-// address after the last '['; "unknown" was the HELO before any was given);
-// name, protocol and port stay unknown (nothing is forwarded for them).
-// rtrim(client, <every character but '['>) keeps client up to its last '['.
+// XFORWARD/XCLIENT at flush time, and each customer's choice of which.
+// Messages queued before stay without it (nothing is forwarded for them, as
+// before the upgrade): filling the new columns would rewrite every row, body
+// and all, in one transaction — a copy of the whole queue on a disk that a
+// long-held queue may have nearly filled, and a daemon that cannot start.
 constexpr const char* schema_v11 = R"sql(
 ALTER TABLE messages ADD COLUMN client_address TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN client_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN client_helo TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN client_proto TEXT NOT NULL DEFAULT '';
 ALTER TABLE messages ADD COLUMN client_port INTEGER NOT NULL DEFAULT 0;
-UPDATE messages SET
-  client_address = substr(client, length(rtrim(client, replace(client, '[', ''))) + 1,
-                          length(client) - length(rtrim(client, replace(client, '[', ''))) - 1),
-  client_helo = rtrim(substr(client, 1, length(rtrim(client, replace(client, '[', ''))) - 1), ' ')
-WHERE client LIKE '%[%]';
-UPDATE messages SET client_helo = '' WHERE client_helo = 'unknown';
 ALTER TABLE customers ADD COLUMN forward_client TEXT NOT NULL DEFAULT '';
 )sql";
 
