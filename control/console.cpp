@@ -125,9 +125,7 @@ console_response refusal(int status, std::string_view why) {
 
 // "key=value" for a redirect's query, the value percent-encoded.
 std::string query_of(std::string_view key, std::string_view value) {
-  std::string encoded;
-  Poco::URI::encode(std::string(value), "!#$&'()*+,/:;=?@[]%\" <>", encoded);
-  return std::string(key) + "=" + encoded;
+  return std::string(key) + "=" + query_value(value);
 }
 
 Object::Ptr object_result(const command_result& r) {
@@ -241,13 +239,7 @@ form_fields customer_form_fields(const Object::Ptr& c) {
     }
   };
   f["name"] = text("name");
-  std::string domains;
-  if (auto list = c->getArray("domains")) {
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      domains += (i ? ", " : "") + list->getElement<std::string>(static_cast<unsigned>(i));
-    }
-  }
-  f["domains"] = domains;
+  f["domains"] = joined_list(c, "domains");
   f["subdomains"] = text("subdomains") == "true" ? "yes" : "no";
   for (const char* key : {"mode", "route", "link_port", "max_size", "quota", "tls", "recipient_check",
                           "unknown_recipients"}) {

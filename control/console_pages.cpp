@@ -108,22 +108,6 @@ std::string utc_time(std::int64_t t) {
   return buf;
 }
 
-// The percent-encoding of a query value (names and queue ids are plain, but never trust that).
-std::string query_value(std::string_view text) {
-  static const char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 // A customer state's badge; the class comes from this table, never from the text.
 void put_state(std::string& out, std::string_view state) {
   const char* css = state == "enabled" ? "c-green" : state == "suspended" ? "c-red" : "c-grey";
@@ -290,13 +274,7 @@ std::string render_console_customer(const console_view& view, const Object::Ptr&
   put_action(out, view, "flush", "Flush now", "name", name, "go");
   out += "<a class=\"btn\" id=\"edit\" href=\"/console/edit?name=" + query_value(name) + "\">Change</a></div>\n";
   out += "<dl class=\"kv\">";
-  std::string domains;
-  if (auto list = array_of(customer, "domains")) {
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      domains += (i ? ", " : "") + list->getElement<std::string>(static_cast<unsigned>(i));
-    }
-  }
-  put_kv(out, "Domains", domains);
+  put_kv(out, "Domains", joined_list(customer, "domains"));
   put_kv(out, "Mode", text_of(customer, "mode"));
   put_kv(out, "Primary route", text_of(customer, "route"));
   put_kv(out, "Route now", text_of(flush, "route"), "route-now");
@@ -523,6 +501,31 @@ std::string render_console_notice(std::string_view title, std::string_view text)
   put(out, text);
   out += "</p><p><a href=\"/console/\">Back to the console</a></p></section>\n";
   put_tail(out);
+  return out;
+}
+
+std::string query_value(std::string_view text) {
+  static const char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string joined_list(const Object::Ptr& o, const std::string& key) {
+  std::string out;
+  if (auto list = array_of(o, key)) {
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      out += (i ? ", " : "") + list->getElement<std::string>(static_cast<unsigned>(i));
+    }
+  }
   return out;
 }
 

@@ -49,4 +49,9 @@ std::string render_console_flush(const console_view& view, const Poco::JSON::Obj
 // A short page for a refusal or a failure: title and plain text.
 std::string render_console_notice(std::string_view title, std::string_view text);
 
+// The percent-encoding of a query value: all but A-Z a-z 0-9 - _ . ~ (RFC 3986).
+std::string query_value(std::string_view text);
+// The strings of `o`'s array `key` joined with ", " ("" when there is none).
+std::string joined_list(const Poco::JSON::Object::Ptr& o, const std::string& key);
+
 }  // namespace flushgate::control

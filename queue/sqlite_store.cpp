@@ -1652,15 +1652,8 @@ boost::system::result<std::uint64_t> sqlite_store::add_allowed_recipients(
     if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "set has_recipients");
     if (sqlite3_changes(db_) == 0) return errc::not_found;
   }
-  std::uint64_t added = 0;
-  for (const auto& a : addresses) {
-    statement s{prepare(sql_insert_allowed)};
-    if (!s) return fail(last_rc_, "prepare insert recipient");
-    s.bind(1, customer_id);
-    s.bind(2, a);
-    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "insert recipient");
-    added += static_cast<std::uint64_t>(sqlite3_changes(db_));
-  }
+  auto added = per_address(sql_insert_allowed, "insert recipient", customer_id, addresses);
+  if (!added) return added;
   if (auto ec = tx.commit()) return ec;
   return added;
 }
@@ -1669,17 +1662,25 @@ boost::system::result<std::uint64_t> sqlite_store::remove_allowed_recipients(
     std::int64_t customer_id, std::span<const std::string> addresses) {
   transaction tx(*this);
   if (auto ec = tx.begin()) return ec;
-  std::uint64_t removed = 0;
-  for (const auto& a : addresses) {
-    statement s{prepare(sql_delete_allowed_one)};
-    if (!s) return fail(last_rc_, "prepare delete recipient");
-    s.bind(1, customer_id);
-    s.bind(2, a);
-    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, "delete recipient");
-    removed += static_cast<std::uint64_t>(sqlite3_changes(db_));
-  }
+  auto removed = per_address(sql_delete_allowed_one, "delete recipient", customer_id, addresses);
+  if (!removed) return removed;
   if (auto ec = tx.commit()) return ec;
   return removed;
+}
+
+boost::system::result<std::uint64_t> sqlite_store::per_address(const char* sql, const char* what,
+                                                              std::int64_t customer_id,
+                                                              std::span<const std::string> addresses) {
+  std::uint64_t changed = 0;
+  for (const auto& a : addresses) {
+    statement s{prepare(sql)};
+    if (!s) return fail(last_rc_, std::string("prepare ") + what);
+    s.bind(1, customer_id);
+    s.bind(2, a);
+    if (const int rc = s.step(); rc != SQLITE_DONE) return fail(rc, what);
+    changed += static_cast<std::uint64_t>(sqlite3_changes(db_));
+  }
+  return changed;
 }
 
 error_code sqlite_store::save_known_recipients(std::span<const known_recipient> items) {

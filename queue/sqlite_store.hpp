@@ -165,6 +165,10 @@ class sqlite_store final : public store {
   static const char* age_bucket_sql(bool one_customer) noexcept;
 
  private:
+  // Runs `sql` (?1 customer, ?2 address) once per address, in the caller's
+  // transaction; the rows it changed in all.
+  boost::system::result<std::uint64_t> per_address(const char* sql, const char* what, std::int64_t customer_id,
+                                                   std::span<const std::string> addresses);
   // The rows of a known_recipients SELECT with at most one parameter.
   boost::system::result<std::vector<known_recipient>> read_known_recipients(const char* sql,
                                                                            std::optional<std::int64_t> arg);

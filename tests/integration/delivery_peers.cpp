@@ -394,4 +394,12 @@ certificate_files make_self_signed(const std::filesystem::path& dir, const std::
   return files;
 }
 
+daemon_fixture::settings quick_retry_settings(const smtp_sink& bounces, daemon_fixture::settings extra) {
+  daemon_fixture::settings s{{"retry_schedule", "1s"},
+                             {"queue_sweep_interval", "1s"},
+                             {"bounce_relay", bounces.address()}};
+  for (auto& [k, v] : extra) s[k] = v;
+  return s;
+}
+
 }  // namespace flushgate::test

@@ -160,4 +160,8 @@ struct certificate_files {
 // dir/NAME.crt and dir/NAME.key with openssl; throws when openssl fails.
 certificate_files make_self_signed(const std::filesystem::path& dir, const std::string& name);
 
+// Settings for a daemon that retries and sweeps every second and sends its
+// DSNs to `bounces`; `extra` adds to or overrides them.
+daemon_fixture::settings quick_retry_settings(const smtp_sink& bounces, daemon_fixture::settings extra = {});
+
 }  // namespace flushgate::test

@@ -35,11 +35,7 @@ class DsnDelivery : public ::testing::Test {
   }
 
   void start_daemon(daemon_fixture::settings extra = {}) {
-    daemon_fixture::settings s{{"retry_schedule", "1s"},
-                               {"queue_sweep_interval", "1s"},
-                               {"bounce_relay", bounces_->address()}};
-    for (auto& [k, v] : extra) s[k] = v;
-    daemon_.emplace(std::move(s));
+    daemon_.emplace(quick_retry_settings(*bounces_, std::move(extra)));
     daemon_->start();
   }
 
